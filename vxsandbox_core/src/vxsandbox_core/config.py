@@ -1,0 +1,238 @@
+"""Worker configuration: declared fields with types, defaults and validation.
+
+A config class lists its fields; building it from a dict checks each value
+and raises :class:`ConfigError` naming the key, the value and what was
+expected. Keys a class does not declare are kept in ``raw`` so that
+subclasses and resources can read them. The field lists double as the
+configuration reference.
+"""
+
+from __future__ import annotations
+
+import resource as _resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+MiB = 1024 * 1024
+
+#: The seed's restrictive defaults, applied unless the config overrides them.
+DEFAULT_RLIMITS: dict[str, int] = {
+    "RLIMIT_CORE": 1 * MiB,
+    "RLIMIT_CPU": 60,
+    "RLIMIT_FSIZE": 1 * MiB,
+    "RLIMIT_DATA": 64 * MiB,
+    "RLIMIT_STACK": 1 * MiB,
+    "RLIMIT_RSS": 10 * MiB,
+    "RLIMIT_NOFILE": 15,
+    "RLIMIT_MEMLOCK": 64 * 1024,
+    "RLIMIT_AS": 196 * MiB,
+}
+
+_MISSING = object()
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             dict: "a mapping", list: "a list", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: its accepted types, default, description and extra check.
+
+    ``check`` receives the value (already type-checked) and returns the value
+    to store, or raises ``ValueError`` whose text says what was expected.
+    """
+
+    name: str
+    types: tuple[type, ...]
+    description: str
+    default: Any = _MISSING
+    check: Callable[[Any], Any] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+    def parse(self, raw: dict[str, Any], prefix: str) -> Any:
+        key = prefix + self.name
+        if self.name not in raw:
+            if self.required:
+                raise ConfigError(key, f"is required ({self.description})")
+            default = self.default
+            return default() if callable(default) else default
+        value = raw[self.name]
+        # bool is an int subclass; a boolean is never a number here.
+        ok = isinstance(value, self.types) and not (
+            isinstance(value, bool) and bool not in self.types)
+        if not ok and float in self.types and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(key, f"expected {_type_name(self.types)}, got {value!r}")
+        if self.check is not None:
+            try:
+                value = self.check(value)
+            except ValueError as e:
+                raise ConfigError(key, f"{e} (got {value!r})") from None
+        return value
+
+
+def positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("expected a positive number")
+    return value
+
+
+def non_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError("expected zero or a positive number")
+    return value
+
+
+def string_list(value: list[Any]) -> list[str]:
+    if not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return value
+
+
+def string_map(value: dict[Any, Any]) -> dict[str, str]:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("expected a mapping of strings to strings")
+    return value
+
+
+def _rlimit_number(name: Any) -> int:
+    if isinstance(name, int) and not isinstance(name, bool):
+        known = {getattr(_resource, n) for n in dir(_resource) if n.startswith("RLIMIT_")}
+        if name not in known:
+            raise ValueError(f"unknown rlimit number {name}")
+        return name
+    if isinstance(name, str):
+        upper = name.upper()
+        attr = upper if upper.startswith("RLIMIT_") else "RLIMIT_" + upper
+        number = getattr(_resource, attr, None)
+        if isinstance(number, int):
+            return number
+        if upper.isdigit():
+            return _rlimit_number(int(upper))
+    raise ValueError(f"unknown rlimit {name!r}; expected a name such as RLIMIT_AS or a number")
+
+
+def _rlimit_value(name: Any, value: Any) -> tuple[int, int]:
+    def one(v: Any) -> int:
+        if v is None or v == "unlimited":
+            return _resource.RLIM_INFINITY
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+        raise ValueError(f"rlimit {name!r} value {value!r} is not a non-negative integer, "
+                         "'unlimited', or a [soft, hard] pair of them")
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"rlimit {name!r} value {value!r} must be [soft, hard]")
+        soft, hard = one(value[0]), one(value[1])
+    else:
+        soft = hard = one(value)
+    if hard != _resource.RLIM_INFINITY and (soft == _resource.RLIM_INFINITY or soft > hard):
+        raise ValueError(f"rlimit {name!r} soft limit exceeds its hard limit")
+    return soft, hard
+
+
+def parse_rlimits(value: dict[Any, Any]) -> dict[int, tuple[int, int]]:
+    """Turn the ``rlimits`` mapping into ``{RLIMIT number: (soft, hard)}``.
+
+    Names may be given with or without the ``RLIMIT_`` prefix, in any case, or
+    as numbers; values as one integer (soft and hard alike), a ``[soft, hard]``
+    pair, or ``null`` / ``"unlimited"`` for no limit.
+    """
+    limits: dict[int, tuple[int, int]] = {}
+    for name, limit in value.items():
+        limits[_rlimit_number(name)] = _rlimit_value(name, limit)
+    return limits
+
+
+def effective_rlimits(overrides: dict[int, tuple[int, int]],
+                      defaults: dict[str, int] | None = None) -> dict[int, tuple[int, int]]:
+    """Merge the defaults with the configured limits."""
+    merged = parse_rlimits(DEFAULT_RLIMITS if defaults is None else defaults)
+    merged.update(overrides)
+    return merged
+
+
+class Config:
+    """Base of config classes: validated attributes from a dict of raw values."""
+
+    fields: ClassVar[tuple[Field, ...]] = ()
+
+    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise ConfigError(prefix.rstrip("."), f"expected a mapping, got {raw!r}")
+        self.raw = raw
+        self.prefix = prefix
+        for f in self.all_fields():
+            setattr(self, f.name, f.parse(raw, prefix))
+
+    @classmethod
+    def all_fields(cls) -> list[Field]:
+        """Every field of this class and its bases, a subclass's field replacing its base's."""
+        seen: dict[str, Field] = {}
+        for klass in reversed(cls.__mro__):
+            for f in getattr(klass, "fields", ()):
+                seen[f.name] = f
+        return list(seen.values())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read a key, declared or not, from the raw config."""
+        if any(f.name == key for f in self.all_fields()):
+            return getattr(self, key)
+        return self.raw.get(key, default)
+
+
+def _sandbox_map(value: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    for name, conf in value.items():
+        if not isinstance(name, str) or not isinstance(conf, dict):
+            raise ValueError(f"resource {name!r} must map a name to a mapping with a 'cls' key")
+        if not isinstance(conf.get("cls"), str):
+            raise ValueError(f"resource {name!r} has no 'cls' string naming its class")
+    return value
+
+
+class SandboxConfig(Config):
+    """Config of the generic sandbox worker (the seed's SandboxConfig options)."""
+
+    fields = (
+        Field("worker", (str,), "entry point name or class path of the worker to run", "sandbox"),
+        Field("transport_name", (str, type(None)), "name of the transport whose queues the worker consumes", None),
+        Field("sandbox_id", (str, type(None)),
+              "sandbox id used when a message carries none (vumi2 messages never do)", None),
+        Field("sandbox", (dict,), "resources offered to the sandbox: name -> {cls: ..., options}",
+              dict, _sandbox_map),
+        Field("executable", (str, type(None)), "program to run as the sandbox", None),
+        Field("args", (list,), "arguments to pass to the executable", list, string_list),
+        Field("path", (str, type(None)), "working directory of the sandboxed process", None),
+        Field("env", (dict,), "environment of the sandboxed process (nothing is inherited)",
+              dict, string_map),
+        Field("timeout", (int, float), "seconds a sandbox run may take before it is killed", 60, positive),
+        Field("recv_limit", (int,), "bytes of stdout plus stderr a run may write before it is killed",
+              1 * MiB, positive),
+        Field("rlimits", (dict,), "resource limits (RLIMIT_* name or number -> value or [soft, hard]) "
+              "merged over the restrictive defaults", dict, parse_rlimits),
+        Field("logging_resource", (str, type(None)), "name of the resource that receives the sandbox's log lines",
+              None),
+        Field("messages_per_process", (int,), "messages one child may serve before it is retired", 1, positive),
+        Field("send_to", (dict,), "outbound endpoints: name -> {transport_name: ...}", dict),
+        Field("amqp", (dict,), "broker connection: {url: amqp://...}", dict),
+        Field("amqp_prefetch_count", (int,), "unacknowledged deliveries the broker may hand the worker at once",
+              20, positive),
+    )
+
+    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
+        super().__init__(raw, prefix)
+        if self.logging_resource is not None and self.logging_resource not in self.sandbox:
+            raise ConfigError(prefix + "logging_resource",
+                              f"names {self.logging_resource!r}, which is not a resource in 'sandbox' "
+                              f"(resources: {sorted(self.sandbox) or 'none'})")

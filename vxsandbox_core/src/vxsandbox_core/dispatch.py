@@ -1,0 +1,146 @@
+"""Per-run command dispatch: routes ``resource.command`` requests from the child to resources.
+
+One :class:`SandboxApi` exists per sandbox run. It knows the tenant
+(``sandbox_id``), the child, the messages this run received, and sends each
+reply back with its request's ``cmd_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+
+from .aio import call_deferred
+from .errors import VxSandboxError
+from .plugins import Hooks
+from .protocol import Command, make_command, make_error_reply
+
+if TYPE_CHECKING:
+    from .config import SandboxConfig
+    from .message import Message
+    from .process import SandboxProtocol
+    from .resources import SandboxResources
+
+log = logging.getLogger("vxsandbox.sandbox")
+
+
+class CommandError(VxSandboxError):
+    """Raised by a resource handler to fail a request with ``reason`` as the reply's reason.
+
+    Any other exception also fails the request, but is logged with its
+    traceback for the operator as a bug in the resource.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SandboxApi:
+    """The worker's side of one sandbox run.
+
+    :param resources: the worker's resources.
+    :param config: the config this run uses.
+    :param sandbox_id: the tenant this run belongs to.
+    :param worker: the worker (resources reach it as ``api.worker``).
+    :param hooks: where plugin hooks are called.
+    """
+
+    def __init__(self, resources: SandboxResources, config: SandboxConfig, sandbox_id: str,
+                 worker: Any, hooks: Hooks) -> None:
+        self.resources = resources
+        self.config = config
+        self.sandbox_id = sandbox_id
+        self.worker = worker
+        self.hooks = hooks
+        self.protocol: SandboxProtocol | None = None
+        self.logging_resource = (resources.get(config.logging_resource)
+                                 if config.logging_resource else None)
+        #: messages this run received, by message_id (outbound may only answer these)
+        self.inbound_messages: dict[str, Message] = {}
+        #: per-run scratch space for resources, keyed by resource name
+        self.state: dict[str, Any] = {}
+
+    def set_sandbox(self, protocol: SandboxProtocol) -> None:
+        """Attach the child this run talks to."""
+        self.protocol = protocol
+
+    # --- to the child -----------------------------------------------------------
+
+    def sandbox_send(self, command: Command) -> bool:
+        """Send a command to the child; False when it has already ended (the command is dropped)."""
+        return self.protocol is not None and self.protocol.send(command)
+
+    def sandbox_kill(self, reason: str, explanation: str | None = None) -> None:
+        """Kill the child, reporting ``explanation`` (or ``reason``) to the app's owner and the operator."""
+        if explanation is not None:
+            self.report(explanation, logging.ERROR)
+        if self.protocol is not None:
+            self.protocol.kill(reason)
+
+    def sandbox_finish(self) -> None:
+        """End the child because the app said it is done; the run counts as a success."""
+        if self.protocol is not None:
+            self.protocol.finish()
+
+    def sandbox_inbound_message(self, msg: Message) -> None:
+        """Hand a user message to the child as ``inbound-message``."""
+        self.inbound_messages[msg["message_id"]] = msg
+        self.sandbox_send(make_command("inbound-message", msg=msg.to_dict()))
+
+    def sandbox_inbound_event(self, event: Message) -> None:
+        """Hand an event to the child as ``inbound-event``."""
+        self.sandbox_send(make_command("inbound-event", msg=event.to_dict()))
+
+    # --- logging --------------------------------------------------------------
+
+    def log(self, msg: str, level: int = logging.INFO) -> Deferred[Any]:
+        """Log a line for the app's owner through the logging resource (or the worker's log)."""
+        if self.logging_resource is not None and hasattr(self.logging_resource, "log"):
+            d = call_deferred(self.logging_resource.log, self, msg, level)
+            d.addErrback(lambda f: log.error("[%s] logging resource failed (%s): %s",
+                                             self.sandbox_id, f.getErrorMessage(), msg))
+            return d
+        return call_deferred(log.log, level, "[%s] %s", self.sandbox_id, msg)
+
+    def report(self, msg: str, level: int = logging.WARNING) -> None:
+        """Tell both the app's owner (logging resource) and the operator (worker log) about a problem."""
+        log.log(level, "[%s] %s", self.sandbox_id, msg)
+        if self.logging_resource is not None:
+            self.log(msg, level)
+
+    # --- from the child -----------------------------------------------------------
+
+    def dispatch_request(self, command: Command) -> Deferred[None]:
+        """Handle one request from the child and send its reply."""
+        return call_deferred(self._dispatch, command)
+
+    async def _dispatch(self, command: Command) -> None:
+        reply = await self.hooks.first_result("command_received", api=self, command=command)
+        if reply is None:
+            reply = await self._call_resource(command)
+        if reply is None:
+            return
+        reply["cmd"] = command["cmd"]
+        reply["cmd_id"] = command["cmd_id"]
+        reply["reply"] = True
+        if self.sandbox_send(reply):
+            self.hooks.notify("reply_sent", api=self, command=command, reply=reply)
+
+    async def _call_resource(self, command: Command) -> Command | None:
+        resource_name, sep, rest = command["cmd"].partition(".")
+        if not sep:
+            resource_name, rest = "", command["cmd"]
+        resource = self.resources.get(resource_name)
+        request = dict(command, cmd=rest, full_cmd=command["cmd"])
+        try:
+            return await resource.dispatch_request(self, request)
+        except CommandError as e:
+            return make_error_reply(command, e.reason)
+        except Exception as e:
+            log.exception("[%s] resource %r failed on %r", self.sandbox_id, resource_name, command["cmd"])
+            reason = f"{command['cmd']} failed: {type(e).__name__}: {e}"
+            self.log(reason, logging.ERROR)
+            return make_error_reply(command, reason)

@@ -1,0 +1,93 @@
+"""Hook specifications: the points where plugins observe or adjust a sandbox's life.
+
+Plugins implement these with ``@vxsandbox_core.hookimpl`` and register through
+the ``vxsandbox`` entry point group. Hooks are called synchronously by pluggy;
+an implementation may return a Deferred or be ``async def`` where its spec
+says the result is awaited. An observer that raises is logged and never
+breaks a sandbox run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .dispatch import SandboxApi
+    from .process import SandboxResult
+    from .protocol import Command
+
+hookspec = pluggy.HookspecMarker("vxsandbox")
+hookimpl = pluggy.HookimplMarker("vxsandbox")
+
+
+@hookspec
+def sandbox_started(api: SandboxApi, pid: int | None) -> None:
+    """Observe a sandboxed child that has just been spawned.
+
+    :param api: the run's API; ``api.sandbox_id`` names the tenant.
+    :param pid: the child's process id, or ``None`` for a child that is not
+        an OS process (a test double).
+    """
+
+
+@hookspec
+def sandbox_ended(api: SandboxApi, result: SandboxResult) -> None:
+    """Observe a sandboxed child that has ended.
+
+    :param api: the run's API.
+    :param result: how it ended: ``exit_code`` or ``signal``, and
+        ``kill_reason`` when the worker killed it (timeout, recv_limit,
+        unknown command, ...).
+    """
+
+
+@hookspec(firstresult=True)
+def command_received(api: SandboxApi, command: Command) -> Any:
+    """Inspect a request from the child before its resource sees it, and optionally answer it.
+
+    Stops at the first non-``None`` result.
+
+    :param api: the run's API.
+    :param command: the decoded request (``cmd`` is the full ``resource.command``).
+    :return: ``None`` to let the resource handle the command; otherwise a reply
+        dict (or a Deferred or coroutine giving one) that is sent to the child
+        instead, and the resource is never called. Build replies with
+        :func:`vxsandbox_core.protocol.make_reply`.
+    """
+
+
+@hookspec
+def reply_sent(api: SandboxApi, command: Command, reply: Command) -> None:
+    """Observe a reply written to the child.
+
+    :param api: the run's API.
+    :param command: the request being answered.
+    :param reply: the reply as sent; ``reply["success"]`` tells the outcome.
+    """
+
+
+@hookspec
+def message_processed(sandbox_id: str | None, message: Any, outcome: str, duration: float) -> None:
+    """Observe the end of one message's (or event's) handling.
+
+    :param sandbox_id: the tenant, or ``None`` when the message named none.
+    :param message: the :class:`vxsandbox_core.message.Message` handled.
+    :param outcome: ``"ok"`` (the run ended normally), ``"error"`` (the child
+        failed or was killed) or ``"refused"`` (no sandbox could be picked or
+        started for it).
+    :param duration: seconds from receipt to the end of the run.
+    """
+
+
+@hookspec
+def metric_fired(sandbox_id: str, store: str, metric: str, value: float, agg: str) -> None:
+    """Observe a metric an app fired through the ``metrics`` resource.
+
+    :param sandbox_id: the tenant that fired it.
+    :param store: the app's metric store name.
+    :param metric: the metric name.
+    :param value: the value fired.
+    :param agg: how it aggregates: ``sum``, ``avg``, ``min``, ``max`` or ``last``.
+    """

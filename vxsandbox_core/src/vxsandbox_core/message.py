@@ -1,0 +1,268 @@
+"""The Vumi message model: user messages and events exactly as Vumi and vumi2 put them on the wire.
+
+A message is a mapping of its wire fields (unknown fields are kept). Input is
+read liberally (vumi2 events without ``transport_name``, timestamps with a
+trailing ``Z`` or no microseconds, missing metadata); output is always in
+Vumi's exact form: metadata fields are objects, timestamps are
+``"%Y-%m-%d %H:%M:%S.%f"`` in UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import MessageError
+
+VUMI_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+MESSAGE_VERSION = "20110921"
+
+SESSION_NONE = None
+SESSION_NEW = "new"
+SESSION_RESUME = "resume"
+SESSION_CLOSE = "close"
+SESSION_EVENTS = (SESSION_NONE, SESSION_NEW, SESSION_RESUME, SESSION_CLOSE)
+EVENT_TYPES = ("ack", "nack", "delivery_report")
+DELIVERY_STATUSES = ("pending", "failed", "delivered")
+_METADATA = ("transport_metadata", "helper_metadata", "routing_metadata")
+
+
+def format_timestamp(value: datetime) -> str:
+    """Write a datetime in Vumi's format, in UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.strftime(VUMI_DATE_FORMAT)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Read a Vumi timestamp; also accepts no microseconds, a ``T`` and a trailing ``Z``.
+
+    :raises MessageError: it is none of those.
+    """
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1]
+    text = text.replace("T", " ", 1)
+    for fmt in (VUMI_DATE_FORMAT, "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    raise MessageError(f"field 'timestamp': {value!r} is not a Vumi timestamp "
+                       "('YYYY-MM-DD HH:MM:SS.ffffff')")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Message(Mapping[str, Any]):
+    """A Vumi message: a dict of wire fields with validation and JSON conversion."""
+
+    message_type: str = ""
+    #: fields that must be present on input, with the types they may have
+    required: dict[str, tuple[type, ...]] = {}
+
+    def __init__(self, payload: Mapping[str, Any] | None = None, **fields: Any) -> None:
+        data = dict(payload or {})
+        data.update(fields)
+        data.setdefault("message_version", MESSAGE_VERSION)
+        data.setdefault("message_type", self.message_type)
+        timestamp = data.get("timestamp")
+        if timestamp is None:
+            data["timestamp"] = utcnow()
+        elif isinstance(timestamp, str):
+            data["timestamp"] = parse_timestamp(timestamp)
+        elif not isinstance(timestamp, datetime):
+            raise MessageError(f"field 'timestamp': expected a string, got {timestamp!r}")
+        for name in _METADATA:
+            if data.get(name) is None:
+                data[name] = {}
+        self.payload = data
+        self.validate()
+
+    def validate(self) -> None:
+        """Check required fields and their types.
+
+        :raises MessageError: naming the field.
+        """
+        if self.payload.get("message_version") != MESSAGE_VERSION:
+            raise MessageError(f"field 'message_version': expected {MESSAGE_VERSION!r}, "
+                               f"got {self.payload.get('message_version')!r}")
+        if self.payload.get("message_type") != self.message_type:
+            raise MessageError(f"field 'message_type': expected {self.message_type!r}, "
+                               f"got {self.payload.get('message_type')!r}")
+        for name, types in self.required.items():
+            if name not in self.payload:
+                raise MessageError(f"field {name!r} is missing")
+            if not isinstance(self.payload[name], types):
+                raise MessageError(f"field {name!r}: wrong type ({type(self.payload[name]).__name__})")
+        for name in _METADATA:
+            if not isinstance(self.payload[name], dict):
+                raise MessageError(f"field {name!r}: expected an object, got {self.payload[name]!r}")
+
+    def __getitem__(self, key: str) -> Any:
+        return self.payload[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.payload[key] = value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.payload)
+
+    def __len__(self) -> int:
+        return len(self.payload)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and self.payload == other.payload
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.payload!r}>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form as a JSON-ready dict (timestamp formatted)."""
+        data = dict(self.payload)
+        data["timestamp"] = format_timestamp(data["timestamp"])
+        return data
+
+    def to_json(self) -> str:
+        """The wire form as JSON text."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+    @staticmethod
+    def from_json(body: bytes | str) -> Message:
+        """Parse a broker body into a user message or an event, by its ``message_type``.
+
+        :raises MessageError: the body is not UTF-8 JSON, not an object, or not a valid message.
+        """
+        if isinstance(body, bytes):
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MessageError(f"body is not UTF-8 ({e.reason} at byte {e.start})") from None
+        try:
+            data = json.loads(body)
+        except RecursionError:
+            raise MessageError("body is JSON nested too deeply") from None
+        except ValueError as e:
+            raise MessageError(f"body is not JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise MessageError(f"body is JSON but not an object (got {type(data).__name__})")
+        kind = data.get("message_type")
+        cls = {"user_message": TransportUserMessage, "event": TransportEvent}.get(kind)  # type: ignore[arg-type]
+        if cls is None:
+            raise MessageError(f"field 'message_type': expected 'user_message' or 'event', got {kind!r}")
+        return cls(data)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_STR_OR_NONE = (str, type(None))
+
+
+class TransportUserMessage(Message):
+    """A user message (SMS, USSD, chat line) to or from a transport."""
+
+    message_type = "user_message"
+    required = {
+        "message_id": (str,),
+        "to_addr": _STR_OR_NONE,
+        "from_addr": _STR_OR_NONE,
+        "transport_name": (str,),
+        "transport_type": (str,),
+        "content": _STR_OR_NONE,
+        "session_event": _STR_OR_NONE,
+    }
+
+    def __init__(self, payload: Mapping[str, Any] | None = None, **fields: Any) -> None:
+        data = dict(payload or {})
+        data.update(fields)
+        data.setdefault("message_id", uuid.uuid4().hex)
+        data.setdefault("in_reply_to", None)
+        data.setdefault("session_event", None)
+        data.setdefault("content", None)
+        data.setdefault("group", None)
+        data.setdefault("provider", None)
+        data.setdefault("to_addr_type", None)
+        data.setdefault("from_addr_type", None)
+        super().__init__(data)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.payload["session_event"] not in SESSION_EVENTS:
+            raise MessageError(f"field 'session_event': expected one of new, resume, close or null, "
+                               f"got {self.payload['session_event']!r}")
+
+    def reply(self, content: str | None, continue_session: bool = True, **fields: Any) -> TransportUserMessage:
+        """Build the reply to this message: addresses swapped, transport fields and endpoint kept."""
+        if "to_addr" in fields or "from_addr" in fields or "in_reply_to" in fields:
+            raise MessageError("a reply's to_addr, from_addr and in_reply_to come from the message it answers")
+        session_event = None if continue_session else SESSION_CLOSE
+        data = {
+            "to_addr": self["from_addr"],
+            "from_addr": self["to_addr"],
+            "group": self.get("group"),
+            "in_reply_to": self["message_id"],
+            "content": content,
+            "session_event": session_event,
+            "transport_name": self["transport_name"],
+            "transport_type": self["transport_type"],
+            "transport_metadata": dict(self["transport_metadata"]),
+            "helper_metadata": dict(self["helper_metadata"]),
+            "routing_metadata": _reply_routing(self["routing_metadata"]),
+            "to_addr_type": self.get("from_addr_type"),
+            "from_addr_type": self.get("to_addr_type"),
+            "provider": self.get("provider"),
+        }
+        data.update(fields)
+        return TransportUserMessage(data)
+
+    def reply_group(self, content: str | None, continue_session: bool = True,
+                    **fields: Any) -> TransportUserMessage:
+        """Build a reply to everyone in the message's group: no ``to_addr`` when it came from a group."""
+        reply = self.reply(content, continue_session, **fields)
+        if self.get("group") is not None:
+            reply["to_addr"] = None
+        return reply
+
+
+def _reply_routing(routing: dict[str, Any]) -> dict[str, Any]:
+    # Keep only the endpoint so the reply leaves through the connector it arrived on.
+    return {k: v for k, v in routing.items() if k == "endpoint_name"}
+
+
+class TransportEvent(Message):
+    """An event about a message the worker sent: ack, nack or delivery report."""
+
+    message_type = "event"
+    required = {
+        "event_id": (str,),
+        "event_type": (str,),
+        "user_message_id": (str,),
+    }
+
+    def __init__(self, payload: Mapping[str, Any] | None = None, **fields: Any) -> None:
+        data = dict(payload or {})
+        data.update(fields)
+        data.setdefault("event_id", uuid.uuid4().hex)
+        super().__init__(data)
+
+    def validate(self) -> None:
+        super().validate()
+        event_type = self.payload["event_type"]
+        if event_type not in EVENT_TYPES:
+            raise MessageError(f"field 'event_type': expected ack, nack or delivery_report, got {event_type!r}")
+        needed = {"ack": "sent_message_id", "nack": "nack_reason", "delivery_report": "delivery_status"}[event_type]
+        if needed not in self.payload:
+            # vumi2 and Vumi always set these; a peer that leaves one out is still understood.
+            self.payload[needed] = None
+        status = self.payload.get("delivery_status")
+        if event_type == "delivery_report" and status is not None and status not in DELIVERY_STATUSES:
+            raise MessageError(f"field 'delivery_status': expected pending, failed or delivered, got {status!r}")

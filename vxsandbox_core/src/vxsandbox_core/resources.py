@@ -1,0 +1,124 @@
+"""Resources: the only capabilities a sandbox has, each answering ``name.command`` requests.
+
+A resource subclasses :class:`SandboxResource` and defines ``handle_<command>``
+methods taking ``(api, command)`` and returning a reply (or ``None`` for no
+reply), directly, as a Deferred or from an ``async def``. Resources live for
+the worker's lifetime; per-run state belongs on the :class:`SandboxApi`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+
+from .aio import call_deferred
+from .errors import ConfigError
+from .protocol import Command, make_error_reply, make_reply
+from .registry import resolve_resource
+
+if TYPE_CHECKING:
+    from .dispatch import SandboxApi
+
+log = logging.getLogger(__name__)
+
+
+class SandboxResource:
+    """Base class of every resource.
+
+    :param name: the name the sandbox uses (the key under ``sandbox`` in the config).
+    :param worker: the worker that owns the resource.
+    :param config: the resource's config mapping (including ``cls``).
+    """
+
+    def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
+        self.name = name
+        self.worker = worker
+        self.config = config
+
+    def setup(self) -> Any:
+        """Prepare shared state (connections, pools) when the worker starts; may return a Deferred."""
+
+    def teardown(self) -> Any:
+        """Release what :meth:`setup` acquired when the worker stops; may return a Deferred."""
+
+    def sandbox_init(self, api: SandboxApi) -> Any:
+        """Prepare a new sandbox run, before the first message reaches the child; may return a Deferred."""
+
+    def reply(self, command: Command, **fields: Any) -> Command:
+        """Build a successful reply to ``command`` (``success`` may be overridden in ``fields``)."""
+        success = fields.pop("success", True)
+        return make_reply(command, success=success, **fields)
+
+    def reply_error(self, command: Command, reason: str) -> Command:
+        """Build a failed reply to ``command`` carrying ``reason``."""
+        return make_error_reply(command, reason)
+
+    def dispatch_request(self, api: SandboxApi, command: Command) -> Deferred[Command | None]:
+        """Call ``handle_<command>`` for a request whose resource prefix is stripped.
+
+        ``command["cmd"]`` is the part after ``name.``; a resource with no
+        handler for it kills the sandbox, as Vumi always did.
+        """
+        method = "handle_" + command["cmd"].replace("-", "_")
+        handler = getattr(self, method, None) if method.isidentifier() else None
+        if handler is None:
+            return maybeDeferred(self.unknown_request, api, command)
+        return call_deferred(handler, api, command)
+
+    def unknown_request(self, api: SandboxApi, command: Command) -> None:
+        """Kill the sandbox that asked for a command this resource does not have."""
+        api.sandbox_kill(
+            "unknown command",
+            f"resource {self.name!r} has no command {command['cmd']!r}; killing the sandbox")
+
+
+class UnknownResource(SandboxResource):
+    """Stands for any resource name that is not configured: every request kills the sandbox."""
+
+    def dispatch_request(self, api: SandboxApi, command: Command) -> Deferred[Command | None]:
+        return maybeDeferred(
+            api.sandbox_kill, "unknown resource",
+            f"no resource named {self.name!r} for command {command.get('full_cmd', command['cmd'])!r}; "
+            "killing the sandbox")
+
+
+class SandboxResources:
+    """The worker's resources, built from the ``sandbox`` config mapping."""
+
+    def __init__(self, worker: Any, config: dict[str, dict[str, Any]], prefix: str = "sandbox.") -> None:
+        self.worker = worker
+        self.resources: dict[str, SandboxResource] = {}
+        for name, rconfig in config.items():
+            cls = resolve_resource(rconfig.get("cls"), key=f"{prefix}{name}.cls")
+            self.resources[name] = cls(name, worker, rconfig)
+
+    def get(self, name: str) -> SandboxResource:
+        """Return the resource called ``name``, or one that kills sandboxes asking for it."""
+        resource = self.resources.get(name)
+        return resource if resource is not None else UnknownResource(name, self.worker, {})
+
+    def add(self, name: str, resource: SandboxResource) -> None:
+        """Add a resource the worker supplies itself (e.g. the JS worker's ``js`` resource)."""
+        if name in self.resources:
+            raise ConfigError(f"sandbox.{name}", "is reserved for the worker's own resource")
+        self.resources[name] = resource
+
+    async def setup(self) -> None:
+        """Set up every resource, in config order; the first failure stops startup."""
+        for resource in self.resources.values():
+            await call_deferred(resource.setup)
+
+    async def teardown(self) -> None:
+        """Tear down every resource; a failure is logged and the rest still run."""
+        for name, resource in self.resources.items():
+            try:
+                await call_deferred(resource.teardown)
+            except Exception:
+                log.exception("resource %r failed to tear down", name)
+
+    async def sandbox_init(self, api: SandboxApi) -> None:
+        """Let every resource prepare a new run."""
+        for resource in self.resources.values():
+            await call_deferred(resource.sandbox_init, api)

@@ -1,0 +1,188 @@
+"""Test helpers for vxsandbox and for authors of third-party resources.
+
+- :class:`RecordingBroker` stands in for a broker and keeps what is published.
+- :class:`RecordingResource` keeps every request a sandbox sends it.
+- :func:`python_child` writes the code of a real sandboxed child (run with
+  ``sys.executable -c``) that sends requests, waits for their replies and
+  hands the replies to a ``record`` resource, so tests check what a real
+  child received over real pipes.
+- :func:`python_worker_config` and :func:`run_child` run such a child
+  through the generic worker.
+- :class:`FakeSandboxApi` drives a resource's handlers without any child.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from .config import SandboxConfig
+from .dispatch import SandboxApi
+from .message import TransportUserMessage
+from .plugins import Hooks, build_plugin_manager
+from .protocol import Command
+from .resources import SandboxResource, SandboxResources
+
+#: rlimits a CPython child starts under (the defaults' 1 MiB stack and 15 files are enough,
+#: but 196 MiB of address space is not always, with a large import path)
+PYTHON_RLIMITS = {"RLIMIT_AS": 512 * 1024 * 1024}
+
+
+class RecordingBroker:
+    """A broker double that records ``(routing_key, body)`` for every publish."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(self, routing_key: str, body: bytes) -> None:
+        self.published.append((routing_key, body))
+
+    def messages(self, routing_key: str | None = None) -> list[dict[str, Any]]:
+        """The JSON bodies published (to ``routing_key`` only, if given)."""
+        return [json.loads(body) for key, body in self.published
+                if routing_key is None or key == routing_key]
+
+
+class RecordingResource(SandboxResource):
+    """A resource that records every request and answers ``success: true``.
+
+    ``record.replies`` from :func:`python_child` lands in ``self.requests``
+    like any other request; :meth:`replies` returns the list it carried.
+    """
+
+    def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
+        super().__init__(name, worker, config)
+        self.requests: list[Command] = []
+
+    def dispatch_request(self, api: SandboxApi, command: Command) -> Any:
+        self.requests.append(command)
+        from twisted.internet.defer import succeed
+        return succeed(self.reply(command))
+
+    def replies(self) -> list[Command]:
+        """The replies the child reported with ``record.replies`` (the last report)."""
+        reports = [r for r in self.requests if r["cmd"] == "replies"]
+        return reports[-1]["replies"] if reports else []
+
+
+_CHILD = r'''
+import json, sys
+requests = json.loads(sys.argv[1])
+wait_for_message = sys.argv[2] == "1"
+out = sys.stdout
+inp = sys.stdin
+if wait_for_message:
+    inbound = json.loads(inp.readline())
+else:
+    inbound = None
+ids = []
+for i, req in enumerate(requests):
+    req.setdefault("cmd_id", "req-%d" % i)
+    req.setdefault("reply", False)
+    ids.append(req["cmd_id"])
+    out.write(json.dumps(req) + "\n")
+out.flush()
+replies = {}
+while len(replies) < len(ids):
+    line = inp.readline()
+    if not line:
+        break
+    msg = json.loads(line)
+    if msg.get("reply"):
+        replies[msg["cmd_id"]] = msg
+result = [replies.get(i) for i in ids]
+out.write(json.dumps({"cmd": "record.replies", "cmd_id": "final", "reply": False,
+                      "replies": result, "inbound": inbound}) + "\n")
+out.flush()
+inp.readline()
+'''
+
+
+def python_child(requests: list[dict[str, Any]], wait_for_message: bool = True) -> list[str]:
+    """Arguments for ``sys.executable`` that run a child sending ``requests`` (``cmd`` plus fields).
+
+    The child waits for the inbound message (unless ``wait_for_message`` is
+    false), sends every request at once, collects the replies by ``cmd_id``
+    (``req-0``, ``req-1``, ... unless given), sends them to the ``record``
+    resource as ``record.replies`` (with the inbound command as ``inbound``),
+    then waits for that reply and exits 0.
+    """
+    return ["-c", _CHILD, json.dumps(requests), "1" if wait_for_message else "0"]
+
+
+def python_worker_config(args: list[str], sandbox: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """A generic worker config that runs ``sys.executable`` with ``args`` and a ``record`` resource."""
+    resources = {"record": {"cls": "vxsandbox_core.testing:RecordingResource"}}
+    resources.update(sandbox or {})
+    config: dict[str, Any] = {
+        "executable": sys.executable,
+        "args": args,
+        "sandbox_id": "test-sandbox",
+        "transport_name": "test_transport",
+        "sandbox": resources,
+        "rlimits": dict(PYTHON_RLIMITS),
+        "timeout": 10,
+    }
+    config.update(extra)
+    return config
+
+
+def make_user_message(**fields: Any) -> TransportUserMessage:
+    """A user message from a test transport, with sensible defaults for every field."""
+    defaults: dict[str, Any] = {
+        "to_addr": "*120*8864#",
+        "from_addr": "+27831234567",
+        "transport_name": "test_transport",
+        "transport_type": "ussd",
+        "content": "hello",
+        "session_event": "resume",
+    }
+    defaults.update(fields)
+    return TransportUserMessage(defaults)
+
+
+def hooks_with(*plugins: Any) -> Hooks:
+    """Hooks with only the given plugin objects registered (no installed plugins)."""
+    pm = build_plugin_manager(load_entry_points=False)
+    for plugin in plugins:
+        pm.register(plugin)
+    return Hooks(pm)
+
+
+class FakeSandboxApi(SandboxApi):
+    """A :class:`SandboxApi` with no child: records what would be sent, logged and killed.
+
+    Use it to call a resource's handlers directly in unit tests::
+
+        api = FakeSandboxApi(worker, resource_config={...})
+        reply = await resource.dispatch_request(api, {"cmd": "get", "cmd_id": "1", "key": "a"})
+    """
+
+    def __init__(self, worker: Any = None, sandbox_id: str = "test-sandbox",
+                 config: dict[str, Any] | None = None) -> None:
+        cfg = SandboxConfig(config or {})
+        super().__init__(SandboxResources(worker, {}), cfg, sandbox_id, worker, hooks_with())
+        self.sent: list[Command] = []
+        self.logs: list[tuple[int, str]] = []
+        self.killed: list[str] = []
+        self.finished = False
+
+    def sandbox_send(self, command: Command) -> bool:
+        self.sent.append(command)
+        return True
+
+    def sandbox_kill(self, reason: str, explanation: str | None = None) -> None:
+        self.killed.append(reason)
+
+    def sandbox_finish(self) -> None:
+        self.finished = True
+
+    def log(self, msg: str, level: int = logging.INFO) -> Any:
+        from twisted.internet.defer import succeed
+        self.logs.append((level, msg))
+        return succeed(None)
+
+    def report(self, msg: str, level: int = logging.WARNING) -> None:
+        self.logs.append((level, msg))

@@ -1,0 +1,187 @@
+"""The generic sandbox worker: one sandboxed child run per message or event, transport-agnostic.
+
+The worker picks the tenant (``sandbox_id``) and config for a message, builds
+a :class:`SandboxApi` and a :class:`SandboxProtocol`, runs the child to its
+end and reports the outcome through the plugin hooks. Brokers (AMQP or in
+memory) feed it messages and carry what it publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar
+
+from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
+from .dispatch import SandboxApi
+from .errors import ConfigError, VxSandboxError
+from .message import Message, TransportEvent, TransportUserMessage
+from .plugins import Hooks
+from .process import SandboxProtocol, SandboxResult, find_executable
+from .resources import SandboxResources
+
+log = logging.getLogger("vxsandbox.worker")
+
+
+class SandboxRefusedError(VxSandboxError):
+    """No sandbox can be run for this message (e.g. it names no sandbox_id)."""
+
+
+class Sandbox:
+    """The generic sandbox worker (worker name ``sandbox``).
+
+    :param config: the worker config, as a mapping or an already built config.
+    :param broker: what outbound messages are published through: an object
+        with ``async publish(routing_key: str, body: bytes)``; ``None`` for a
+        worker that never publishes.
+    :param hooks: the plugin hooks (defaults to the installed plugins).
+    :param reactor: the reactor children are spawned on.
+    """
+
+    CONFIG_CLASS: ClassVar[type[SandboxConfig]] = SandboxConfig
+    #: rlimits applied unless the config's ``rlimits`` overrides them
+    DEFAULT_RLIMITS: ClassVar[dict[str, int]] = DEFAULT_RLIMITS
+
+    def __init__(self, config: dict[str, Any] | SandboxConfig, broker: Any = None,
+                 hooks: Hooks | None = None, reactor: Any = None) -> None:
+        self.config = config if isinstance(config, SandboxConfig) else self.CONFIG_CLASS(config)
+        self.broker = broker
+        self.hooks = hooks if hooks is not None else Hooks()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.reactor = reactor
+        self.executable = self.find_executable()
+        self.rlimits = effective_rlimits(self.config.rlimits, self.DEFAULT_RLIMITS)
+        self.resources = SandboxResources(self, self.config.sandbox)
+        self.add_default_resources()
+
+    # --- overridable pieces ------------------------------------------------------
+
+    def find_executable(self) -> str:
+        """The program each run starts (``executable`` in the config)."""
+        if self.config.executable is None:
+            raise ConfigError("executable", "is required for the generic sandbox worker "
+                                            "(the program to run as the sandbox)")
+        return find_executable(self.config.executable)
+
+    def add_default_resources(self) -> None:
+        """Add resources the worker needs whatever the config says (none for the generic worker)."""
+
+    def sandbox_args(self, api: SandboxApi) -> list[str]:
+        """Arguments of the child for this run."""
+        return list(api.config.args)
+
+    def sandbox_id_for_message(self, msg: Message) -> str:
+        """The tenant a message belongs to: its ``sandbox_id`` field, else the config's.
+
+        :raises SandboxRefusedError: neither gives one.
+        """
+        sandbox_id = msg.get("sandbox_id")
+        if isinstance(sandbox_id, str) and sandbox_id:
+            return sandbox_id
+        if self.config.sandbox_id:
+            return self.config.sandbox_id
+        raise SandboxRefusedError(
+            "message has no 'sandbox_id' and the worker config sets no 'sandbox_id'")
+
+    def config_for_message(self, msg: Message) -> SandboxConfig:
+        """The config a message's run uses (the worker's own unless a subclass varies it)."""
+        return self.config
+
+    def create_sandbox_api(self, sandbox_id: str, config: SandboxConfig) -> SandboxApi:
+        return SandboxApi(self.resources, config, sandbox_id, self, self.hooks)
+
+    def sandbox_protocol_for_message(self, msg: Message, api: SandboxApi) -> SandboxProtocol:
+        """Build the (not yet spawned) child for a message's run."""
+        config = api.config
+        return SandboxProtocol(api, self.executable, self.sandbox_args(api), dict(config.env),
+                               config.path, config.timeout, config.recv_limit, self.rlimits,
+                               reactor=self.reactor)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Set up the resources; call once before processing messages."""
+        await self.resources.setup()
+
+    async def teardown(self) -> None:
+        """Tear the resources down."""
+        await self.resources.teardown()
+
+    async def process_message(self, msg: TransportUserMessage) -> str:
+        """Run the sandbox for a user message; returns the outcome (``ok``, ``error``, ``refused``)."""
+        return await self._process(msg, lambda api: api.sandbox_inbound_message(msg))
+
+    async def process_event(self, event: TransportEvent) -> str:
+        """Run the sandbox for an event; returns the outcome."""
+        return await self._process(event, lambda api: api.sandbox_inbound_event(event))
+
+    async def _process(self, msg: Message, deliver: Any) -> str:
+        started = time.monotonic()
+        sandbox_id: str | None = None
+        outcome = "refused"
+        try:
+            sandbox_id = self.sandbox_id_for_message(msg)
+            api = self.create_sandbox_api(sandbox_id, self.config_for_message(msg))
+            protocol = self.sandbox_protocol_for_message(msg, api)
+            result = await self.run_sandbox(api, protocol, deliver)
+            outcome = "ok" if result.ok else "error"
+        except SandboxRefusedError as e:
+            log.warning("refused %s %s: %s", msg.message_type, _message_ref(msg), e)
+        finally:
+            self.hooks.notify("message_processed", sandbox_id=sandbox_id, message=msg,
+                              outcome=outcome, duration=time.monotonic() - started)
+        return outcome
+
+    async def run_sandbox(self, api: SandboxApi, protocol: SandboxProtocol, deliver: Any) -> SandboxResult:
+        """Spawn the child, let resources initialise the run, deliver, and wait for the end."""
+        protocol.spawn()
+        self.hooks.notify("sandbox_started", api=api, pid=protocol.pid)
+        try:
+            await self.resources.sandbox_init(api)
+        except Exception as e:
+            log.exception("[%s] sandbox_init failed", api.sandbox_id)
+            api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
+        else:
+            deliver(api)
+        result = await protocol.wait()
+        if not result.ok:
+            log.warning("[%s] sandbox run %s after %.3fs", api.sandbox_id, result.describe(), result.duration)
+        self.hooks.notify("sandbox_ended", api=api, result=result)
+        return result
+
+    # --- publishing (used by the outbound resource) -----------------------------------
+
+    def routing_key_for(self, endpoint: str | None) -> str:
+        """The ``<transport_name>.outbound`` queue an endpoint publishes to.
+
+        :raises SandboxRefusedError: the endpoint is not configured.
+        """
+        name = endpoint or "default"
+        if name in self.config.send_to:
+            transport_name = self.config.send_to[name].get("transport_name") or self.config.transport_name
+        elif name == "default":
+            transport_name = self.config.transport_name
+        else:
+            raise SandboxRefusedError(
+                f"endpoint {name!r} is not configured in 'send_to' "
+                f"(configured: {sorted(self.config.send_to) or 'none'})")
+        if not transport_name:
+            raise SandboxRefusedError("no transport_name to publish to: set 'transport_name' in the worker config")
+        return f"{transport_name}.outbound"
+
+    async def publish_message(self, msg: TransportUserMessage, endpoint: str | None = None) -> None:
+        """Publish an outbound message through the broker to the endpoint's transport."""
+        if self.broker is None:
+            raise SandboxRefusedError("this worker has no broker to publish through")
+        if endpoint is None:
+            endpoint = msg["routing_metadata"].get("endpoint_name")
+        if endpoint is not None and endpoint != "default":
+            msg["routing_metadata"]["endpoint_name"] = endpoint
+        routing_key = self.routing_key_for(endpoint)
+        await self.broker.publish(routing_key, msg.to_json().encode("utf-8"))
+
+
+def _message_ref(msg: Message) -> str:
+    return str(msg.get("message_id") or msg.get("event_id") or "?")

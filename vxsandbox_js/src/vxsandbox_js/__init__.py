@@ -1,0 +1,5 @@
+"""vxsandbox-js (skeleton until its issue lands)."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
