@@ -1,5 +1,7 @@
-"""vxsandbox-resources-log (skeleton until its issue lands)."""
+"""vxsandbox-resources-log: the ``log`` resource, through which a sandboxed app writes log lines."""
+
+from .resource import LoggingConfig, LoggingResource, stringify, truncate
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["LoggingConfig", "LoggingResource", "__version__", "stringify", "truncate"]
