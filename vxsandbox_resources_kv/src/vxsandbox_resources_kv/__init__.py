@@ -1,5 +1,34 @@
-"""vxsandbox-resources-kv (skeleton until its issue lands)."""
+"""vxsandbox-resources-kv: the ``kv`` resource, per-sandbox key-value storage in Redis or in memory."""
+
+from .backend import KVBackend, WriteResult
+from .config import KVConfig, RedisManagerConfig
+from .errors import (
+    BackendUnavailableError,
+    IncrementOverflowError,
+    KVError,
+    NotAnIntegerError,
+    QuotaExceededError,
+)
+from .keys import KeyScheme
+from .memory import MemoryBackend
+from .redis_backend import RedisBackend
+from .resource import RedisResource
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "BackendUnavailableError",
+    "IncrementOverflowError",
+    "KVBackend",
+    "KVConfig",
+    "KVError",
+    "KeyScheme",
+    "MemoryBackend",
+    "NotAnIntegerError",
+    "QuotaExceededError",
+    "RedisBackend",
+    "RedisManagerConfig",
+    "RedisResource",
+    "WriteResult",
+    "__version__",
+]
