@@ -1,0 +1,81 @@
+"""Tests for the built-in ``config`` resource (vxsandbox_core.builtins.config)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from twisted.trial.unittest import TestCase
+
+from vxsandbox_core import ConfigError
+from vxsandbox_core.builtins import ConfigResource
+from vxsandbox_core.registry import resolve_resource
+from vxsandbox_core.testing import FakeSandboxApi
+
+
+async def get(resource: ConfigResource, **fields: Any) -> dict[str, Any]:
+    """Send ``config.get`` through a fake run's dispatch and return the reply the child would get."""
+    api = FakeSandboxApi()
+    api.resources.add("config", resource)
+    await api.dispatch_request({"cmd": "config.get", "cmd_id": "1", "reply": False, **fields})
+    (reply,) = api.sent
+    return reply
+
+
+class ConfigResourceTests(TestCase):
+
+    async def test_string_value_is_returned_as_is(self) -> None:
+        """A string value reaches the app unchanged."""
+        resource = ConfigResource("config", None, {"cls": "config", "values": {"greeting": "hëllo"}})
+        reply = await get(resource, key="greeting")
+        assert reply["success"] is True
+        assert reply["value"] == "hëllo"
+        assert reply["cmd_id"] == "1"
+
+    async def test_non_string_value_is_json_encoded(self) -> None:
+        """A mapping value is JSON-encoded, so a vumigo_v02 app can JSON.parse the ``config`` key."""
+        values = {"config": {"name": "tea", "choices": [1, 2], "ok": True}}
+        resource = ConfigResource("config", None, {"cls": "config", "values": values})
+        reply = await get(resource, key="config")
+        assert json.loads(reply["value"]) == values["config"]
+
+    async def test_missing_key_is_an_error_reply(self) -> None:
+        """Asking for a key that is not configured fails the request, naming the key."""
+        resource = ConfigResource("config", None, {"cls": "config", "values": {"a": "1"}})
+        reply = await get(resource, key="nope")
+        assert reply["success"] is False
+        assert "'nope'" in reply["reason"]
+
+    async def test_non_string_key_is_an_error_reply(self) -> None:
+        """A request whose key is not a string fails with a reason."""
+        resource = ConfigResource("config", None, {"cls": "config"})
+        reply = await get(resource, key=5)
+        assert reply["success"] is False
+        assert "key" in reply["reason"]
+
+    async def test_file_values_are_read_at_setup(self) -> None:
+        """``keys`` maps a key to a file whose text is its value."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('{"name": "from-file"}')
+        resource = ConfigResource("config", None, {"cls": "config", "keys": {"config": path}})
+        resource.setup()
+        reply = await get(resource, key="config")
+        assert json.loads(reply["value"]) == {"name": "from-file"}
+
+    def test_unreadable_file_stops_setup(self) -> None:
+        """A missing file is a config error naming the key."""
+        resource = ConfigResource("config", None, {"cls": "config", "keys": {"config": "/nonexistent/x.json"}})
+        with pytest.raises(ConfigError, match=r"sandbox\.config\.keys\.config"):
+            resource.setup()
+
+    def test_bad_options_are_config_errors(self) -> None:
+        """``values`` must be a mapping; the error names the key."""
+        with pytest.raises(ConfigError, match=r"sandbox\.cfg\.values"):
+            ConfigResource("cfg", None, {"cls": "config", "values": ["a"]})
+
+    def test_entry_point_and_legacy_name_resolve(self) -> None:
+        """``config`` and the seed's FileConfigResource name both resolve to this resource."""
+        assert resolve_resource("config") is ConfigResource
+        assert resolve_resource("vxsandbox.resources.config.FileConfigResource") is ConfigResource

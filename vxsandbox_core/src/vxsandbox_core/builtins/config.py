@@ -1,0 +1,73 @@
+"""The ``config`` resource: read-only configuration values an app fetches by key.
+
+Values come from the resource's own config, inline (``values``) or from
+files (``keys``, as the seed's FileConfigResource). Apps written with
+vumigo_v02 ``JSON.parse`` the value of key ``config``, so an inline value
+that is not a string is handed over JSON-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config, Field, string_map
+from ..dispatch import CommandError
+from ..errors import ConfigError
+from ..protocol import Command
+from ..resources import SandboxResource
+
+if TYPE_CHECKING:
+    from ..dispatch import SandboxApi
+
+
+class ConfigResourceConfig(Config):
+    """Options of the ``config`` resource (under ``sandbox.<name>`` in the worker config)."""
+
+    fields = (
+        Field("values", (dict,), "key -> value; a string is returned as it is, anything else JSON-encoded",
+              dict),
+        Field("keys", (dict,), "key -> path of a file whose text is the value (read once, at startup)",
+              dict, string_map),
+    )
+
+
+class ConfigResource(SandboxResource):
+    """Resource ``config``: command ``get`` with ``key`` replies with ``value`` (a string).
+
+    A key that is in neither ``values`` nor ``keys`` gets a failed reply
+    whose reason names it.
+    """
+
+    def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
+        super().__init__(name, worker, config)
+        prefix = f"sandbox.{name}."
+        self.options = ConfigResourceConfig(config, prefix=prefix)
+        self.values: dict[str, str] = {}
+        for key, value in self.options.values.items():
+            if not isinstance(key, str):
+                raise ConfigError(prefix + "values", f"keys must be strings, got {key!r}")
+            try:
+                self.values[key] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(prefix + f"values.{key}", f"cannot be JSON-encoded: {e}") from None
+        self.files: dict[str, str] = dict(self.options.keys)
+
+    def setup(self) -> None:
+        """Read the files named by ``keys``; a missing or unreadable file stops startup."""
+        for key, path in self.files.items():
+            try:
+                with open(path, encoding="utf-8") as f:
+                    self.values[key] = f.read()
+            except OSError as e:
+                raise ConfigError(f"sandbox.{self.name}.keys.{key}",
+                                  f"cannot read {path!r}: {e.strerror or e}") from None
+
+    def handle_get(self, api: SandboxApi, command: Command) -> Command:
+        """Reply with the value of ``key``."""
+        key = command.get("key")
+        if not isinstance(key, str):
+            raise CommandError(f"'key' must be a string, got {key!r}")
+        if key not in self.values:
+            raise CommandError(f"no config value for key {key!r}")
+        return self.reply(command, value=self.values[key])
