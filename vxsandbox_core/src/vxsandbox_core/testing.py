@@ -48,6 +48,8 @@ class RecordingBroker:
 class RecordingResource(SandboxResource):
     """A resource that records every request and answers ``success: true``.
 
+    It also records lines logged through it when named as ``logging_resource``.
+
     ``record.replies`` from :func:`python_child` lands in ``self.requests``
     like any other request; :meth:`replies` returns the list it carried.
     """
@@ -55,6 +57,13 @@ class RecordingResource(SandboxResource):
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
         self.requests: list[Command] = []
+        self.logs: list[tuple[str, int, str]] = []
+
+    def log(self, api: SandboxApi, msg: str, level: int) -> Any:
+        """Record a line logged for the app's owner (use as ``logging_resource``)."""
+        from twisted.internet.defer import succeed
+        self.logs.append((api.sandbox_id, level, msg))
+        return succeed(None)
 
     def dispatch_request(self, api: SandboxApi, command: Command) -> Any:
         self.requests.append(command)

@@ -1,0 +1,37 @@
+# Developer entry points. `make demo` and `make test` each work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DISTS := vxsandbox_core vxsandbox_resources_log vxsandbox_resources_outbound vxsandbox_resources_kv \
+         vxsandbox_resources_http vxsandbox_js
+PKG_FILES := $(foreach d,$(DISTS),$(d)/pyproject.toml)
+NPM_APPS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json))
+
+.PHONY: demo test lint tox services npm
+
+$(VENV)/.installed: $(PKG_FILES) pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(foreach d,$(DISTS),-e ./$(d)) "./vxsandbox_core[test]" ruff tox hatchling
+	touch $@
+
+npm:
+	@for app in $(NPM_APPS); do npm ci --silent --no-audit --no-fund --prefix $$app || exit 1; done
+
+services:
+	scripts/start-services
+
+## Run the example app in the terminal on the embedded defaults (no broker, no Redis needed).
+demo: $(VENV)/.installed npm
+	$(VENV)/bin/vxsandbox chat examples/hello-ussd/app.js
+
+## Install everything, start Redis and RabbitMQ if needed, run the whole test suite.
+test: $(VENV)/.installed npm services
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+## One environment per distribution, each with only that distribution installed.
+tox: $(VENV)/.installed services
+	$(VENV)/bin/tox -p 2 -e core,resources_log,resources_outbound,resources_kv,resources_http,js

@@ -1,0 +1,55 @@
+"""Resources and plugins used by the core tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from vxsandbox_core.protocol import make_reply
+
+from vxsandbox_core import SandboxResource, hookimpl
+
+
+class SlowResource(SandboxResource):
+    """Answers ``slow.wait`` after ``delay`` seconds, and ``slow.ping`` at once."""
+
+    async def handle_wait(self, api: Any, command: dict[str, Any]) -> dict[str, Any]:
+        await deferLater(reactor, float(command.get("delay", 0.1)), lambda: None)
+        return self.reply(command, waited=command.get("delay"))
+
+    def handle_ping(self, api: Any, command: dict[str, Any]) -> dict[str, Any]:
+        return self.reply(command, pong=True)
+
+    def handle_fail(self, api: Any, command: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("broken handler")
+
+
+class OrderPlugin:
+    """Records every hook call in order and answers ``record.intercept`` itself."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def sandbox_started(self, api, pid):
+        self.calls.append(("sandbox_started", pid))
+
+    @hookimpl
+    def command_received(self, api, command):
+        self.calls.append(("command_received", command["cmd"]))
+        if command["cmd"] == "record.intercept":
+            return make_reply(command, answered_by="plugin")
+        return None
+
+    @hookimpl
+    def reply_sent(self, api, command, reply):
+        self.calls.append(("reply_sent", reply["cmd"]))
+
+    @hookimpl
+    def sandbox_ended(self, api, result):
+        self.calls.append(("sandbox_ended", result.describe()))
+
+    @hookimpl
+    def message_processed(self, sandbox_id, message, outcome, duration):
+        self.calls.append(("message_processed", outcome))

@@ -1,0 +1,68 @@
+"""Tests for config validation: defaults, and errors that name the key, the value and the expectation."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+from vxsandbox_core.config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits, parse_rlimits
+from vxsandbox_core.errors import ConfigError
+
+
+def test_defaults_are_the_seeds():
+    """An empty config gets the seed's defaults."""
+    c = SandboxConfig({})
+    assert (c.timeout, c.recv_limit, c.rlimits, c.logging_resource, c.args, c.env, c.sandbox,
+            c.messages_per_process) == (60, 1024 * 1024, {}, None, [], {}, {}, 1)
+    assert c.amqp_prefetch_count == 20
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"timeout": "soon"}, "timeout", "expected an integer or a number, got 'soon'"),
+    ({"timeout": -1}, "timeout", "positive"),
+    ({"timeout": True}, "timeout", "got True"),
+    ({"recv_limit": 1.5}, "recv_limit", "expected an integer"),
+    ({"args": ["a", 1]}, "args", "list of strings"),
+    ({"env": {"A": 1}}, "env", "strings to strings"),
+    ({"sandbox": {"kv": {}}}, "sandbox", "no 'cls' string"),
+    ({"sandbox": {"kv": "redis"}}, "sandbox", "mapping with a 'cls'"),
+    ({"logging_resource": "log"}, "logging_resource", "not a resource in 'sandbox'"),
+    ({"rlimits": {"RLIMIT_AS": -5}}, "rlimits", "non-negative"),
+    ({"rlimits": {"RLIMIT_AS": [10, 5]}}, "rlimits", "soft limit exceeds"),
+    ({"rlimits": {"RLIMIT_AS": [1, 2, 3]}}, "rlimits", "[soft, hard]"),
+    ({"rlimits": {999: 1}}, "rlimits", "unknown rlimit number 999"),
+    ({"messages_per_process": 0}, "messages_per_process", "positive"),
+])
+def test_errors_name_key_and_expectation(raw, key, words):
+    """Each bad value is refused with its key and a description of what was expected."""
+    with pytest.raises(ConfigError) as e:
+        SandboxConfig(raw)
+    assert e.value.key == key
+    assert words in str(e.value)
+
+
+def test_rlimit_names_in_any_form():
+    """Limits may be named RLIMIT_X, x, or by number, with one value or a pair."""
+    limits = parse_rlimits({"RLIMIT_AS": 10, "nofile": [3, 4], resource.RLIMIT_CPU: "unlimited"})
+    assert limits == {resource.RLIMIT_AS: (10, 10), resource.RLIMIT_NOFILE: (3, 4),
+                      resource.RLIMIT_CPU: (resource.RLIM_INFINITY, resource.RLIM_INFINITY)}
+
+
+def test_effective_rlimits_merge_over_defaults():
+    """Configured limits replace the default for the same limit and keep the rest."""
+    merged = effective_rlimits(parse_rlimits({"RLIMIT_AS": 1000}))
+    assert merged[resource.RLIMIT_AS] == (1000, 1000)
+    assert merged[resource.RLIMIT_NOFILE] == (15, 15)
+    assert len(merged) == len(DEFAULT_RLIMITS)
+
+
+def test_prefix_is_part_of_the_key():
+    """A nested config reports the full dotted key."""
+    with pytest.raises(ConfigError, match="'sandbox.kv.timeout'"):
+        SandboxConfig({"timeout": "x"}, prefix="sandbox.kv.")
+
+
+def test_unknown_keys_are_kept_for_subclasses():
+    """Keys a class does not declare stay readable through get()."""
+    c = SandboxConfig({"javascript": "x", "timeout": 5})
+    assert c.get("javascript") == "x" and c.get("timeout") == 5 and c.get("missing", 1) == 1

@@ -1,0 +1,81 @@
+"""Tests for per-run dispatch through a real child: replies, concurrency, unknown names, failures."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
+
+from vxsandbox_core import Sandbox
+
+SLOW = {"slow": {"cls": "tests.core.helpers:SlowResource"}}
+
+
+class DispatchTests(TestCase):
+    async def run_requests(self, requests, plugins=(), **extra):
+        sandbox = dict(SLOW)
+        sandbox["log"] = {"cls": "vxsandbox_core.testing:RecordingResource"}
+        worker = Sandbox(python_worker_config(python_child(requests), sandbox=sandbox,
+                                              logging_resource="record", **extra),
+                         hooks=hooks_with(*plugins))
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message(content="héllo ☃"))
+        return worker, outcome, worker.resources.resources["record"]
+
+    async def test_log_info_gets_success_reply_with_its_cmd_id(self):
+        """A child asking log.info gets a success reply carrying its own cmd_id and full cmd."""
+        worker, outcome, record = await self.run_requests([{"cmd": "log.info", "cmd_id": "abc", "msg": "hi"}])
+        self.assertEqual(outcome, "ok")
+        self.assertEqual(record.replies(), [{"cmd": "log.info", "cmd_id": "abc", "reply": True, "success": True}])
+        self.assertEqual(worker.resources.resources["log"].requests[0]["msg"], "hi")
+
+    async def test_child_receives_the_inbound_message_intact(self):
+        """The inbound-message command reaches the child with non-ASCII content intact."""
+        worker, outcome, record = await self.run_requests([])
+        inbound = record.requests[-1]["inbound"]
+        self.assertEqual(inbound["cmd"], "inbound-message")
+        self.assertEqual(inbound["msg"]["content"], "héllo ☃")
+
+    async def test_concurrent_requests_get_their_own_replies(self):
+        """Two requests in flight at once each get the reply that belongs to them."""
+        worker, outcome, record = await self.run_requests([
+            {"cmd": "slow.wait", "delay": 0.3}, {"cmd": "slow.wait", "delay": 0.01}])
+        replies = record.replies()
+        self.assertEqual([(r["cmd_id"], r["waited"]) for r in replies], [("req-0", 0.3), ("req-1", 0.01)])
+
+    async def test_reply_to_exited_child_is_dropped_quietly(self):
+        """A reply ready after the child exited is dropped and the run still ends ok."""
+        code = ("import sys; sys.stdin.readline(); "
+                "sys.stdout.write('{\"cmd\": \"slow.wait\", \"cmd_id\": \"late\", \"delay\": 0.3}\\n')")
+        sandbox = dict(SLOW)
+        worker = Sandbox(python_worker_config(["-c", code], sandbox=sandbox), hooks=hooks_with())
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message())
+        self.assertEqual(outcome, "ok")
+
+    async def test_unknown_resource_kills_the_child_and_is_reported(self):
+        """A request for a resource that is not configured kills the child and says why."""
+        worker, outcome, record = await self.run_requests([{"cmd": "nosuch.thing"}])
+        self.assertEqual(outcome, "error")
+        self.assertEqual(record.replies(), [])
+        self.assertTrue(any("nosuch" in m for _, _, m in record.logs), record.logs)
+
+    async def test_unknown_command_kills_the_child_and_is_reported(self):
+        """A command a resource does not have kills the child and names the command."""
+        worker, outcome, record = await self.run_requests([{"cmd": "slow.nope"}])
+        self.assertEqual(outcome, "error")
+        self.assertTrue(any("'nope'" in m for _, _, m in record.logs), record.logs)
+
+    async def test_command_without_resource_kills_the_child(self):
+        """A bare command with no resource prefix is an unknown resource too."""
+        worker, outcome, record = await self.run_requests([{"cmd": "hello"}])
+        self.assertEqual(outcome, "error")
+
+    async def test_failing_handler_gives_error_reply_and_report(self):
+        """A handler that raises answers success false with the reason, and the owner is told."""
+        worker, outcome, record = await self.run_requests([{"cmd": "slow.fail"}, {"cmd": "slow.ping"}])
+        fail, ping = record.replies()
+        self.assertFalse(fail["success"])
+        self.assertIn("broken handler", fail["reason"])
+        self.assertTrue(ping["success"])
+        self.assertTrue(any("broken handler" in m for _, _, m in record.logs))
+        self.assertEqual(outcome, "ok")

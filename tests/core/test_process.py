@@ -1,0 +1,136 @@
+"""Tests for spawning real sandboxed children: limits, timeouts, output limits and garbage output."""
+
+from __future__ import annotations
+
+import resource
+
+from twisted.trial.unittest import TestCase
+from vxsandbox_core.config import SandboxConfig
+from vxsandbox_core.errors import ConfigError
+from vxsandbox_core.process import clamp_rlimits
+from vxsandbox_core.testing import hooks_with, make_user_message, python_worker_config
+
+from vxsandbox_core import Sandbox, hookimpl
+
+
+def code_worker(code: str, **extra) -> Sandbox:
+    """A worker whose child runs the Python ``code``, logging through the ``record`` resource."""
+    extra.setdefault("logging_resource", "record")
+    return Sandbox(python_worker_config(["-c", code], **extra), hooks=hooks_with())
+
+
+class ProcessTests(TestCase):
+    async def run_code(self, code: str, **extra):
+        worker = code_worker(code, **extra)
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message())
+        return worker, outcome, worker.resources.resources["record"]
+
+    async def test_infinite_loop_is_killed_at_timeout(self):
+        """A child that never ends is killed once its timeout passes."""
+        worker, outcome, record = await self.run_code("while True: pass", timeout=0.5)
+        self.assertEqual(outcome, "error")
+
+    async def test_timeout_reason_is_recorded(self):
+        """The run's result names the timeout as the kill reason."""
+        results = []
+
+        class Plugin:
+            @hookimpl
+            def sandbox_ended(self, api, result):
+                results.append(result)
+
+        worker = Sandbox(python_worker_config(["-c", "import time; time.sleep(30)"], timeout=0.3),
+                         hooks=hooks_with(Plugin()))
+        await worker.setup()
+        await worker.process_message(make_user_message())
+        self.assertEqual(results[0].kill_reason, "timeout")
+        self.assertLess(results[0].duration, 5)
+
+    async def test_stdout_flood_is_killed_at_recv_limit_and_reported(self):
+        """A child writing 10 MiB to stdout is killed at recv_limit and the owner is told."""
+        code = "import sys\nfor _ in range(10): sys.stdout.write('x' * (1024 * 1024)); sys.stdout.flush()"
+        worker, outcome, record = await self.run_code(code)
+        self.assertEqual(outcome, "error")
+        self.assertTrue(any("recv_limit" in msg for _, _, msg in record.logs), record.logs)
+
+    async def test_stderr_lines_are_reported(self):
+        """Each line a child writes to stderr reaches the logging resource as an error."""
+        code = "import sys; sys.stderr.write('first problem\\nsecond problem\\n')"
+        worker, outcome, record = await self.run_code(code)
+        self.assertEqual(outcome, "ok")
+        self.assertEqual([(lvl, m) for _, lvl, m in record.logs],
+                         [(40, "first problem"), (40, "second problem")])
+
+    async def test_garbage_lines_do_not_break_the_worker(self):
+        """Lines that are not commands are reported and ignored; the child's good request still works."""
+        code = (
+            "import sys, json\n"
+            "sys.stdin.readline()\n"
+            "for line in ['{}', '[1,2]', 'not json', '\"str\"', '{\"cmd\": \"x\", \"reply\": true}']:\n"
+            "    sys.stdout.write(line + '\\n')\n"
+            "sys.stdout.write(json.dumps({'cmd': 'record.ok', 'cmd_id': 'a'}) + '\\n'); sys.stdout.flush()\n"
+            "print(sys.stdin.readline(), file=sys.stderr)\n"
+        )
+        worker, outcome, record = await self.run_code(code)
+        self.assertEqual(outcome, "ok")
+        self.assertEqual([r["cmd"] for r in record.requests], ["ok"])
+        warnings = [m for _, lvl, m in record.logs if lvl == 30]
+        self.assertEqual(len(warnings), 5, warnings)
+        self.assertTrue(any('"cmd_id":"a"' in m for _, lvl, m in record.logs if lvl == 40), record.logs)
+
+    async def test_long_line_without_newline_does_not_raise(self):
+        """A 2 MiB line with no newline ends in recv_limit or a clean exit, never an exception."""
+        code = "import sys; sys.stdout.write('{' * (2 * 1024 * 1024)); sys.stdout.flush()"
+        worker, outcome, record = await self.run_code(code)
+        self.assertEqual(outcome, "error")
+        worker, outcome, record = await self.run_code(code, recv_limit=4 * 1024 * 1024)
+        self.assertEqual(outcome, "ok")
+
+    async def test_rlimits_reach_the_child(self):
+        """The child's own limits are the configured ones, clamped to the worker's."""
+        code = (
+            "import json, resource, sys\n"
+            "names = ['RLIMIT_CPU', 'RLIMIT_NOFILE', 'RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_DATA', 'RLIMIT_CORE']\n"
+            "lim = {n: list(resource.getrlimit(getattr(resource, n))) for n in names}\n"
+            "print(json.dumps({'cmd': 'record.limits', 'limits': lim})); sys.stdout.flush()\n"
+            "sys.stdin.readline(); sys.stdin.readline()\n"
+        )
+        rlimits = {"RLIMIT_CPU": [5, 6], "nofile": 12, "RLIMIT_AS": 400 * 1024 * 1024,
+                   resource.RLIMIT_FSIZE: 2048, "RLIMIT_DATA": None}
+        worker, outcome, record = await self.run_code(code, rlimits=rlimits)
+        limits = next(r for r in record.requests if r["cmd"] == "limits")["limits"]
+        expected = clamp_rlimits(worker.rlimits)
+        for name, (soft, hard) in limits.items():
+            self.assertEqual((soft, hard), expected[getattr(resource, name)], name)
+        self.assertEqual(limits["RLIMIT_CPU"], [5, 6])
+        self.assertEqual(limits["RLIMIT_NOFILE"], [12, 12])
+        self.assertEqual(limits["RLIMIT_FSIZE"], [2048, 2048])
+        # The seed's 1 MiB core default can never exceed what the worker itself may do.
+        own_core = resource.getrlimit(resource.RLIMIT_CORE)
+        self.assertLessEqual(limits["RLIMIT_CORE"][1] if limits["RLIMIT_CORE"][1] != -1 else 2**63,
+                             own_core[1] if own_core[1] != -1 else 2**63)
+
+    async def test_missing_program_is_a_failed_run(self):
+        """A program that vanished after config time fails its run instead of raising."""
+        worker = code_worker("pass")
+        await worker.setup()
+        worker.executable = "/nonexistent/program"
+        outcome = await worker.process_message(make_user_message())
+        self.assertEqual(outcome, "error")
+        record = worker.resources.resources["record"]
+        self.assertTrue(any("/nonexistent/program" in m for _, _, m in record.logs), record.logs)
+
+    def test_unknown_rlimit_is_a_config_error(self):
+        """An rlimit name that does not exist is refused with the key and name."""
+        with self.assertRaises(ConfigError) as e:
+            SandboxConfig({"rlimits": {"RLIMIT_BOGUS": 1}})
+        self.assertIn("rlimits", str(e.exception))
+        self.assertIn("RLIMIT_BOGUS", str(e.exception))
+
+    def test_clamp_never_raises_a_limit(self):
+        """A requested limit above the worker's own hard limit is lowered to it."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        clamped = clamp_rlimits({resource.RLIMIT_NOFILE: (hard + 1000, hard + 1000)})
+        self.assertEqual(clamped[resource.RLIMIT_NOFILE], (min(soft, hard), hard))
+
