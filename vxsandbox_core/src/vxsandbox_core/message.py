@@ -38,7 +38,10 @@ def format_timestamp(value: datetime) -> str:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """Read a Vumi timestamp; also accepts no microseconds, a ``T`` and a trailing ``Z``.
+    """Read a Vumi timestamp, returned as a naive UTC datetime.
+
+    Besides Vumi's own format this accepts no microseconds, a ``T`` between
+    date and time, a trailing ``Z`` and a UTC offset (converted to UTC).
 
     :raises MessageError: it is none of those.
     """
@@ -51,11 +54,18 @@ def parse_timestamp(value: str) -> datetime:
             return datetime.strptime(text, fmt)
         except ValueError:
             continue
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = None
+    if parsed is not None and parsed.tzinfo is not None and " " in text:
+        return parsed.astimezone(timezone.utc).replace(tzinfo=None)
     raise MessageError(f"field 'timestamp': {value!r} is not a Vumi timestamp "
                        "('YYYY-MM-DD HH:MM:SS.ffffff')")
 
 
 def utcnow() -> datetime:
+    """The current time as a naive UTC datetime, as Vumi stores it."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
@@ -121,6 +131,15 @@ class Message(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.payload!r}>"
+
+    def get_routing_endpoint(self) -> str:
+        """The endpoint the message travels through (``routing_metadata.endpoint_name``, else ``default``)."""
+        endpoint = self.payload["routing_metadata"].get("endpoint_name")
+        return endpoint if isinstance(endpoint, str) and endpoint else "default"
+
+    def set_routing_endpoint(self, endpoint: str | None = None) -> None:
+        """Route the message through ``endpoint`` (``default`` when None), as Vumi's connectors read it."""
+        self.payload["routing_metadata"]["endpoint_name"] = endpoint or "default"
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form as a JSON-ready dict (timestamp formatted)."""
@@ -223,6 +242,23 @@ class TransportUserMessage(Message):
         }
         data.update(fields)
         return TransportUserMessage(data)
+
+    @classmethod
+    def send(cls, to_addr: str | None, content: str | None, *, transport_name: str, transport_type: str,
+             endpoint: str | None = None, **fields: Any) -> TransportUserMessage:
+        """Build a new message (not a reply) to ``to_addr`` through ``endpoint``.
+
+        ``transport_name`` and ``transport_type`` are required because vumi2
+        transports drop an outbound message that lacks them.
+        """
+        data: dict[str, Any] = {"from_addr": None}
+        data.update(fields)
+        data.update(to_addr=to_addr, content=content, transport_name=transport_name,
+                    transport_type=transport_type)
+        msg = cls(data)
+        if endpoint is not None:
+            msg.set_routing_endpoint(endpoint)
+        return msg
 
     def reply_group(self, content: str | None, continue_session: bool = True,
                     **fields: Any) -> TransportUserMessage:
