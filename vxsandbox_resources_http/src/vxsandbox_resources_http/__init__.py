@@ -1,5 +1,19 @@
-"""vxsandbox-resources-http (skeleton until its issue lands)."""
+"""vxsandbox-resources-http: the ``http`` resource, HTTP requests for sandboxed apps to guarded destinations."""
+
+from .config import HttpClientConfig
+from .errors import DataLimitError, DestinationRefusedError, HttpResourceError
+from .guard import DestinationGuard, HostRules
+from .resource import HttpClientResource
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "DataLimitError",
+    "DestinationGuard",
+    "DestinationRefusedError",
+    "HostRules",
+    "HttpClientConfig",
+    "HttpClientResource",
+    "HttpResourceError",
+    "__version__",
+]
