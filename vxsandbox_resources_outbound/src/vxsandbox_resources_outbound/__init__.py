@@ -1,5 +1,7 @@
-"""vxsandbox-resources-outbound (skeleton until its issue lands)."""
+"""vxsandbox-resources-outbound: the ``outbound`` resource, through which a sandboxed app sends messages."""
+
+from .resource import OutboundConfig, OutboundResource
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["OutboundConfig", "OutboundResource", "__version__"]
