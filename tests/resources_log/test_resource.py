@@ -225,6 +225,12 @@ class LoggingResourceUnitTests(LogCaptureMixin, TestCase):
         self.assertIsInstance(d, Deferred)
         self.assertIsNone(self.successResultOf(d))
 
+    def test_resolves_from_legacy_vumi_name(self):
+        """The seed's class path still names this resource."""
+        worker = Sandbox(python_worker_config(["-c", "pass"], sandbox={
+            "log": {"cls": "vumi.application.sandbox.LoggingResource"}}), hooks=hooks_with())
+        self.assertIsInstance(worker.resources.resources["log"], LoggingResource)
+
     async def test_unknown_command_kills_the_sandbox(self):
         """A command the resource does not have kills the sandbox."""
         await self.resource().dispatch_request(self.api, command("shout", msg="x"))

@@ -34,6 +34,8 @@ def _at_least_min_length(value: int) -> int:
 class LoggingConfig(Config):
     """Options of the ``log`` resource (under ``sandbox.<name>`` in the worker config)."""
 
+    max_length: int
+    logger: str
     fields = (
         Field("max_length", (int,), "characters a log line's message may have; longer ones are cut "
               "and end with '... [truncated N characters]'", 16 * 1024, _at_least_min_length),
