@@ -28,9 +28,9 @@ class CapturingHandler(logging.Handler):
 
 
 class LogCaptureMixin:
-    """Attaches a :class:`CapturingHandler` to ``vxsandbox.sandbox`` for the test's duration."""
+    """Attaches a :class:`CapturingHandler` to ``vxsandbox.app`` for the test's duration."""
 
-    def capture(self, name: str = "vxsandbox.sandbox") -> CapturingHandler:
+    def capture(self, name: str = "vxsandbox.app") -> CapturingHandler:
         handler = CapturingHandler()
         logger = logging.getLogger(name)
         old_level = logger.level

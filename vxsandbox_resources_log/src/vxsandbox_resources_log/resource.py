@@ -1,6 +1,6 @@
 """The ``log`` resource: lets a sandboxed app write log lines, tagged with its sandbox_id.
 
-Lines go to Python logging (logger ``vxsandbox.sandbox`` unless configured
+Lines go to Python logging (logger ``vxsandbox.app`` unless configured
 otherwise) as ``[<sandbox_id>] <msg>``, with ``sandbox_id`` also set on the
 log record for structured formatters. Subclasses send lines elsewhere by
 overriding :meth:`LoggingResource.log`.
@@ -39,7 +39,7 @@ class LoggingConfig(Config):
     fields = (
         Field("max_length", (int,), "characters a log line's message may have; longer ones are cut "
               "and end with '... [truncated N characters]'", 16 * 1024, _at_least_min_length),
-        Field("logger", (str,), "name of the Python logger the lines go to", "vxsandbox.sandbox"),
+        Field("logger", (str,), "name of the Python logger the lines go to", "vxsandbox.app"),
     )
 
 
