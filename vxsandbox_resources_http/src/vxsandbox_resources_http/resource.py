@@ -52,6 +52,7 @@ class HttpRequest:
 
     method: str
     url: str
+    host: str
     headers: Headers
     data: bytes | None
     files: dict[str, tuple[str, str, bytes]] | None
@@ -62,7 +63,7 @@ def _fail(field: str, problem: str) -> CommandError:
     return CommandError(f"{field}: {problem}")
 
 
-def _parse_url(command: Command) -> str:
+def _parse_url(command: Command) -> tuple[str, str]:
     url = command.get("url")
     if not isinstance(url, str) or not url.strip():
         raise _fail("url", f"expected a non-empty string (the URL to request), got {url!r}")
@@ -75,7 +76,7 @@ def _parse_url(command: Command) -> str:
         raise _fail("url", f"scheme {scheme or 'none'!r} is not allowed (only http and https)")
     if not parsed.host:
         raise _fail("url", f"{url!r} has no host")
-    return url.strip()
+    return url.strip(), parsed.host
 
 
 def _parse_headers(command: Command) -> Headers:
@@ -144,7 +145,7 @@ def parse_request(method: str, command: Command, trust_root: Any = None) -> Http
 
     :raises CommandError: a field is missing or wrong; the reason names it.
     """
-    url = _parse_url(command)
+    url, host = _parse_url(command)
     headers = _parse_headers(command)
     data = command.get("data")
     if data is not None and not isinstance(data, str):
@@ -152,7 +153,7 @@ def parse_request(method: str, command: Command, trust_root: Any = None) -> Http
     files = _parse_files(command)
     if data is not None and files is not None:
         raise _fail("data", "cannot be combined with files (files sends a multipart/form-data body)")
-    return HttpRequest(method, url, headers, None if data is None else data.encode("utf-8"), files,
+    return HttpRequest(method, url, host, headers, None if data is None else data.encode("utf-8"), files,
                        _parse_tls(command, trust_root))
 
 
@@ -275,8 +276,20 @@ class HttpClientResource(SandboxResource):
         body = await read_body(response, self.options.data_limit)
         return response, body
 
+    def _check_ipv6_literal(self, request: HttpRequest) -> None:
+        try:
+            self.guard.check_name(request.host)
+            self.guard.choose(request.host, [request.host])
+        except DestinationRefusedError as e:
+            raise CommandError(f"{request.method} {request.url} refused: {e}")
+        # hyperlink (which treq parses URLs with) cannot encode an IPv6 host; redirects to one do work.
+        raise _fail("url", f"IPv6 address literals such as {request.host!r} are not supported; "
+                           "use a host name that resolves to the address")
+
     async def _request(self, api: SandboxApi, method: str, command: Command) -> Command:
         request = parse_request(method, command, self.trust_root)
+        if ":" in request.host:
+            self._check_ipv6_literal(request)
         d = Deferred.fromCoroutine(self._perform(request))
         d.addTimeout(self.options.timeout, self.reactor, onTimeoutCancel=_timed_out)
         self._in_flight.add(d)

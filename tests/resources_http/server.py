@@ -1,0 +1,143 @@
+"""A real local HTTP server for the http resource's tests: twisted.web on 127.0.0.1, a random port."""
+
+from __future__ import annotations
+
+import json
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+from twisted.internet import reactor as default_reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPullProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+MiB = 1024 * 1024
+CHUNK = 64 * 1024
+BINARY = bytes(range(256))
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, dict[str, Any]]:
+    """The parts of a multipart/form-data body: field name -> file_name, content_type, data."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    parts = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        parts[name] = {"file_name": part.get_filename(), "content_type": part.get_content_type(),
+                       "data": part.get_payload(decode=True)}
+    return parts
+
+
+@implementer(IPullProducer)
+class BigBody:
+    """Writes ``size`` bytes a chunk at a time, only as fast as the connection takes them."""
+
+    def __init__(self, request: Request, size: int, server: LocalServer) -> None:
+        self.request = request
+        self.remaining = size
+        self.server = server
+        request.notifyFinish().addErrback(lambda _: self.stopProducing())
+
+    def resumeProducing(self) -> None:
+        if self.remaining <= 0:
+            return
+        chunk = min(CHUNK, self.remaining)
+        self.remaining -= chunk
+        self.server.big_sent += chunk
+        self.request.write(b"x" * chunk)
+        if self.remaining <= 0:
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def stopProducing(self) -> None:
+        self.remaining = 0
+
+
+class PathsResource(Resource):
+    """Every path the tests use; each request is recorded on the server."""
+
+    isLeaf = True
+
+    def __init__(self, server: LocalServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def render(self, request: Request) -> Any:
+        body = request.content.read()
+        path = request.path.decode()
+        self.server.requests.append({
+            "method": request.method.decode(), "path": path, "uri": request.uri.decode(),
+            "headers": {k.decode().lower(): [v.decode() for v in vs]
+                        for k, vs in request.requestHeaders.getAllRawHeaders()},
+            "body": body,
+        })
+        parts = path.strip("/").split("/")
+        handler = getattr(self, "do_" + parts[0].replace("-", "_"), None)
+        if handler is None:
+            request.setResponseCode(404)
+            return b"no such test path"
+        return handler(request, parts[1:])
+
+    def do_echo(self, request: Request, args: list[str]) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        request.responseHeaders.setRawHeaders(b"x-multi", [b"one", b"two"])
+        return json.dumps({"method": request.method.decode(), "uri": request.uri.decode()}).encode()
+
+    def do_status(self, request: Request, args: list[str]) -> bytes:
+        request.setResponseCode(int(args[0]))
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return f"status {args[0]} \u2713".encode()
+
+    def do_binary(self, request: Request, args: list[str]) -> bytes:
+        request.setHeader(b"content-type", b"application/octet-stream")
+        return BINARY
+
+    def do_not_utf8(self, request: Request, args: list[str]) -> bytes:
+        request.setHeader(b"content-type", b"text/plain")
+        return b"\xff\xfe not utf-8"
+
+    def do_latin1(self, request: Request, args: list[str]) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=iso-8859-1")
+        return "caf\u00e9".encode("latin-1")
+
+    def do_slow(self, request: Request, args: list[str]) -> Any:
+        self.server.slow.append(request)
+        return NOT_DONE_YET
+
+    def do_big(self, request: Request, args: list[str]) -> Any:
+        size = int(args[0]) if args else 5 * MiB
+        if request.args.get(b"length") == [b"1"]:
+            request.setHeader(b"content-length", str(size).encode())
+        request.setHeader(b"content-type", b"text/plain")
+        request.registerProducer(BigBody(request, size, self.server), False)
+        return NOT_DONE_YET
+
+    def do_redirect(self, request: Request, args: list[str]) -> bytes:
+        request.redirect(request.args[b"to"][0])
+        return b""
+
+
+class LocalServer:
+    """The server, its port and what it has seen."""
+
+    def __init__(self, reactor: Any = default_reactor) -> None:
+        self.reactor = reactor
+        self.requests: list[dict[str, Any]] = []
+        self.slow: list[Request] = []
+        self.big_sent = 0
+        site = Site(PathsResource(self))
+        site.noisy = False
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def stop(self) -> Deferred[Any]:
+        for request in self.slow:
+            if not request.finished and request.channel is not None:
+                request.channel.transport.abortConnection()
+        return self.port.stopListening()

@@ -1,0 +1,341 @@
+"""Tests for the ``http`` resource: every command and error reply, driven by a real child against a real server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tracemalloc
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from vxsandbox_core import ConfigError
+from vxsandbox_resources_http import HttpClientResource
+
+from .helpers import ScriptedResolver, run_child
+from .server import BINARY, LocalServer, MiB, parse_multipart
+
+
+class ServerTestCase(TestCase):
+    """Starts the local test server for each test."""
+
+    def setUp(self) -> None:
+        self.server = LocalServer()
+        self.addCleanup(self.server.stop)
+        self.port = self.server.port.getHost().port
+
+    async def drive(self, requests: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+        return await run_child(self, requests, **kwargs)
+
+
+class CommandTests(ServerTestCase):
+    """Each command reaches the server and its reply carries code, body and headers."""
+
+    async def test_get_replies_with_code_body_and_headers(self) -> None:
+        """A GET's reply has success, the status code, the text body and every response header."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/echo?a=1")}])
+        self.assertTrue(reply["success"], reply)
+        self.assertEqual(reply["code"], 200)
+        self.assertEqual(json.loads(reply["body"]), {"method": "GET", "uri": "/echo?a=1"})
+        self.assertNotIn("body_encoding", reply)
+        self.assertEqual(reply["headers"]["X-Multi"], ["one", "two"])
+        self.assertEqual(reply["headers"]["Content-Type"], ["application/json"])
+        self.assertNotIn("Content-Encoding", reply["headers"])
+
+    async def test_every_method_reaches_the_server(self) -> None:
+        """get, head, post, put, patch and delete each arrive as their HTTP method, with their body."""
+        methods = ["get", "head", "post", "put", "patch", "delete"]
+        requests = [{"cmd": f"http.{m}", "url": self.server.url(f"/echo/{m}"),
+                     **({"data": f"body of {m} \u00e9"} if m in ("post", "put", "patch") else {})}
+                    for m in methods]
+        replies = await self.drive(requests)
+        for reply in replies:
+            self.assertTrue(reply["success"], reply)
+            self.assertEqual(reply["code"], 200)
+        self.assertEqual(replies[1]["body"], "")
+        self.assertEqual(json.loads(replies[5]["body"])["method"], "DELETE")
+        seen = {r["path"]: r for r in self.server.requests}
+        for method in methods:
+            self.assertEqual(seen[f"/echo/{method}"]["method"], method.upper())
+        for method in ("post", "put", "patch"):
+            self.assertEqual(seen[f"/echo/{method}"]["body"], f"body of {method} \u00e9".encode())
+
+    async def test_headers_reach_the_server_intact(self) -> None:
+        """Every header value the app sends, several per name included, reaches the server unchanged."""
+        headers = {"X-Token": ["abc 123", "second"], "Content-Type": ["application/json"],
+                   "User-Agent": ["my app/1.0"]}
+        [reply] = await self.drive([{"cmd": "http.post", "url": self.server.url("/echo"),
+                                   "headers": headers, "data": "{}"}])
+        self.assertTrue(reply["success"], reply)
+        seen = self.server.requests[0]["headers"]
+        self.assertEqual(seen["x-token"], ["abc 123", "second"])
+        self.assertEqual(seen["content-type"], ["application/json"])
+        self.assertEqual(seen["user-agent"], ["my app/1.0"])
+
+    async def test_multipart_files_reach_the_server_intact(self) -> None:
+        """Files are sent as multipart/form-data with their names, content types and decoded bytes."""
+        files = {
+            "photo": {"file_name": "cat.png", "content_type": "image/png",
+                      "data": base64.b64encode(BINARY).decode()},
+            "notes": {"file_name": "notes.txt", "content_type": "text/plain",
+                      "data": base64.b64encode("h\u00e9llo".encode()).decode()},
+        }
+        [reply] = await self.drive([{"cmd": "http.post", "url": self.server.url("/echo"), "files": files}])
+        self.assertTrue(reply["success"], reply)
+        request = self.server.requests[0]
+        [content_type] = request["headers"]["content-type"]
+        self.assertTrue(content_type.startswith("multipart/form-data; boundary="))
+        parts = parse_multipart(content_type, request["body"])
+        self.assertEqual(parts, {
+            "photo": {"file_name": "cat.png", "content_type": "image/png", "data": BINARY},
+            "notes": {"file_name": "notes.txt", "content_type": "text/plain", "data": "h\u00e9llo".encode()},
+        })
+
+    async def test_error_status_is_a_successful_reply_with_its_code(self) -> None:
+        """A 404 or 500 is still a reply with success true: the request worked, the code says how."""
+        replies = await self.drive([{"cmd": "http.get", "url": self.server.url("/status/404")},
+                                  {"cmd": "http.get", "url": self.server.url("/status/500")}])
+        self.assertEqual([(r["success"], r["code"]) for r in replies], [(True, 404), (True, 500)])
+        self.assertEqual(replies[0]["body"], "status 404 \u2713")
+
+    async def test_binary_bodies_are_base64(self) -> None:
+        """A binary content type or a body that is not valid UTF-8 comes back base64 with body_encoding."""
+        binary, not_utf8, latin1 = await self.drive([
+            {"cmd": "http.get", "url": self.server.url("/binary")},
+            {"cmd": "http.get", "url": self.server.url("/not-utf8")},
+            {"cmd": "http.get", "url": self.server.url("/latin1")},
+        ])
+        self.assertEqual(binary["body_encoding"], "base64")
+        self.assertEqual(base64.b64decode(binary["body"]), BINARY)
+        self.assertEqual(not_utf8["body_encoding"], "base64")
+        self.assertEqual(base64.b64decode(not_utf8["body"]), b"\xff\xfe not utf-8")
+        self.assertEqual(latin1["body"], "caf\u00e9")
+        self.assertNotIn("body_encoding", latin1)
+
+    async def test_redirects_are_followed(self) -> None:
+        """A redirect to an allowed destination is followed and the reply is the final response's."""
+        target = self.server.url("/echo/final")
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url(f"/redirect?to={target}")}])
+        self.assertTrue(reply["success"], reply)
+        self.assertEqual(json.loads(reply["body"])["uri"], "/echo/final")
+
+
+class FailureTests(ServerTestCase):
+    """Network failures, timeouts and the data limit give success false with a reason."""
+
+    async def test_timeout_gives_a_reason(self) -> None:
+        """A server that never answers fails the request after ``timeout`` with a reason saying so."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/slow")}], http={"timeout": 0.3})
+        self.assertFalse(reply["success"])
+        self.assertIn("timed out after 0.3 seconds", reply["reason"])
+        self.assertIn("/slow", reply["reason"])
+
+    async def test_connection_refused_gives_a_reason(self) -> None:
+        """A closed port fails the request with the connection error as its reason."""
+        await self.server.stop()
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/echo")}])
+        self.assertFalse(reply["success"])
+        self.assertIn("refused", reply["reason"].lower())
+
+    async def test_body_within_the_limit_is_returned_whole(self) -> None:
+        """A body just under data_limit arrives complete."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/big/100000")}])
+        self.assertTrue(reply["success"], reply)
+        self.assertEqual(reply["body"], "x" * 100000)
+
+    async def test_huge_body_is_cut_off_without_being_read_into_memory(self) -> None:
+        """A 5 MiB body against the 128 KiB default limit fails with a reason, and memory stays far below 5 MiB."""
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        baseline, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        streamed, declared = await self.drive([
+            {"cmd": "http.get", "url": self.server.url("/big")},
+            {"cmd": "http.get", "url": self.server.url("/big?length=1")},
+        ])
+        _, peak = tracemalloc.get_traced_memory()
+        self.assertFalse(streamed["success"])
+        self.assertIn("exceeds data_limit of 131072 bytes; cut off after", streamed["reason"])
+        self.assertFalse(declared["success"])
+        self.assertIn("response body of 5242880 bytes (its Content-Length) exceeds data_limit of 131072",
+                      declared["reason"])
+        self.assertLess(peak - baseline, 1 * MiB, f"peak grew by {peak - baseline} bytes")
+
+    async def test_data_limit_is_configurable(self) -> None:
+        """data_limit from the config applies: 1000 bytes lets 1000 through and refuses 1001."""
+        ok, too_big = await self.drive([{"cmd": "http.get", "url": self.server.url("/big/1000")},
+                                      {"cmd": "http.get", "url": self.server.url("/big/1001")}],
+                                     http={"data_limit": 1000})
+        self.assertTrue(ok["success"], ok)
+        self.assertFalse(too_big["success"])
+        self.assertIn("data_limit of 1000 bytes", too_big["reason"])
+
+
+class GuardTests(ServerTestCase):
+    """The destination guard, seen from a real child."""
+
+    async def test_localhost_is_refused_by_default(self) -> None:
+        """A URL whose name resolves to 127.0.0.1 is refused by default, naming the address and the rule."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": f"http://localhost:{self.port}/echo"}],
+                                 loopback=False)
+        self.assertFalse(reply["success"])
+        self.assertIn("refused", reply["reason"])
+        self.assertIn("'localhost' resolves to 127.0.0.1, a loopback address", reply["reason"])
+        self.assertEqual(self.server.requests, [])
+
+    async def test_address_literals_are_refused_by_default(self) -> None:
+        """Loopback, private, link-local and unspecified address literals are refused, each with its rule."""
+        urls = [f"http://127.0.0.1:{self.port}/", "http://10.1.2.3/", "http://192.168.0.1/",
+                "http://169.254.169.254/latest/meta-data", "http://0.0.0.0/", "http://[::1]/",
+                "http://[::ffff:127.0.0.1]/", "http://224.0.0.1/"]
+        replies = await self.drive([{"cmd": "http.get", "url": u} for u in urls], loopback=False)
+        rules = ["a loopback address", "a private address", "a private address", "a link-local address",
+                 "an unspecified address", "a loopback address", "a loopback address", "a multicast address"]
+        for reply, rule in zip(replies, rules, strict=True):
+            self.assertFalse(reply["success"])
+            self.assertIn(rule, reply["reason"])
+        self.assertEqual(self.server.requests, [])
+
+    async def test_cidr_allow_and_deny(self) -> None:
+        """An allowed CIDR admits its addresses; a denied CIDR inside it wins; other addresses stay refused."""
+        allowed, denied = await self.drive([{"cmd": "http.get", "url": self.server.url("/echo")},
+                                          {"cmd": "http.get", "url": f"http://127.0.0.2:{self.port}/"}],
+                                         http={"allowed_hosts": ["127.0.0.0/8"], "denied_hosts": ["127.0.0.2/32"]})
+        self.assertTrue(allowed["success"], allowed)
+        self.assertFalse(denied["success"])
+        self.assertIn("127.0.0.2, which is in denied_hosts entry '127.0.0.2/32'", denied["reason"])
+        [narrow] = await self.drive([{"cmd": "http.get", "url": self.server.url("/echo")}],
+                                  http={"allowed_hosts": ["127.0.0.2/32"]})
+        self.assertFalse(narrow["success"])
+        self.assertIn("a loopback address", narrow["reason"])
+
+    async def test_connection_goes_to_the_checked_address_with_the_name_as_host(self) -> None:
+        """The name is resolved once and the connection goes to that address, sending the name in Host."""
+        resolver = ScriptedResolver({"app.test": ["127.0.0.1"]})
+        [reply] = await self.drive([{"cmd": "http.get", "url": f"http://app.test:{self.port}/echo"}],
+                                 resolver=resolver)
+        self.assertTrue(reply["success"], reply)
+        self.assertEqual(resolver.lookups, ["app.test"])
+        self.assertEqual(self.server.requests[0]["headers"]["host"], [f"app.test:{self.port}"])
+
+    async def test_first_allowed_address_is_used(self) -> None:
+        """Of a name's addresses, refused ones are skipped and the first allowed one is connected to."""
+        resolver = ScriptedResolver({"multi.test": ["10.9.9.9", "127.0.0.1"]})
+        [reply] = await self.drive([{"cmd": "http.get", "url": f"http://multi.test:{self.port}/echo"}],
+                                 http={"denied_hosts": ["10.0.0.0/8"]}, resolver=resolver)
+        self.assertTrue(reply["success"], reply)
+
+    async def test_allowed_and_denied_names(self) -> None:
+        """An allowed name may reach any address; a denied name (wildcards too) is refused before any lookup."""
+        resolver = ScriptedResolver({"intranet.test": ["127.0.0.1"], "api.evil.test": ["127.0.0.1"]})
+        allowed, denied = await self.drive(
+            [{"cmd": "http.get", "url": f"http://intranet.test:{self.port}/echo"},
+             {"cmd": "http.get", "url": f"http://api.evil.test:{self.port}/echo"}],
+            http={"allowed_hosts": ["intranet.test", "*.evil.test"], "denied_hosts": ["*.evil.test"]},
+            resolver=resolver, loopback=False)
+        self.assertTrue(allowed["success"], allowed)
+        self.assertFalse(denied["success"])
+        self.assertIn("host 'api.evil.test' matches denied_hosts entry '*.evil.test'", denied["reason"])
+        self.assertEqual(resolver.lookups, ["intranet.test"])
+
+    async def test_allowed_hosts_only(self) -> None:
+        """With allowed_hosts_only, a public address not in allowed_hosts is refused too."""
+        resolver = ScriptedResolver({"public.test": ["93.184.216.34"]})
+        [reply] = await self.drive([{"cmd": "http.get", "url": "http://public.test/"}],
+                                 http={"allowed_hosts_only": True}, resolver=resolver)
+        self.assertFalse(reply["success"])
+        self.assertIn("93.184.216.34, which is not in allowed_hosts (allowed_hosts_only is set)", reply["reason"])
+
+    async def test_allowed_ipv6_literal_is_refused_with_a_reason(self) -> None:
+        """An allowed IPv6 literal, which treq cannot encode, fails with a reason saying to use a name."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": "http://[::1]/"}], http={"allowed_hosts": ["::1"]})
+        self.assertFalse(reply["success"])
+        self.assertIn("url: IPv6 address literals such as '::1' are not supported", reply["reason"])
+
+    async def test_unresolvable_name_gives_a_reason(self) -> None:
+        """A name that resolves to nothing fails with a reason naming it."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": "http://nowhere.test/"}],
+                                 resolver=ScriptedResolver({}))
+        self.assertFalse(reply["success"])
+        self.assertIn("could not resolve host 'nowhere.test'", reply["reason"])
+
+    async def test_redirects_pass_the_guard_again(self) -> None:
+        """A redirect from an allowed server to a refused destination is refused, not followed."""
+        target = f"http://[::1]:{self.port}/echo"
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url(f"/redirect?to={target}")}],
+                                 http={"allowed_hosts": ["127.0.0.1"]}, loopback=False)
+        self.assertFalse(reply["success"])
+        self.assertIn("'::1' is ::1, a loopback address", reply["reason"])
+
+
+class FieldErrorTests(ServerTestCase):
+    """Bad command fields give success false and a reason naming the field."""
+
+    async def test_bad_fields_name_the_field(self) -> None:
+        """Each malformed field is rejected before any request is made, with the field named first."""
+        url = self.server.url("/echo")
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({}, "url: expected a non-empty string"),
+            ({"url": 5}, "url: expected a non-empty string"),
+            ({"url": "ftp://example.com/"}, "url: scheme 'ftp' is not allowed (only http and https)"),
+            ({"url": "file:///etc/passwd"}, "url: scheme 'file' is not allowed"),
+            ({"url": "http:///path"}, "has no host"),
+            ({"url": url, "headers": ["X-A"]}, "headers: expected a mapping"),
+            ({"url": url, "headers": {"X-A": "one"}}, "headers['X-A']: expected a list of strings"),
+            ({"url": url, "headers": {"X-A": ["a\r\nX-Injected: 1"]}}, "headers['X-A']: values may not contain"),
+            ({"url": url, "headers": {"Bad Name": ["a"]}}, "headers: 'Bad Name' is not a valid header name"),
+            ({"url": url, "data": {"a": 1}}, "data: expected a string"),
+            ({"url": url, "files": {"f": {"file_name": "a", "content_type": "text/plain", "data": "!!"}}},
+             "files['f'].data: is not valid base64"),
+            ({"url": url, "files": {"f": {"content_type": "text/plain", "data": ""}}},
+             "files['f'].file_name: expected a string"),
+            ({"url": url, "files": "x"}, "files: expected a mapping"),
+            ({"url": url, "data": "a", "files": {}}, "data: cannot be combined with files"),
+            ({"url": url, "verify_options": ["VERIFY_SOMETIMES"]}, "verify_options: unknown option(s)"),
+            ({"url": url, "verify_options": []}, "verify_options: expected a non-empty list"),
+            ({"url": url, "ssl_method": "SSLv3"}, "ssl_method: 'SSLv3' is not supported (SSLv3 is insecure"),
+            ({"url": url, "ssl_method": "SSLv1000"}, "ssl_method: 'SSLv1000' is not supported"),
+        ]
+        replies = await self.drive([{"cmd": "http.post", **fields} for fields, _ in cases])
+        for (fields, expected), reply in zip(cases, replies, strict=True):
+            self.assertFalse(reply["success"], fields)
+            self.assertIn(expected, reply["reason"], fields)
+        self.assertEqual(self.server.requests, [])
+
+    async def test_unknown_command_kills_the_sandbox(self) -> None:
+        """A command the resource does not have kills the sandbox, as every resource does."""
+        from vxsandbox_core.testing import (
+            RecordingBroker,
+            hooks_with,
+            make_user_message,
+            python_child,
+            python_worker_config,
+        )
+
+        from vxsandbox_core import Sandbox
+        worker = Sandbox(python_worker_config(python_child([{"cmd": "http.options", "url": "http://x/"}]),
+                                              sandbox={"http": {"cls": "http"}}),
+                         broker=RecordingBroker(), hooks=hooks_with())
+        await worker.setup()
+        self.assertEqual(await worker.process_message(make_user_message()), "error")
+
+
+class ConfigTests(TestCase):
+    """The resource's options are validated when the worker is built."""
+
+    def test_defaults(self) -> None:
+        """timeout is 30 s and data_limit 128 KiB unless configured."""
+        resource = HttpClientResource("http", None, {"cls": "http"})
+        self.assertEqual((resource.options.timeout, resource.options.data_limit), (30, 128 * 1024))
+        self.assertFalse(resource.options.allowed_hosts_only)
+
+    def test_bad_options_name_their_key(self) -> None:
+        """A bad option raises ConfigError naming sandbox.<name>.<key>."""
+        cases = [({"timeout": 0}, "sandbox.web.timeout"), ({"data_limit": "big"}, "sandbox.web.data_limit"),
+                 ({"allowed_hosts": ["not a host!"]}, "sandbox.web.allowed_hosts"),
+                 ({"denied_hosts": ["10.0.0.0/33"]}, "sandbox.web.denied_hosts"),
+                 ({"allowed_hosts": "127.0.0.1"}, "sandbox.web.allowed_hosts")]
+        for options, key in cases:
+            with self.assertRaises(ConfigError) as caught:
+                HttpClientResource("web", None, {"cls": "http", **options})
+            self.assertEqual(caught.exception.key, key)
