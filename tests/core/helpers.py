@@ -6,9 +6,9 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from vxsandbox_core.protocol import make_reply
 
 from vxsandbox_core import SandboxResource, hookimpl
+from vxsandbox_core.protocol import make_reply
 
 
 class SlowResource(SandboxResource):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 
 import pytest
+
 from vxsandbox_core.config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits, parse_rlimits
 from vxsandbox_core.errors import ConfigError
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
-from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
 
 from vxsandbox_core import Sandbox
+from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
 
 SLOW = {"slow": {"cls": "tests.core.helpers:SlowResource"}}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pluggy
 import pytest
 from twisted.trial.unittest import TestCase
+
+from vxsandbox_core import Sandbox, hookimpl, hookspecs
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.plugins import build_plugin_manager
 from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
-
-from vxsandbox_core import Sandbox, hookimpl, hookspecs
 
 from .helpers import OrderPlugin
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import resource
 
 from twisted.trial.unittest import TestCase
+
+from vxsandbox_core import Sandbox, hookimpl
 from vxsandbox_core.config import SandboxConfig
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.process import clamp_rlimits
 from vxsandbox_core.testing import hooks_with, make_user_message, python_worker_config
-
-from vxsandbox_core import Sandbox, hookimpl
 
 
 def code_worker(code: str, **extra) -> Sandbox:

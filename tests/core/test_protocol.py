@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from vxsandbox_core.errors import ProtocolError
 from vxsandbox_core.protocol import decode, encode, make_command, make_error_reply, make_reply
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+
+from vxsandbox_core import registry
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.resources import SandboxResources
 from vxsandbox_core.testing import RecordingResource
 from vxsandbox_core.worker import Sandbox
-
-from vxsandbox_core import registry
 
 
 def test_worker_resolves_by_entry_point_name():

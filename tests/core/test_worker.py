@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 from twisted.trial.unittest import TestCase
+
+from vxsandbox_core import Sandbox, SandboxRefusedError
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import TransportEvent
 from vxsandbox_core.testing import (
@@ -14,8 +16,6 @@ from vxsandbox_core.testing import (
     python_child,
     python_worker_config,
 )
-
-from vxsandbox_core import Sandbox, SandboxRefusedError
 
 from .helpers import OrderPlugin
 
