@@ -6,10 +6,10 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHostnameResolver, IResolutionReceiver
-from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message, python_child, python_worker_config
 from zope.interface import implementer
 
 from vxsandbox_core import Sandbox
+from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message, python_child, python_worker_config
 
 
 @implementer(IHostnameResolver)

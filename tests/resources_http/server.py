@@ -141,3 +141,47 @@ class LocalServer:
             if not request.finished and request.channel is not None:
                 request.channel.transport.abortConnection()
         return self.port.stopListening()
+
+
+def self_signed_certificate(host: str = "localhost") -> tuple[bytes, bytes]:
+    """A fresh self-signed certificate for ``host`` and 127.0.0.1, and its key, both PEM."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class LocalTlsServer(LocalServer):
+    """The same paths over https, with a self-signed certificate (``self.certificate``)."""
+
+    def __init__(self, reactor: Any = default_reactor) -> None:
+        from twisted.internet.ssl import Certificate, PrivateCertificate
+
+        cert_pem, key_pem = self_signed_certificate()
+        self.certificate = Certificate.loadPEM(cert_pem)
+        private = PrivateCertificate.loadPEM(cert_pem + key_pem)
+        self.reactor = reactor
+        self.requests = []
+        self.slow = []
+        self.big_sent = 0
+        site = Site(PathsResource(self))
+        site.noisy = False
+        self.port = reactor.listenSSL(0, site, private.options(), interface="127.0.0.1")
+        self.base = f"https://127.0.0.1:{self.port.getHost().port}"
