@@ -195,3 +195,75 @@ class FakeSandboxApi(SandboxApi):
 
     def report(self, msg: str, level: int = logging.WARNING) -> None:
         self.logs.append((level, msg))
+
+
+class StubOutboundResource(SandboxResource):
+    """A minimal ``outbound`` resource for broker tests: ``reply_to`` and ``send_to`` as Vumi's.
+
+    ``reply_to`` (``in_reply_to``, ``content``, ``continue_session``) publishes
+    the reply to a message this run received; ``send_to`` (``to_addr``,
+    ``content``, ``endpoint``) publishes a new message through an endpoint,
+    with ``transport_type`` from the resource config (default ``sms``). Real
+    deployments use the ``outbound`` resource from vxsandbox-resources-outbound.
+    """
+
+    async def handle_reply_to(self, api: SandboxApi, command: Command) -> Command:
+        msg = api.inbound_messages.get(command.get("in_reply_to", ""))
+        if msg is None:
+            return self.reply_error(command, "in_reply_to names no message this sandbox received")
+        reply = msg.reply(command.get("content"), bool(command.get("continue_session", True)))
+        await api.worker.publish_message(reply)
+        return self.reply(command)
+
+    async def handle_send_to(self, api: SandboxApi, command: Command) -> Command:
+        endpoint = command.get("endpoint") or "default"
+        transport_name = api.worker.routing_key_for(endpoint).rsplit(".", 1)[0]
+        msg = TransportUserMessage.send(command.get("to_addr"), command.get("content"),
+                                        transport_name=transport_name,
+                                        transport_type=self.config.get("transport_type", "sms"),
+                                        endpoint=endpoint)
+        await api.worker.publish_message(msg, endpoint)
+        return self.reply(command)
+
+
+_ECHO_CHILD = r'''
+import json, sys, time
+delay = float(sys.argv[1])
+command = json.loads(sys.stdin.readline())
+if delay:
+    time.sleep(delay)
+msg = command["msg"]
+if command["cmd"] == "inbound-message":
+    request = {"cmd": "outbound.reply_to", "in_reply_to": msg["message_id"],
+               "content": "echo: %s" % (msg["content"],),
+               "continue_session": msg.get("session_event") != "close"}
+else:
+    seen = {"event_type": msg["event_type"], "user_message_id": msg["user_message_id"],
+            "event_id": msg.get("event_id"), "transport_name": msg.get("transport_name")}
+    request = {"cmd": "outbound.send_to", "to_addr": "event-probe", "content": json.dumps(seen)}
+request.update(cmd_id="1", reply=False)
+sys.stdout.write(json.dumps(request) + "\n")
+sys.stdout.flush()
+reply = json.loads(sys.stdin.readline() or "{}")
+sys.exit(0 if reply.get("success") else 3)
+'''
+
+
+def echo_child(delay: float = 0.0) -> list[str]:
+    """Arguments for ``sys.executable`` that run a fast echo app (no ``site`` import).
+
+    For an ``inbound-message`` it sleeps ``delay`` seconds, then asks
+    ``outbound.reply_to`` for ``"echo: <content>"`` (closing the session when
+    the message closed it). For an ``inbound-event`` it asks
+    ``outbound.send_to`` to send ``to_addr: event-probe`` a JSON summary of the
+    event (``event_type``, ``user_message_id``, ``event_id``,
+    ``transport_name``). It exits 0 when the request succeeded.
+    """
+    return ["-S", "-c", _ECHO_CHILD, str(delay)]
+
+
+def echo_worker_config(transport_name: str, delay: float = 0.0, **extra: Any) -> dict[str, Any]:
+    """A generic worker config running :func:`echo_child` with :class:`StubOutboundResource` as ``outbound``."""
+    return python_worker_config(
+        echo_child(delay), sandbox={"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"}},
+        transport_name=transport_name, **extra)

@@ -188,6 +188,8 @@ class _Delegate(TwistedDelegate):  # type: ignore[misc]
 
 
 class _Factory(Factory):
+    noisy = False
+
     def __init__(self, connection: _Connection, url: AmqpUrl, reactor: Any) -> None:
         self.connection = connection
         self.url = url
@@ -590,3 +592,27 @@ class AmqpBroker:
         """Declare a queue bound to ``vumi`` without consuming it (``consumed`` adds the dead-letter setup)."""
         connection = await self._connected()
         await connection.declare(routing_key, consumed)
+
+    async def delete_queues(self, *routing_keys: str) -> None:
+        """Delete queues (and their dead-letter queues), e.g. after a test; missing ones are skipped."""
+        connection = await self._connected()
+        for name in routing_keys:
+            for queue in (name, dead_letter_queue(name)):
+                channel = await connection._channel()
+                try:
+                    await channel.queue_delete(queue=queue)
+                    await channel.channel_close()
+                except ChannelClosed:
+                    pass
+                connection._declared.pop(queue, None)
+
+    async def queue_length(self, routing_key: str) -> int:
+        """Messages ready on a queue (not counting deliveries not yet acknowledged)."""
+        connection = await self._connected()
+        channel = await connection._channel()
+        try:
+            reply = await channel.queue_declare(queue=routing_key, passive=True)
+            await channel.channel_close()
+            return int(reply.message_count)
+        except ChannelClosed:
+            return 0

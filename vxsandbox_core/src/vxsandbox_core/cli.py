@@ -1,0 +1,401 @@
+"""The ``vxsandbox`` command: run a worker on RabbitMQ, check a config, list plugins, chat with an app.
+
+Subcommands:
+
+- ``vxsandbox run -c worker.yaml [--amqp-url URL]`` runs the worker in the
+  foreground until SIGTERM or SIGINT, then lets in-flight runs finish, acks
+  them and exits 0. The broker URL comes from ``--amqp-url``, else
+  ``VXSANDBOX_AMQP_URL``, else the config's ``amqp.url``, else
+  ``amqp://guest:guest@127.0.0.1:5672/%2F``.
+- ``vxsandbox check -c worker.yaml`` validates the config and resolves every
+  name without connecting anywhere; exit 1 with the errors.
+- ``vxsandbox resources`` lists installed resource, worker and hook plugins.
+- ``vxsandbox chat ...`` runs an app interactively (from vxsandbox-js).
+
+Logs go to stderr, one line per event (``--log-format json`` for machines).
+A config file that cannot be read, is not YAML or has wrong values is one
+clear message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+from .errors import ConfigError
+
+log = logging.getLogger("vxsandbox.cli")
+
+ENV_AMQP_URL = "VXSANDBOX_AMQP_URL"
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A problem the command reports in one line before exiting with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --- logging -------------------------------------------------------------------------
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        # One event, one line: a traceback is folded onto the line it belongs to.
+        return super().format(record).replace("\n", " | ")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(fmt: str = "text", level: str = "info") -> None:
+    """Send Python logs to stderr, one line per event (``vxsandbox run`` adds Twisted's)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _route_twisted_logs() -> None:
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
+
+
+# --- config files ------------------------------------------------------------------
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a worker config file: a YAML mapping.
+
+    :raises CliError: missing, unreadable, not YAML or not a mapping.
+    """
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise CliError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise CliError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise CliError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"config file {path} must be a YAML mapping of config keys, got "
+                       f"{type(data).__name__ if data is not None else 'an empty file'}")
+    return data
+
+
+def amqp_url(config_amqp: Any, override: str | None) -> str:
+    """The broker URL: ``--amqp-url``, then ``VXSANDBOX_AMQP_URL``, then ``amqp.url``, then the default."""
+    from .brokers.amqp import DEFAULT_URL
+    if override:
+        return override
+    if os.environ.get(ENV_AMQP_URL):
+        return os.environ[ENV_AMQP_URL]
+    if isinstance(config_amqp, dict) and config_amqp.get("url"):
+        return str(config_amqp["url"])
+    return DEFAULT_URL
+
+
+def _distribution_of(obj: Any) -> str:
+    from .registry import RESOURCES_GROUP, WORKERS_GROUP, installed
+    for group in (RESOURCES_GROUP, WORKERS_GROUP):
+        for plugin in installed(group).values():
+            if plugin.plugin is obj:
+                return f"{plugin.distribution} {plugin.version}"
+    top = (getattr(obj, "__module__", "") or "").split(".")[0]
+    # Editable installs are missing from packages_distributions(); their names follow the package's.
+    dists = metadata.packages_distributions().get(top) or [top.replace("_", "-")]
+    try:
+        return f"{dists[0]} {metadata.version(dists[0])}"
+    except metadata.PackageNotFoundError:
+        return "not from an installed distribution"
+
+
+def _class_path(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+# --- run -----------------------------------------------------------------------------
+
+def build(raw: dict[str, Any], url_override: str | None) -> tuple[Any, Any]:
+    """Build the worker named by the config and its AMQP broker (nothing connects yet).
+
+    :raises ConfigError: the config is invalid or names something not installed.
+    """
+    from .brokers.amqp import AmqpBroker
+    from .registry import resolve_worker
+    worker_cls = resolve_worker(raw.get("worker", "sandbox"))
+    config_cls = getattr(worker_cls, "CONFIG_CLASS", None)
+    config = config_cls(raw) if config_cls is not None else raw
+    transport = getattr(config, "transport_name", None)
+    if not transport:
+        raise ConfigError("transport_name", "is required to run against a broker "
+                                            "(the worker consumes <transport_name>.inbound and .event)")
+    broker = AmqpBroker(amqp_url(getattr(config, "amqp", None), url_override),
+                        prefetch_count=getattr(config, "amqp_prefetch_count", 20),
+                        connection_name=f"vxsandbox {transport} pid {os.getpid()}")
+    worker = worker_cls(config, broker=broker)
+    return worker, broker
+
+
+async def _serve(reactor: Any, worker: Any, broker: Any) -> None:
+    from twisted.internet.defer import Deferred
+
+    from .service import WorkerService
+    service = WorkerService(worker, broker)
+    stopped: Deferred[None] = Deferred()
+
+    async def shutdown() -> None:
+        log.info("stopping: no new messages; finishing runs in flight")
+        await service.stop()
+
+    def before_shutdown() -> Deferred[None]:
+        # Twisted turns SIGTERM and SIGINT into reactor.stop(); the reactor keeps running
+        # (children exit, replies are confirmed, acks go out) until this Deferred fires.
+        from twisted.internet.defer import ensureDeferred
+        d = ensureDeferred(shutdown())
+        d.addBoth(lambda r: (stopped.callback(None) if not stopped.called else None, r)[1])
+        return d
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    log.info("starting worker %s (%s) for transport %s on %s, prefetch %d",
+             worker.config.worker, type(worker).__name__, service.transport_name,
+             broker.url.safe(), broker.prefetch_count)
+    try:
+        await service.start()
+    except Exception as e:
+        if service.stopping:
+            return
+        log.error("worker failed to start: %s: %s", type(e).__name__, e)
+        raise SystemExit(EXIT_ERRORS) from None
+    log.info("running; SIGTERM or SIGINT stops gracefully")
+    await stopped
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    raw = load_config_file(args.config)
+    try:
+        worker, broker = build(raw, args.amqp_url)
+    except ConfigError as e:
+        raise CliError(f"{args.config}: {e}") from None
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+    _route_twisted_logs()
+    task.react(lambda reactor: ensureDeferred(_serve(reactor, worker, broker)))
+    return EXIT_OK  # react exits the process itself
+
+
+# --- check ---------------------------------------------------------------------------
+
+def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[list[str], list[str]]:
+    """Validate a worker config without connecting: returns (what would run, errors)."""
+    from .brokers.amqp import AmqpUrl
+    from .config import SandboxConfig
+    from .registry import resolve_resource, resolve_worker
+    lines: list[str] = []
+    errors: list[str] = []
+    worker_name = raw.get("worker", "sandbox")
+    try:
+        worker_cls = resolve_worker(worker_name)
+        lines.append(f"worker: {worker_name} -> {_class_path(worker_cls)} ({_distribution_of(worker_cls)})")
+    except ConfigError as e:
+        errors.append(str(e))
+        worker_cls = None
+    config_cls = getattr(worker_cls, "CONFIG_CLASS", SandboxConfig)
+    config = None
+    try:
+        config = config_cls(raw)
+    except ConfigError as e:
+        errors.append(str(e))
+    sandbox = raw.get("sandbox")
+    resolved_all = True
+    if isinstance(sandbox, dict):
+        for name, rconfig in sandbox.items():
+            cls_name = rconfig.get("cls") if isinstance(rconfig, dict) else None
+            try:
+                cls = resolve_resource(cls_name, key=f"sandbox.{name}.cls")
+                lines.append(f"resource {name}: {cls_name} -> {_class_path(cls)} ({_distribution_of(cls)})")
+            except ConfigError as e:
+                resolved_all = False
+                if str(e) not in errors:
+                    errors.append(str(e))
+    if config is not None:
+        transport = getattr(config, "transport_name", None)
+        if transport:
+            lines.append(f"consumes: {transport}.inbound, {transport}.event "
+                         f"(prefetch {getattr(config, 'amqp_prefetch_count', 20)})")
+            sends = {transport}
+            for endpoint, target in getattr(config, "send_to", {}).items():
+                if not isinstance(target, dict):
+                    errors.append(f"config key 'send_to.{endpoint}': expected a mapping with transport_name, "
+                                  f"got {target!r}")
+                    continue
+                sends.add(target.get("transport_name") or transport)
+            lines.append("publishes: " + ", ".join(f"{t}.outbound" for t in sorted(sends)))
+        else:
+            errors.append("config key 'transport_name': is required to run against a broker "
+                          "(the worker consumes <transport_name>.inbound and .event)")
+        try:
+            url = AmqpUrl.parse(amqp_url(getattr(config, "amqp", None), url_override))
+            lines.append(f"broker: {url.safe()}")
+        except ConfigError as e:
+            errors.append(str(e))
+        if worker_cls is not None and resolved_all and not errors:
+            # Building the worker (without setting it up) runs every resource's own
+            # validation and finds the executable, without connecting anything.
+            try:
+                worker_cls(config, broker=None)
+            except ConfigError as e:
+                errors.append(str(e))
+            except Exception as e:
+                errors.append(f"building the worker failed: {type(e).__name__}: {e}")
+    return lines, errors
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    raw = load_config_file(args.config)
+    lines, errors = check_config(raw, args.amqp_url)
+    for line in lines:
+        print(line)
+    if errors:
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"{args.config}: {len(errors)} error(s)", file=sys.stderr)
+        return EXIT_ERRORS
+    print(f"{args.config}: OK")
+    return EXIT_OK
+
+
+# --- resources -----------------------------------------------------------------------
+
+def cmd_resources(args: argparse.Namespace) -> int:
+    from .plugins import ENTRY_POINT_GROUP
+    from .registry import RESOURCES_GROUP, WORKERS_GROUP, installed
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    broken = 0
+    for kind, group in (("resource", RESOURCES_GROUP), ("worker", WORKERS_GROUP)):
+        for name, plugin in sorted(installed(group).items()):
+            rows.append((kind, name, plugin.target, plugin.distribution, plugin.version, plugin.error or ""))
+            broken += plugin.error is not None
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        error = ""
+        try:
+            ep.load()
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            broken += 1
+        dist = ep.dist
+        rows.append(("hooks", ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?", error))
+    if args.json:
+        print(json.dumps([dict(zip(("kind", "name", "class", "distribution", "version", "error"), r, strict=True))
+                          for r in rows], indent=2))
+        return EXIT_ERRORS if broken else EXIT_OK
+    header = ("KIND", "NAME", "CLASS", "DISTRIBUTION", "VERSION")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)).rstrip())
+        if row[5]:
+            print(f"    import error: {row[5]}")
+    return EXIT_ERRORS if broken else EXIT_OK
+
+
+# --- chat ----------------------------------------------------------------------------
+
+def cmd_chat(argv: list[str]) -> int:
+    try:
+        chat = importlib.import_module("vxsandbox_js.chat")
+    except ImportError as e:
+        if e.name is not None and not e.name.startswith("vxsandbox_js"):
+            raise
+        print("vxsandbox chat needs the JavaScript sandbox: pip install vxsandbox-js", file=sys.stderr)
+        return EXIT_USAGE
+    result = chat.main(argv)
+    return int(result or 0)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vxsandbox``."""
+    from . import __version__
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="stderr log lines as text (default) or JSON objects")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    parser = argparse.ArgumentParser(prog="vxsandbox", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"vxsandbox-core {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    run = sub.add_parser("run", parents=[common], help="run a worker against RabbitMQ (foreground)")
+    run.add_argument("-c", "--config", required=True, help="worker config YAML file")
+    run.add_argument("--amqp-url", help=f"broker URL (default: ${ENV_AMQP_URL}, then the config's amqp.url)")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", parents=[common], help="validate a worker config without starting it")
+    check.add_argument("-c", "--config", required=True, help="worker config YAML file")
+    check.add_argument("--amqp-url", help="broker URL to check instead of the config's")
+    check.set_defaults(func=cmd_check)
+    res = sub.add_parser("resources", parents=[common], help="list installed resource, worker and hook plugins")
+    res.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    res.set_defaults(func=cmd_resources)
+    sub.add_parser("chat", help="run a JavaScript app interactively (vxsandbox-js); see 'vxsandbox chat --help'",
+                   add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vxsandbox``; returns (or exits with) the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "chat":
+        # chat parses its own arguments (they belong to vxsandbox-js).
+        return _exit(cmd_chat(args_list[1:]), argv)
+    parser = make_parser()
+    args = parser.parse_args(args_list)
+    setup_logging(args.log_format, args.log_level)
+    try:
+        code = args.func(args)
+    except CliError as e:
+        print(f"vxsandbox {args.command}: {e}", file=sys.stderr)
+        code = e.exit_code
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv: Sequence[str] | None) -> int:
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Connecting a worker to a broker: consume a transport's queues, run the sandbox, then settle.
+
+:class:`WorkerService` consumes ``<transport_name>.inbound`` (user messages)
+and ``<transport_name>.event`` (events). Every delivery is handled at once,
+so up to the broker's prefetch count of sandbox runs are in flight per
+queue. What becomes of a delivery:
+
+- the run ended (``ok`` or ``error``: the app crashed or timed out, which
+  running it again would not fix): **acked**, only after the run ended and
+  everything it published was confirmed by the broker (at-least-once);
+- the body is not a Vumi message of the queue's kind: logged with the
+  reason and **rejected without requeue**, so it moves to the dead-letter
+  queue ``<queue>.dead``;
+- the worker refused it (``refused``: no ``sandbox_id`` in the message or
+  the config): logged with the reason and dead-lettered the same way, so an
+  operator can fix the config and shovel the messages back;
+- the worker itself failed (a bug): logged with the traceback and
+  dead-lettered, so one poison message cannot loop forever;
+- it arrived while the service was stopping: requeued for another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+
+from .aio import call_deferred
+from .brokers import Broker, Consumer, Delivery
+from .errors import ConfigError, MessageError
+from .message import Message, TransportEvent, TransportUserMessage
+
+log = logging.getLogger("vxsandbox.service")
+
+
+class WorkerService:
+    """Runs a worker on a broker until stopped.
+
+    :param worker: a :class:`~vxsandbox_core.worker.Sandbox` (or subclass) whose
+        ``broker`` is the same broker, so its replies go out through it.
+    :param broker: a connected-on-start :class:`~vxsandbox_core.brokers.Broker`.
+    :param transport_name: the transport whose queues to consume (default: the config's).
+    :param stop_grace: seconds :meth:`stop` waits for in-flight runs beyond the
+        worker's ``timeout`` before closing anyway.
+    """
+
+    def __init__(self, worker: Any, broker: Broker, transport_name: str | None = None,
+                 stop_grace: float = 10.0) -> None:
+        transport_name = transport_name or worker.config.transport_name
+        if not transport_name:
+            raise ConfigError("transport_name", "is required to consume from a broker "
+                                                "(the worker reads <transport_name>.inbound and .event)")
+        self.worker = worker
+        self.broker = broker
+        self.transport_name = transport_name
+        self.stop_grace = stop_grace
+        self.consumers: list[Consumer] = []
+        self.in_flight: set[Deferred[None]] = set()
+        #: deliveries by fate: ok, error, refused, invalid, failed, requeued
+        self.counts: Counter[str] = Counter()
+        self.stopping = False
+        self._started = False
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues this service consumes."""
+        return [f"{self.transport_name}.inbound", f"{self.transport_name}.event"]
+
+    async def start(self) -> None:
+        """Set the worker up, connect the broker and start consuming."""
+        await self.worker.setup()
+        self._started = True
+        await self.broker.connect()
+        inbound, event = self.queues
+        self.consumers.append(await self.broker.consume(inbound, self._on_inbound))
+        self.consumers.append(await self.broker.consume(event, self._on_event))
+        log.info("consuming %s and %s", inbound, event)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight runs finish and settle, close the broker, tear the worker down."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for consumer in self.consumers:
+            try:
+                await consumer.cancel()
+            except Exception as e:
+                log.warning("could not cancel the consumer of %s: %s", consumer.routing_key, e)
+        if self.in_flight:
+            log.info("waiting for %d sandbox run(s) in flight", len(self.in_flight))
+            waiting = DeferredList(list(self.in_flight), consumeErrors=True)
+            from twisted.internet import reactor
+            limit = float(getattr(self.worker.config, "timeout", 60)) + self.stop_grace
+            waiting.addTimeout(limit, reactor)
+            try:
+                await waiting
+            except Exception:
+                log.error("%d sandbox run(s) still in flight after %.0fs; closing anyway "
+                          "(the broker delivers them again)", len(self.in_flight), limit)
+        await self.broker.close()
+        if self._started:
+            await self.worker.teardown()
+        log.info("stopped; deliveries: %s", dict(self.counts) or "none")
+
+    # --- deliveries -------------------------------------------------------------------
+
+    def _on_inbound(self, delivery: Delivery) -> Deferred[None]:
+        return self._track(call_deferred(self._handle, delivery, TransportUserMessage))
+
+    def _on_event(self, delivery: Delivery) -> Deferred[None]:
+        return self._track(call_deferred(self._handle, delivery, TransportEvent))
+
+    def _track(self, d: Deferred[None]) -> Deferred[None]:
+        self.in_flight.add(d)
+        d.addBoth(lambda r: (self.in_flight.discard(d), r)[1])
+        return d
+
+    async def _handle(self, delivery: Delivery, kind: type[Message]) -> None:
+        if self.stopping:
+            self.counts["requeued"] += 1
+            await delivery.reject(requeue=True)
+            return
+        try:
+            msg = Message.from_json(delivery.body)
+            if not isinstance(msg, kind):
+                raise MessageError(f"field 'message_type': {delivery.routing_key} carries "
+                                   f"{kind.message_type!r} messages, got {msg.message_type!r}")
+        except MessageError as e:
+            self.counts["invalid"] += 1
+            log.error("invalid message on %s, dead-lettered to %s.dead: %s; body starts %r",
+                      delivery.routing_key, delivery.routing_key, e, delivery.body[:120])
+            await delivery.reject(requeue=False)
+            return
+        try:
+            if isinstance(msg, TransportUserMessage):
+                outcome = await self.worker.process_message(msg)
+            else:
+                outcome = await self.worker.process_event(msg)
+        except Exception:
+            self.counts["failed"] += 1
+            log.exception("worker failed on %s from %s; dead-lettered", _ref(msg), delivery.routing_key)
+            await delivery.reject(requeue=False)
+            return
+        self.counts[outcome] += 1
+        if outcome == "refused":
+            log.error("%s from %s refused by the worker (reason logged above); dead-lettered to %s.dead",
+                      _ref(msg), delivery.routing_key, delivery.routing_key)
+            await delivery.reject(requeue=False)
+        else:
+            await delivery.ack()
+
+
+def _ref(msg: Message) -> str:
+    ident = msg.get("message_id") if isinstance(msg, TransportUserMessage) else msg.get("event_id")
+    return f"{msg.message_type} {ident}"
