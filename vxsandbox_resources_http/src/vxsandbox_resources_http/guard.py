@@ -34,8 +34,8 @@ _DEFAULT_RULES: tuple[tuple[Callable[[Any], bool], str], ...] = (
     (lambda a: a.is_unspecified, "an unspecified address"),
     (lambda a: a.is_link_local, "a link-local address"),
     (lambda a: a.is_multicast, "a multicast address"),
-    (lambda a: a.is_private, "a private address"),
     (lambda a: a.is_reserved, "a reserved address"),
+    (lambda a: a.is_private, "a private address"),
     (lambda a: getattr(a, "is_site_local", False), "a site-local address"),
     (lambda a: not a.is_global, "not a globally routable address"),
 )
