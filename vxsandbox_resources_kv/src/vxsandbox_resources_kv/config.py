@@ -57,7 +57,6 @@ class RedisManagerConfig(Config):
     connect_timeout: float
     command_timeout: float
     reconnect_max_delay: float
-    pool_size: int
 
     fields = (
         Field("url", (str,), "Redis to use: redis://[:password@]host[:port][/db]",
@@ -68,7 +67,6 @@ class RedisManagerConfig(Config):
               "seconds a command may wait for Redis before failing with 'kv backend unavailable'", 5, _positive),
         Field("reconnect_max_delay", (int, float),
               "most seconds between attempts to reconnect to Redis while it is down", 5, _positive),
-        Field("pool_size", (int,), "connections to Redis shared by every sandbox run", 2, _positive_int),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
@@ -101,7 +99,7 @@ class KVConfig(Config):
         Field("backend", (str,), "where values live: 'redis' (shared, durable) or 'memory' (this worker only)",
               "redis", _backend),
         Field("redis_manager", (dict,), "Redis connection (backend redis): {url, key_prefix, connect_timeout, "
-              "command_timeout, reconnect_max_delay, pool_size}", dict),
+              "command_timeout, reconnect_max_delay}", dict),
         Field("keys_per_user_hard", (int,), "most keys one sandbox_id may hold; a new key past it fails "
               "with 'Too many keys'", 100, _positive_int),
         Field("keys_per_user", (int,), "deprecated synonym of keys_per_user_hard", None, _positive_int),

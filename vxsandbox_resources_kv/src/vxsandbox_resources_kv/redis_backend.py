@@ -7,8 +7,12 @@ limit. Expiry times come from Redis's own clock (``TIME``) and are written
 with ``PXAT``, so the index's scores and the keys' expiry agree exactly
 (Redis 6.2 or later).
 
-The connection pool is txredisapi's lazy, reconnecting pool, shared by every
-sandbox run. While Redis is down a command fails at once with
+The connection is txredisapi's lazy, reconnecting pool of one connection,
+shared by every sandbox run. One pipelined connection applies requests in the
+order a child sent them, as the in-memory backend does (txredisapi spreads
+commands over a larger pool at random, which would reorder a child's
+``set`` and ``get`` sent together); Redis runs commands one at a time anyway.
+While Redis is down a command fails at once with
 :class:`BackendUnavailableError` instead of queueing until the sandbox's
 timeout; the pool keeps reconnecting in the background (backing off to
 ``reconnect_max_delay``) and commands succeed again once Redis is back.
@@ -115,7 +119,7 @@ class RedisBackend:
         """Start the shared pool and give it ``connect_timeout`` to connect (it may keep trying after)."""
         cfg = self.config
         self._redis = txredisapi.lazyConnectionPool(
-            host=cfg.host, port=cfg.port, dbid=cfg.db, poolsize=cfg.pool_size, reconnect=True,
+            host=cfg.host, port=cfg.port, dbid=cfg.db, poolsize=1, reconnect=True,
             password=cfg.password, username=cfg.username, connectTimeout=cfg.connect_timeout,
             replyTimeout=cfg.command_timeout, convertNumbers=False)
         factory = self._redis._factory

@@ -12,9 +12,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core.protocol import Command
-
 from vxsandbox_core import CommandError, SandboxResource
+from vxsandbox_core.protocol import Command
 
 from .backend import INT64_MAX, INT64_MIN, KVBackend, WriteResult
 from .config import KVConfig
@@ -114,7 +113,11 @@ class RedisResource(SandboxResource):
             raise CommandError(f"'key' must be a string, got {_describe(key)}")
         if not key:
             raise CommandError("'key' must not be empty")
-        size = len(key.encode("utf-8", "surrogatepass"))
+        try:
+            size = len(key.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise CommandError(f"'key' is not valid Unicode: it contains a lone surrogate "
+                               f"({key[e.start]!r}) at character {e.start}") from None
         if size > self.options.max_key_length:
             raise CommandError(f"'key' is {size} bytes long; the limit is {self.options.max_key_length} "
                                "bytes (max_key_length)")
@@ -127,7 +130,12 @@ class RedisResource(SandboxResource):
             text = json.dumps(command["value"], ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except ValueError:
             raise CommandError("'value' must be plain JSON (NaN and Infinity are not allowed)") from None
-        size = len(text.encode("utf-8", "surrogatepass"))
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be stored as UTF-8; its \u escape keeps the value intact.
+            text = json.dumps(command["value"], allow_nan=False, separators=(",", ":"))
+            size = len(text)
         if size > self.options.max_value_size:
             raise CommandError(f"'value' is {size} bytes as JSON; the limit is {self.options.max_value_size} "
                                "bytes (max_value_size)")
