@@ -18,6 +18,14 @@ def _host_rules(value: list[Any]) -> HostRules:
 class HttpClientConfig(Config):
     """Config of :class:`~vxsandbox_resources_http.HttpClientResource`; the fields are its reference."""
 
+    timeout: float
+    data_limit: int
+    allowed_hosts: HostRules
+    denied_hosts: HostRules
+    allowed_hosts_only: bool
+    follow_redirects: bool
+    max_redirects: int
+
     fields = (
         Field("timeout", (int, float),
               "seconds a whole request may take (resolving, connecting, sending, reading the body)",

@@ -150,8 +150,11 @@ class _Collector:
             self.done.callback(self.addresses)
 
 
-def resolve(resolver: IHostnameResolver, host: str, port: int) -> Deferred[list[str]]:
-    """Resolve ``host`` to its addresses (IPv4 and IPv6) without blocking the reactor."""
+def resolve(resolver: Any, host: str, port: int) -> Deferred[list[str]]:
+    """Resolve ``host`` to its addresses (IPv4 and IPv6) without blocking the reactor.
+
+    :param resolver: an ``IHostnameResolver`` (such as ``reactor.nameResolver``).
+    """
     done: Deferred[list[str]] = Deferred()
     resolver.resolveHostName(_Collector(done), host, port)
     return done

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent
 from twisted.web.http_headers import Headers
+
 from vxsandbox_core.dispatch import CommandError
 from vxsandbox_core.protocol import Command
 from vxsandbox_core.resources import SandboxResource
@@ -269,7 +270,8 @@ class HttpClientResource(SandboxResource):
             name: (file_name, content_type, io.BytesIO(content))
             for name, (file_name, content_type, content) in request.files.items()}
         response = await client.request(
-            request.method, request.url, headers=request.headers, data=request.data, files=files,
+            request.method, request.url, headers=request.headers, data=request.data,
+            files=files,  # type: ignore[arg-type]  # treq reads file objects, whatever its hints say
             allow_redirects=False, unbuffered=True, reactor=self.reactor)
         if request.method == "HEAD":
             return response, b""

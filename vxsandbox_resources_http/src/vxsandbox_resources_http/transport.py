@@ -27,7 +27,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClien
 from twisted.python.failure import Failure
 from twisted.web.client import URI, ResponseDone
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory
 from zope.interface import implementer
 
 from .errors import DataLimitError, DestinationRefusedError
@@ -130,7 +130,7 @@ class GuardedEndpointFactory:
         if scheme not in ("http", "https"):
             raise DestinationRefusedError(f"scheme {scheme!r} is not allowed (only http and https)")
         host = uri.host.decode("ascii", "replace").strip("[]")
-        endpoint: IStreamClientEndpoint = GuardedEndpoint(self.reactor, self.resolver, self.guard, host, uri.port)
+        endpoint: Any = GuardedEndpoint(self.reactor, self.resolver, self.guard, host, uri.port)
         if scheme == "https":
             endpoint = wrapClientTLS(self.tls.creator(host), endpoint)
         return endpoint
@@ -188,13 +188,15 @@ class _LimitedBodyReader(Protocol):
             finished.errback(error)
 
 
-def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
+def read_body(response: Any, limit: int) -> Deferred[bytes]:
     """Read ``response``'s body, failing with :class:`DataLimitError` past ``limit`` bytes.
 
     The body is read as it arrives and the connection is aborted the moment
     the limit is passed (or at once, when ``Content-Length`` already says
     it would be), so a huge body never sits in memory. Cancelling the
     returned Deferred aborts the connection too.
+
+    :param response: an ``IResponse`` whose body has not been delivered yet.
     """
     reader: _LimitedBodyReader | None = None
     finished: Deferred[bytes] = Deferred(lambda d: reader.abort() if reader is not None else None)
