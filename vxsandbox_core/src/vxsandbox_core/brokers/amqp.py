@@ -505,8 +505,10 @@ class AmqpBroker:
             connection = _Connection(self, next(self._numbers))
             try:
                 await connection.start()
-                for consumer in list(self.consumers):
-                    await connection.start_consumer(consumer)
+                # consume() may add a consumer while earlier ones are being started.
+                while pending := [c for c in self.consumers if connection not in c.tags]:
+                    for consumer in pending:
+                        await connection.start_consumer(consumer)
             except Exception as e:
                 connection.close()
                 if self._closing:
@@ -616,3 +618,16 @@ class AmqpBroker:
             return int(reply.message_count)
         except ChannelClosed:
             return 0
+
+    async def get(self, routing_key: str) -> tuple[bytes, dict[str, Any]] | None:
+        """Take one message off a queue without a consumer (``basic.get``): its body and headers, or None."""
+        connection = await self._connected()
+        channel = await connection._channel()
+        try:
+            reply = await channel.basic_get(queue=routing_key, no_ack=True)
+        finally:
+            await channel.channel_close()
+        if reply.method.name != "get-ok":
+            return None
+        headers = reply.content.properties.get("headers") or {}
+        return reply.content.body, dict(headers)
