@@ -1,0 +1,179 @@
+"""The JavaScript sandbox workers: ``js``, ``js-file`` and ``js-standalone``, each run on Node.js.
+
+Each run spawns ``node [hardening flags] runner.js`` (the runner ships with
+this package), the ``js`` resource sends it the app's code at sandbox init,
+and the app's ``api.done()`` (``js.done``) ends the run successfully.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar
+
+from vxsandbox_core.config import Field, MiB, SandboxConfig, string_list
+from vxsandbox_core.dispatch import SandboxApi
+from vxsandbox_core.errors import ConfigError
+from vxsandbox_core.message import Message
+from vxsandbox_core.worker import Sandbox
+
+from .node import NodeVersion, find_node, hardening_flags, node_version, runner_path
+from .resource import JsSandboxResource
+
+log = logging.getLogger("vxsandbox.worker")
+
+#: rlimits a Node.js child starts under, measured on Node 20.20 (see the README): it needs
+#: about 800 MiB of address space (dies of SIGTRAP at 600 MiB) and 18 file descriptors
+#: (segfaults at 17); the V8 heap itself is bounded by ``max_old_space_size``.
+NODE_RLIMITS: dict[str, int] = {
+    "RLIMIT_CORE": 1 * MiB,
+    "RLIMIT_CPU": 60,
+    "RLIMIT_FSIZE": 1 * MiB,
+    "RLIMIT_DATA": 256 * MiB,
+    "RLIMIT_STACK": 1 * MiB,
+    "RLIMIT_RSS": 10 * MiB,
+    "RLIMIT_NOFILE": 32,
+    "RLIMIT_MEMLOCK": 64 * 1024,
+    "RLIMIT_AS": 1024 * MiB,
+}
+
+#: MiB of V8 old space an app may use unless ``max_old_space_size`` says otherwise
+DEFAULT_MAX_OLD_SPACE_SIZE = 64
+
+
+def _positive_int(value: int) -> int:
+    if value <= 0:
+        raise ValueError("expected a positive number of MiB")
+    return value
+
+
+class JsSandboxConfig(SandboxConfig):
+    """Config of the ``js`` worker: the generic options plus the app and the Node.js hardening."""
+
+    fields = (
+        Field("javascript", (str,), "the app's JavaScript source"),
+        Field("app_context", (str, type(None)),
+              "trusted JavaScript expression giving extra globals for the app, e.g. '{require: require}'",
+              None),
+        Field("executable", (str, type(None)),
+              "the node program (default: node on PATH, else the usual install locations)", None),
+        Field("args", (list,), "arguments for node; when set they replace the runner script and every "
+              "hardening flag (the operator takes over)", list, string_list),
+        Field("logging_resource", (str, type(None)),
+              "resource that receives the app's log lines and errors (a 'log' resource is added when absent)",
+              "log"),
+        Field("max_old_space_size", (int, type(None)),
+              "MiB of V8 heap the app may use (node's --max-old-space-size); null for V8's default",
+              DEFAULT_MAX_OLD_SPACE_SIZE, _positive_int),
+        Field("node_permissions", (bool,),
+              "run under Node's permission model where the node version has it (Node 20 and newer)", True),
+        Field("allow_fs_read", (list,), "extra files or directories the app may read under the permission model",
+              list, string_list),
+    )
+
+    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
+        raw = dict(raw or {})
+        sandbox = raw.get("sandbox", {})
+        # vumigo_v02 aborts a run whose log.info request fails, so a JS app always has a log resource.
+        if isinstance(sandbox, dict) and "log" not in sandbox:
+            raw["sandbox"] = {**sandbox, "log": {"cls": "log"}}
+        super().__init__(raw, prefix)
+
+
+class JsFileSandboxConfig(JsSandboxConfig):
+    """Config of the ``js-file`` worker: the app comes from ``javascript_file``."""
+
+    fields = (
+        Field("javascript", (str, type(None)), "not used by this worker; see javascript_file", None),
+        Field("javascript_file", (str,), "path of the file holding the app's JavaScript"),
+    )
+
+    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
+        super().__init__(raw, prefix)
+        if not os.path.isfile(self.javascript_file):
+            raise ConfigError(prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
+        self.javascript_file = os.path.abspath(self.javascript_file)
+
+
+class JsSandbox(Sandbox):
+    """Runs a JavaScript app on Node.js (worker name ``js``); the app is the config's ``javascript``."""
+
+    CONFIG_CLASS: ClassVar[type[SandboxConfig]] = JsSandboxConfig
+    DEFAULT_RLIMITS: ClassVar[dict[str, int]] = NODE_RLIMITS
+
+    config: JsSandboxConfig
+
+    def find_executable(self) -> str:
+        """The node program: ``executable`` from the config, else found on PATH or the usual locations."""
+        path = find_node(self.config.executable)
+        self.node_version: NodeVersion = node_version(path)
+        if self.config.node_permissions and self.node_version.permission_flag is None:
+            log.warning("node %s at %s has no permission model (Node 20 or newer has); JavaScript apps "
+                        "run with only rlimits and the heap bound", self.node_version, path)
+        return path
+
+    def add_default_resources(self) -> None:
+        """Add the ``js`` resource (unless the config names its own) that starts and ends the app."""
+        if "js" not in self.resources.resources:
+            self.resources.add("js", JsSandboxResource("js", self, {}))
+
+    def app_filename(self, api: SandboxApi) -> str:
+        """The file name the app's code runs as: stack traces show it and ``require`` resolves from it."""
+        return os.path.join(api.config.path or os.getcwd(), "app.js")
+
+    def allowed_reads(self, api: SandboxApi) -> list[str]:
+        """What the child may read under the permission model: the runner, the app and its node_modules."""
+        app = self.app_filename(api)
+        paths = [runner_path(), app, os.path.join(os.path.dirname(app), "node_modules")]
+        paths.extend(os.path.abspath(p) for p in api.config.allow_fs_read)
+        return paths
+
+    def sandbox_args(self, api: SandboxApi) -> list[str]:
+        """``[hardening flags] runner.js``, or the config's ``args`` verbatim when given."""
+        config = api.config
+        if config.args:
+            return list(config.args)
+        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
+                                self.allowed_reads(api))
+        return [*flags, runner_path()]
+
+    def javascript_for_api(self, api: SandboxApi) -> str:
+        """The app's source code for a run."""
+        return api.config.javascript
+
+    def app_context_for_api(self, api: SandboxApi) -> str | None:
+        """The trusted JavaScript expression giving the app's extra globals, or None."""
+        return api.config.app_context
+
+
+class JsFileSandbox(JsSandbox):
+    """Runs a JavaScript app read from ``javascript_file`` (worker name ``js-file``).
+
+    With ``app_context`` giving ``require``, the app can require modules from
+    the ``node_modules`` folder next to its file.
+    """
+
+    CONFIG_CLASS: ClassVar[type[SandboxConfig]] = JsFileSandboxConfig
+
+    config: JsFileSandboxConfig
+
+    def app_filename(self, api: SandboxApi) -> str:
+        return api.config.javascript_file
+
+    def javascript_for_api(self, api: SandboxApi) -> str:
+        """The app's source, read from its file for every run so an edited app takes effect."""
+        with open(api.config.javascript_file, encoding="utf-8") as f:
+            return f.read()
+
+
+class StandaloneJsFileSandbox(JsFileSandbox):
+    """A file-based app serving one tenant (worker name ``js-standalone``): ``sandbox_id`` comes from the config."""
+
+    def __init__(self, config: dict[str, Any] | SandboxConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        if not self.config.sandbox_id:
+            raise ConfigError("sandbox_id", "is required by the js-standalone worker (the tenant it serves)")
+
+    def sandbox_id_for_message(self, msg: Message) -> str:
+        """Always the config's ``sandbox_id``, whatever the message says."""
+        return str(self.config.sandbox_id)
