@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from twisted.trial.unittest import TestCase
+
 from vxsandbox_core.builtins import ConfigResource
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.registry import resolve_resource

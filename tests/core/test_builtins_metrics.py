@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.trial.unittest import TestCase
+
 from vxsandbox_core.builtins import MetricsResource
 from vxsandbox_core.hookspecs import hookimpl
 from vxsandbox_core.registry import resolve_resource
