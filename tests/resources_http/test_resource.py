@@ -7,9 +7,12 @@ import json
 import tracemalloc
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core import ConfigError
+from vxsandbox_core.dispatch import CommandError
 from vxsandbox_resources_http import HttpClientResource
 
 from .helpers import ScriptedResolver, run_child
@@ -129,6 +132,18 @@ class FailureTests(ServerTestCase):
         self.assertFalse(reply["success"])
         self.assertIn("timed out after 0.3 seconds", reply["reason"])
         self.assertIn("/slow", reply["reason"])
+
+    async def test_teardown_cancels_requests_in_flight(self) -> None:
+        """A request still waiting when the worker stops fails with a reason instead of hanging."""
+        from vxsandbox_core.testing import FakeSandboxApi
+        resource = HttpClientResource("http", None, {"cls": "http", "allowed_hosts": ["127.0.0.1"]})
+        d = resource.dispatch_request(FakeSandboxApi(), {"cmd": "get", "cmd_id": "1", "url": self.server.url("/slow")})
+        while not self.server.slow:
+            await deferLater(reactor, 0.01)
+        resource.teardown()
+        with self.assertRaises(CommandError) as caught:
+            await d
+        self.assertIn("was cancelled (the worker is stopping)", caught.exception.reason)
 
     async def test_connection_refused_gives_a_reason(self) -> None:
         """A closed port fails the request with the connection error as its reason."""

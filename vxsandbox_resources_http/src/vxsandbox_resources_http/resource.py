@@ -299,9 +299,10 @@ class HttpClientResource(SandboxResource):
             response, body = await d
         except defer.TimeoutError:
             raise CommandError(f"{method} {request.url} timed out after {self.options.timeout:g} seconds")
-        except defer.CancelledError:
-            raise CommandError(f"{method} {request.url} was cancelled (the worker is stopping)")
         except Exception as e:
+            # Agent wraps a cancelled request's CancelledError in ResponseNeverReceived and the like.
+            if _find(e, defer.CancelledError) is not None:
+                raise CommandError(f"{method} {request.url} was cancelled (the worker is stopping)")
             refused = _find(e, DestinationRefusedError)
             if refused is not None:
                 raise CommandError(f"{method} {request.url} refused: {refused}")
