@@ -192,6 +192,12 @@ class Config:
         return self.raw.get(key, default)
 
 
+def _port(value: int | None) -> int | None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError("expected a TCP port number from 0 to 65535")
+    return value
+
+
 def _sandbox_map(value: dict[Any, Any]) -> dict[str, dict[str, Any]]:
     for name, conf in value.items():
         if not isinstance(name, str) or not isinstance(conf, dict):
@@ -228,6 +234,9 @@ class SandboxConfig(Config):
         Field("amqp", (dict,), "broker connection: {url: amqp://...}", dict),
         Field("amqp_prefetch_count", (int,), "unacknowledged deliveries the broker may hand the worker at once",
               20, positive),
+        Field("metrics_port", (int, type(None)), "TCP port serving Prometheus metrics at /metrics and the "
+              "broker connection's health at /health (0 picks a free port); null serves nothing",
+              None, _port),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
