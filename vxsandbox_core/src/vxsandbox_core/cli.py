@@ -250,6 +250,9 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
                 resolved_all = False
                 if str(e) not in errors:
                     errors.append(str(e))
+    if config is None and not raw.get("transport_name"):
+        errors.append("config key 'transport_name': is required to run against a broker "
+                      "(the worker consumes <transport_name>.inbound and .event)")
     if config is not None:
         transport = getattr(config, "transport_name", None)
         if transport:

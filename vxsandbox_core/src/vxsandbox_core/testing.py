@@ -262,7 +262,7 @@ def echo_child(delay: float = 0.0) -> list[str]:
     return ["-S", "-c", _ECHO_CHILD, str(delay)]
 
 
-def echo_worker_config(transport_name: str, delay: float = 0.0, **extra: Any) -> dict[str, Any]:
+def echo_worker_config(transport_name: str | None, delay: float = 0.0, **extra: Any) -> dict[str, Any]:
     """A generic worker config running :func:`echo_child` with :class:`StubOutboundResource` as ``outbound``."""
     return python_worker_config(
         echo_child(delay), sandbox={"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"}},
