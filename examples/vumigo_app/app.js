@@ -47,7 +47,7 @@ var TeaApp = App.extend(function(self) {
     });
 
     self.states.add('states:end', function(name) {
-        var drink = self.im.user.answers['states:milk:tea'] ? 'tea' : 'coffee';
+        var drink = self.im.user.answers['states:start'];
         var milk = self.im.user.answers['states:milk:' + drink] === 'yes' ? 'with milk' : 'black';
         return new EndState(name, {
             text: 'One ' + drink + ' ' + milk + ' coming up. Thank you!',
