@@ -1,0 +1,61 @@
+"""Options of the kv resource: defaults, the deprecated synonym and every error naming its key."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from vxsandbox_core import ConfigError
+from vxsandbox_resources_kv import KVConfig, RedisResource
+
+
+def test_defaults() -> None:
+    """Defaults: Redis on localhost db 0, 100 keys hard, 80 soft, 1 KiB keys, 256 KiB values."""
+    config = KVConfig({"cls": "kv"})
+    assert (config.backend, config.keys_per_user_hard, config.keys_per_user_soft) == ("redis", 100, 80)
+    assert (config.max_key_length, config.max_value_size) == (1024, 256 * 1024)
+    assert (config.redis.host, config.redis.port, config.redis.db, config.redis.key_prefix) == \
+        ("127.0.0.1", 6379, 0, "")
+
+
+def test_soft_limit_defaults_to_eighty_percent_of_hard() -> None:
+    """keys_per_user_soft follows keys_per_user_hard when not given."""
+    assert KVConfig({"keys_per_user_hard": 10}).keys_per_user_soft == 8
+
+
+def test_redis_url_parts() -> None:
+    """Host, port, database and password come from the URL."""
+    redis = KVConfig({"redis_manager": {"url": "redis://:s%40cret@redis.example:6380/3"}}).redis
+    assert (redis.host, redis.port, redis.db, redis.password) == ("redis.example", 6380, 3, "s@cret")
+
+
+def test_deprecated_keys_per_user_sets_hard_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """keys_per_user is read as keys_per_user_hard, with a deprecation warning naming the new key."""
+    with caplog.at_level(logging.WARNING, "vxsandbox_resources_kv.config"):
+        config = KVConfig({"keys_per_user": 50}, prefix="sandbox.kv.")
+    assert (config.keys_per_user_hard, config.keys_per_user_soft) == (50, 40)
+    assert "'sandbox.kv.keys_per_user' is deprecated: use 'sandbox.kv.keys_per_user_hard'" in caplog.text
+
+
+@pytest.mark.parametrize(("raw", "key", "text"), [
+    ({"backend": "mongo"}, "sandbox.kv.backend", "expected 'redis' or 'memory'"),
+    ({"keys_per_user_hard": 0}, "sandbox.kv.keys_per_user_hard", "positive"),
+    ({"keys_per_user_hard": "100"}, "sandbox.kv.keys_per_user_hard", "expected an integer"),
+    ({"keys_per_user_hard": 10, "keys_per_user_soft": 11}, "sandbox.kv.keys_per_user_soft", "must not exceed"),
+    ({"keys_per_user_hard": 10, "keys_per_user": 20}, "sandbox.kv.keys_per_user", "disagrees"),
+    ({"max_key_length": -1}, "sandbox.kv.max_key_length", "positive"),
+    ({"max_value_size": 1.5}, "sandbox.kv.max_value_size", "expected an integer"),
+    ({"redis_manager": "redis://x"}, "sandbox.kv.redis_manager", "expected a mapping"),
+    ({"redis_manager": {"url": "http://x"}}, "sandbox.kv.redis_manager.url", "redis://"),
+    ({"redis_manager": {"url": "redis://x:port/0"}}, "sandbox.kv.redis_manager.url", "port"),
+    ({"redis_manager": {"url": "redis://x/zero"}}, "sandbox.kv.redis_manager.url", "database number"),
+    ({"redis_manager": {"host": "x"}}, "sandbox.kv.redis_manager.host", "not an option of redis_manager"),
+    ({"redis_manager": {"command_timeout": 0}}, "sandbox.kv.redis_manager.command_timeout", "positive"),
+])
+def test_bad_options_name_their_key(raw: dict[str, object], key: str, text: str) -> None:
+    """Every bad option is a ConfigError naming the full key and what was expected."""
+    with pytest.raises(ConfigError) as e:
+        RedisResource("kv", None, {"cls": "kv", **raw})
+    assert e.value.key == key
+    assert text in str(e.value)
