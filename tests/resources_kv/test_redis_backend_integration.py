@@ -1,0 +1,84 @@
+"""The Redis backend when Redis goes away: quick failures with reasons, then recovery on the same port.
+
+These tests start their own redis-server on a free port and kill it; the
+shared Redis on 6379 is never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from twisted.trial.unittest import TestCase
+
+from .helpers import KVWorkerMixin, RedisServer, sleep
+
+pytestmark = pytest.mark.redis
+
+UNAVAILABLE = "kv backend unavailable: "
+
+
+class RedisOutageTests(KVWorkerMixin, TestCase):
+    """Commands fail fast with a reason while Redis is down and succeed once it is back."""
+
+    def setUp(self) -> None:
+        self.server = RedisServer()
+        self.addCleanup(self.server.kill)
+
+    def kv_options(self) -> dict[str, Any]:
+        return {"redis_manager": {"url": f"redis://127.0.0.1:{self.server.port}/0", "key_prefix": "outage",
+                                  "connect_timeout": 1, "command_timeout": 1, "reconnect_max_delay": 0.5}}
+
+    async def test_redis_restarted_mid_test(self) -> None:
+        """Killed Redis: every command fails within a second with a reason; restarted: commands succeed again."""
+        await self.server.start()
+        worker = await self.make_worker()
+        kv = worker.resources.resources["kv"]
+        replies = await self.run_child(worker, [{"cmd": "kv.set", "key": "k", "value": 1},
+                                                {"cmd": "kv.get", "key": "k"}])
+        assert [r["success"] for r in replies] == [True, True]
+
+        await self.server.kill()
+        await sleep(0.1)
+        commands = [{"cmd": "kv.set", "key": "k", "value": 2}, {"cmd": "kv.get", "key": "k"},
+                    {"cmd": "kv.incr", "key": "n"}, {"cmd": "kv.delete", "key": "k"}]
+        started = time.monotonic()
+        replies = await self.run_child(worker, commands)
+        down_run = time.monotonic() - started
+        assert [r["success"] for r in replies] == [False] * 4
+        assert all(r["reason"].startswith(UNAVAILABLE) for r in replies), replies
+        assert f"127.0.0.1:{self.server.port}/0" in replies[0]["reason"]
+        assert down_run < 3, down_run
+
+        await self.server.start()
+        restarted = time.monotonic()
+        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
+            assert time.monotonic() - restarted < 10, "no reconnection within 10 s"
+            await sleep(0.05)
+        replies = await self.run_child(worker, [{"cmd": "kv.set", "key": "k", "value": 3},
+                                                {"cmd": "kv.incr", "key": "n"},
+                                                {"cmd": "kv.get", "key": "k"}])
+        assert [r["success"] for r in replies] == [True, True, True], replies
+        assert (replies[1]["value"], replies[2]["value"]) == (1, 3)
+
+    async def test_redis_down_from_the_start(self) -> None:
+        """A worker whose Redis never answered starts, and kv commands fail with a reason instead of hanging."""
+        started = time.monotonic()
+        worker = await self.make_worker()
+        assert time.monotonic() - started < 2.5
+        started = time.monotonic()
+        replies = await self.run_child(worker, [{"cmd": "kv.get", "key": "k"}])
+        assert time.monotonic() - started < 3
+        assert replies[0]["success"] is False
+        assert replies[0]["reason"] == (f"{UNAVAILABLE}not connected to Redis at 127.0.0.1:{self.server.port}/0 "
+                                        "(reconnecting)")
+        await self.server.start()
+        kv = worker.resources.resources["kv"]
+        waited = time.monotonic()
+        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
+            assert time.monotonic() - waited < 10, "no connection within 10 s"
+            await sleep(0.05)
+        replies = await self.run_child(worker, [{"cmd": "kv.set", "key": "k", "value": "late"},
+                                                {"cmd": "kv.get", "key": "k"}])
+        assert replies[1]["value"] == "late"
