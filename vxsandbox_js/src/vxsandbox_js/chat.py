@@ -235,8 +235,8 @@ async def run_chat(session: ChatSession, lines: Iterable[str] | None, prompt: Ca
     await session.start()
     try:
         if lines is not None:
-            for text in lines:
-                if not await session.line(text):
+            for scripted in lines:
+                if not await session.line(scripted):
                     break
         else:
             reader = _LineReader()
@@ -344,8 +344,9 @@ def main(argv: list[str]) -> int:
             out.write("you> ")
             out.flush()
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
+    reactor: Any = global_reactor
     status: list[int] = []
 
     def finished(result: Any) -> None:

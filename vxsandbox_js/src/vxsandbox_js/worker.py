@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from vxsandbox_core.config import Field, MiB, SandboxConfig, string_list
 from vxsandbox_core.dispatch import SandboxApi
@@ -50,7 +50,19 @@ def _positive_int(value: int) -> int:
 class JsSandboxConfig(SandboxConfig):
     """Config of the ``js`` worker: the generic options plus the app and the Node.js hardening."""
 
-    fields = (
+    javascript: str | None
+    app_context: str | None
+    executable: str | None
+    args: list[str]
+    path: str | None
+    sandbox_id: str | None
+    logging_resource: str | None
+    max_old_space_size: int | None
+    node_permissions: bool
+    allow_fs_read: list[str]
+
+    # SandboxConfig's own field tuple is not declared as a ClassVar, so mypy pins its length.
+    fields: ClassVar[tuple[Field, ...]] = (  # type: ignore[assignment]
         Field("javascript", (str,), "the app's JavaScript source"),
         Field("app_context", (str, type(None)),
               "trusted JavaScript expression giving extra globals for the app, e.g. '{require: require}'",
@@ -83,7 +95,9 @@ class JsSandboxConfig(SandboxConfig):
 class JsFileSandboxConfig(JsSandboxConfig):
     """Config of the ``js-file`` worker: the app comes from ``javascript_file``."""
 
-    fields = (
+    javascript_file: str
+
+    fields: ClassVar[tuple[Field, ...]] = (
         Field("javascript", (str, type(None)), "not used by this worker; see javascript_file", None),
         Field("javascript_file", (str,), "path of the file holding the app's JavaScript"),
     )
@@ -93,6 +107,11 @@ class JsFileSandboxConfig(JsSandboxConfig):
         if not os.path.isfile(self.javascript_file):
             raise ConfigError(prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
         self.javascript_file = os.path.abspath(self.javascript_file)
+
+
+def js_config(api: SandboxApi) -> JsSandboxConfig:
+    """A run's config, typed as the JavaScript workers' config it always is."""
+    return cast(JsSandboxConfig, api.config)
 
 
 class JsSandbox(Sandbox):
@@ -119,18 +138,18 @@ class JsSandbox(Sandbox):
 
     def app_filename(self, api: SandboxApi) -> str:
         """The file name the app's code runs as: stack traces show it and ``require`` resolves from it."""
-        return os.path.join(api.config.path or os.getcwd(), "app.js")
+        return os.path.join(js_config(api).path or os.getcwd(), "app.js")
 
     def allowed_reads(self, api: SandboxApi) -> list[str]:
         """What the child may read under the permission model: the runner, the app and its node_modules."""
         app = self.app_filename(api)
         paths = [runner_path(), app, os.path.join(os.path.dirname(app), "node_modules")]
-        paths.extend(os.path.abspath(p) for p in api.config.allow_fs_read)
+        paths.extend(os.path.abspath(p) for p in js_config(api).allow_fs_read)
         return paths
 
     def sandbox_args(self, api: SandboxApi) -> list[str]:
         """``[hardening flags] runner.js``, or the config's ``args`` verbatim when given."""
-        config = api.config
+        config = js_config(api)
         if config.args:
             return list(config.args)
         flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
@@ -139,11 +158,11 @@ class JsSandbox(Sandbox):
 
     def javascript_for_api(self, api: SandboxApi) -> str:
         """The app's source code for a run."""
-        return api.config.javascript
+        return js_config(api).javascript or ""
 
     def app_context_for_api(self, api: SandboxApi) -> str | None:
         """The trusted JavaScript expression giving the app's extra globals, or None."""
-        return api.config.app_context
+        return js_config(api).app_context
 
 
 class JsFileSandbox(JsSandbox):
@@ -158,11 +177,11 @@ class JsFileSandbox(JsSandbox):
     config: JsFileSandboxConfig
 
     def app_filename(self, api: SandboxApi) -> str:
-        return api.config.javascript_file
+        return cast(JsFileSandboxConfig, api.config).javascript_file
 
     def javascript_for_api(self, api: SandboxApi) -> str:
         """The app's source, read from its file for every run so an edited app takes effect."""
-        with open(api.config.javascript_file, encoding="utf-8") as f:
+        with open(cast(JsFileSandboxConfig, api.config).javascript_file, encoding="utf-8") as f:
             return f.read()
 
 

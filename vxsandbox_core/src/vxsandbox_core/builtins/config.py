@@ -9,7 +9,7 @@ that is not a string is handed over JSON-encoded.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import Config, Field, string_map
 from ..dispatch import CommandError
@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 class ConfigResourceConfig(Config):
     """Options of the ``config`` resource (under ``sandbox.<name>`` in the worker config)."""
 
-    fields = (
+    values: dict[str, Any]
+    keys: dict[str, str]
+
+    fields: ClassVar[tuple[Field, ...]] = (
         Field("values", (dict,), "key -> value; a string is returned as it is, anything else JSON-encoded",
               dict),
         Field("keys", (dict,), "key -> path of a file whose text is the value (read once, at startup)",
