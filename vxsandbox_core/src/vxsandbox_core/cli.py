@@ -171,14 +171,23 @@ def build(raw: dict[str, Any], url_override: str | None) -> tuple[Any, Any]:
 
 async def _serve(reactor: Any, worker: Any, broker: Any) -> None:
     from twisted.internet.defer import Deferred
+    from twisted.internet.error import CannotListenError
 
+    from .observability import start_observability
     from .service import WorkerService
     service = WorkerService(worker, broker)
     stopped: Deferred[None] = Deferred()
+    try:
+        observer = start_observability(worker, broker)
+    except CannotListenError as e:
+        log.error("cannot serve metrics on metrics_port %s: %s", worker.config.get("metrics_port"), e.socketError)
+        raise SystemExit(EXIT_ERRORS) from None
 
     async def shutdown() -> None:
         log.info("stopping: no new messages; finishing runs in flight")
         await service.stop()
+        if observer is not None:
+            await observer.stop()
 
     def before_shutdown() -> Deferred[None]:
         # Twisted turns SIGTERM and SIGINT into reactor.stop(); the reactor keeps running
