@@ -148,7 +148,8 @@ class RedisServer:
         assert self.binary is not None
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--protected-mode", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--protected-mode", "no", "--enable-debug-command", "local"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not _answers("127.0.0.1", self.port):
             if time.monotonic() > deadline or self.process.poll() is not None:

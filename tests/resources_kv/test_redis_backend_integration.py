@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+import txredisapi
 from twisted.trial.unittest import TestCase
 
 from .helpers import KVWorkerMixin, RedisServer, sleep
@@ -82,3 +83,24 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         replies = await self.run_child(worker, [{"cmd": "kv.set", "key": "k", "value": "late"},
                                                 {"cmd": "kv.get", "key": "k"}])
         assert replies[1]["value"] == "late"
+
+    async def test_a_stalled_redis_fails_commands_after_command_timeout(self) -> None:
+        """Redis that accepts but does not answer (DEBUG SLEEP) fails commands after command_timeout, then recovers."""
+        await self.server.start()
+        worker = await self.make_worker()
+        kv = worker.resources.resources["kv"]
+        other = await txredisapi.Connection("127.0.0.1", self.server.port, reconnect=False)
+        self.addCleanup(other.disconnect)
+        stall = other.execute_command("DEBUG", "SLEEP", "2.5")
+        started = time.monotonic()
+        replies = await self.run_child(worker, [{"cmd": "kv.get", "key": "k"}])
+        assert 0.9 < time.monotonic() - started < 2.4
+        assert replies[0]["reason"] == (f"{UNAVAILABLE}Redis at 127.0.0.1:{self.server.port}/0 did not answer get "
+                                        "within 1 s")
+        await stall
+        waited = time.monotonic()
+        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
+            assert time.monotonic() - waited < 10, "no reconnection within 10 s"
+            await sleep(0.05)
+        replies = await self.run_child(worker, [{"cmd": "kv.incr", "key": "n"}])
+        assert replies[0]["value"] == 1

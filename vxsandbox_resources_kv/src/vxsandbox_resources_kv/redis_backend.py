@@ -147,7 +147,7 @@ class RedisBackend:
             raise BackendUnavailableError(f"not connected to Redis at {self.address} (reconnecting)")
         try:
             return await _within(self.clock, self.config.command_timeout, make(self._redis))
-        except DeferredTimeoutError:
+        except (DeferredTimeoutError, txredisapi.TimeoutError):
             raise BackendUnavailableError(
                 f"Redis at {self.address} did not answer {what} within {self.config.command_timeout} s") from None
         except txredisapi.ConnectionError as e:
