@@ -23,8 +23,9 @@ from .resource import JsSandboxResource
 log = logging.getLogger("vxsandbox.worker")
 
 #: rlimits a Node.js child starts under, measured on Node 20.20 (see the README): it needs
-#: about 800 MiB of address space (dies of SIGTRAP at 600 MiB) and 18 file descriptors
-#: (segfaults at 17); the V8 heap itself is bounded by ``max_old_space_size``.
+#: about 800 MiB of address space (dies of SIGTRAP at 600 MiB, unreliable at 750) and 19 file
+#: descriptors for the runner under the permission model (a bare node segfaults at 17); the V8
+#: heap itself is bounded by ``max_old_space_size``.
 NODE_RLIMITS: dict[str, int] = {
     "RLIMIT_CORE": 1 * MiB,
     "RLIMIT_CPU": 60,
