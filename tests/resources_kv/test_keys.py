@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import find, given
 from hypothesis import strategies as st
 
@@ -102,5 +104,8 @@ def test_the_property_catches_weaker_schemes() -> None:
         return f"sandboxes#{pair[0].replace('#', '%23')}#{pair[1]}"
 
     for weak in (seed_name, hash_only_name):
-        first, second = find(TWO_PAIRS, lambda p, weak=weak: p[0] != p[1] and weak(p[0]) == weak(p[1]))
+        def collides(p: tuple[tuple[str, str], tuple[str, str]], weak: Any = weak) -> bool:
+            return p[0] != p[1] and bool(weak(p[0]) == weak(p[1]))
+
+        first, second = find(TWO_PAIRS, collides)
         assert KeyScheme().data_key(*first) != KeyScheme().data_key(*second), (first, second)

@@ -42,7 +42,7 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
 
         await self.server.kill()
         await sleep(0.1)
-        commands = [{"cmd": "kv.set", "key": "k", "value": 2}, {"cmd": "kv.get", "key": "k"},
+        commands: list[dict[str, Any]] = [{"cmd": "kv.set", "key": "k", "value": 2}, {"cmd": "kv.get", "key": "k"},
                     {"cmd": "kv.incr", "key": "n"}, {"cmd": "kv.delete", "key": "k"}]
         started = time.monotonic()
         replies = await self.run_child(worker, commands)
