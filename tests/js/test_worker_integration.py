@@ -119,6 +119,7 @@ class JsSandboxTests(TestCase):
         assert any("unhandled promise rejection in app" in e and "rejected on purpose" in e for e in errors)
         assert any("uncaught exception in app" in e and "TypeError: late failure" in e for e in errors)
         assert any("no resource named 'nosuch'" in e for e in errors)
+        assert any("killed after the 1.5s timeout: it did not call api.done()" in e for e in errors)
         # The stack trace points into the app, not the runner.
         thrown = next(e for e in errors if "app blew up on purpose" in e)
         assert "app.js:4" in thrown and "runner.js" not in thrown

@@ -15,6 +15,7 @@ from vxsandbox_core.config import Field, MiB, SandboxConfig, string_list
 from vxsandbox_core.dispatch import SandboxApi
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import Message
+from vxsandbox_core.process import SandboxProtocol, SandboxResult
 from vxsandbox_core.worker import Sandbox
 
 from .node import NodeVersion, find_node, hardening_flags, node_version, runner_path
@@ -57,6 +58,7 @@ class JsSandboxConfig(SandboxConfig):
     args: list[str]
     path: str | None
     sandbox_id: str | None
+    timeout: float
     logging_resource: str | None
     max_old_space_size: int | None
     node_permissions: bool
@@ -156,6 +158,15 @@ class JsSandbox(Sandbox):
         flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
                                 self.allowed_reads(api))
         return [*flags, runner_path()]
+
+    async def run_sandbox(self, api: SandboxApi, protocol: SandboxProtocol, deliver: Any) -> SandboxResult:
+        """Run the child; a run killed by the timeout is also explained in the app's own log."""
+        result = await super().run_sandbox(api, protocol, deliver)
+        if result.kill_reason == "timeout":
+            # The operator's log says "killed: timeout"; the app's author needs the likely cause.
+            api.log(f"the app's run was killed after the {js_config(api).timeout}s timeout: it did not call "
+                    "api.done() (or kept working after it)", logging.ERROR)
+        return result
 
     def javascript_for_api(self, api: SandboxApi) -> str:
         """The app's source code for a run."""
