@@ -34,6 +34,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from txamqp import codec as _txamqp_codec
 from txamqp.client import ChannelClosed, Closed, TwistedDelegate
+from txamqp.connection import Body
 from txamqp.content import Content
 from txamqp.protocol import AMQClient
 from txamqp.spec import Spec, load
@@ -151,6 +152,16 @@ def _decode_table(c: Any) -> dict[str, Any]:
 # txamqp 0.8 reads only four of the field types (S, I, F, t); RabbitMQ's own x-death header
 # (arrays, timestamps) or a publisher's headers would otherwise make it drop the connection.
 _txamqp_codec.Codec.decode_table = _decode_table  # type: ignore[method-assign]
+
+
+def _decode_body(spec: Any, dec: Any) -> Body:
+    return Body(dec.decode_longbytes())
+
+
+# txamqp 0.8 turns each body frame into text when it happens to be valid UTF-8, then counts
+# characters against the byte size in the header: a non-ASCII body never completes and
+# stalls every channel of the connection. Body frames are bytes.
+Body.decode = staticmethod(_decode_body)  # type: ignore[method-assign]
 
 
 # --- one connection -------------------------------------------------------------------
@@ -280,25 +291,25 @@ class _Connection:
         if self._declare_channel is None:
             self._declare_channel = await self._channel()
         channel = self._declare_channel
+        arguments = {}
         if consumed:
             dead = dead_letter_queue(routing_key)
             await channel.queue_declare(queue=dead, durable=True)
             await channel.queue_bind(queue=dead, exchange=DEAD_LETTER_EXCHANGE, routing_key=routing_key)
-            try:
-                await channel.queue_declare(queue=routing_key, durable=True,
-                                            arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-            except ChannelClosed as e:
-                if _reply_code(e) != _PRECONDITION_FAILED:
-                    raise
-                # The queue exists with other arguments (declared by an older Vumi worker);
-                # use it as it is rather than refuse to start.
+            arguments = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+        try:
+            await channel.queue_declare(queue=routing_key, durable=True, arguments=arguments)
+        except ChannelClosed as e:
+            if _reply_code(e) != _PRECONDITION_FAILED:
+                raise
+            # The queue exists with other arguments (declared by an older Vumi worker, or by a
+            # consumer that added a dead-letter exchange); use it as it is rather than refuse.
+            if consumed:
                 log.warning("queue %s exists without x-dead-letter-exchange; rejected messages are kept "
                             "only if a RabbitMQ policy sets a dead-letter exchange (%s)",
                             routing_key, DEAD_LETTER_EXCHANGE)
-                self._declare_channel = channel = await self._channel()
-                await channel.queue_declare(queue=routing_key, durable=True, passive=True)
-        else:
-            await channel.queue_declare(queue=routing_key, durable=True)
+            self._declare_channel = channel = await self._channel()
+            await channel.queue_declare(queue=routing_key, durable=True, passive=True)
         await channel.queue_bind(queue=routing_key, exchange=EXCHANGE, routing_key=routing_key)
 
     # --- publishing -----------------------------------------------------------------
