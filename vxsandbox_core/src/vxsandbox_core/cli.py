@@ -84,7 +84,8 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
 
 def _route_twisted_logs() -> None:
     from twisted.logger import STDLibLogObserver, globalLogBeginner
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],  # type: ignore[list-item]
+                                    redirectStandardIO=False)
 
 
 # --- config files ------------------------------------------------------------------
@@ -194,7 +195,12 @@ async def _serve(reactor: Any, worker: Any, broker: Any) -> None:
         # (children exit, replies are confirmed, acks go out) until this Deferred fires.
         from twisted.internet.defer import ensureDeferred
         d = ensureDeferred(shutdown())
-        d.addBoth(lambda r: (stopped.callback(None) if not stopped.called else None, r)[1])
+
+        def release(result: Any) -> Any:
+            if not stopped.called:
+                stopped.callback(None)
+            return result
+        d.addBoth(release)
         return d
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)

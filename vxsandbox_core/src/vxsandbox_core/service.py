@@ -114,7 +114,11 @@ class WorkerService:
 
     def _track(self, d: Deferred[None]) -> Deferred[None]:
         self.in_flight.add(d)
-        d.addBoth(lambda r: (self.in_flight.discard(d), r)[1])
+
+        def done(result: Any) -> Any:
+            self.in_flight.discard(d)
+            return result
+        d.addBoth(done)
         return d
 
     async def _handle(self, delivery: Delivery, kind: type[Message]) -> None:
