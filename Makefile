@@ -35,3 +35,15 @@ lint: $(VENV)/.installed
 ## One environment per distribution, each with only that distribution installed.
 tox: $(VENV)/.installed services
 	$(VENV)/bin/tox -p 2 -e core,resources_log,resources_outbound,resources_kv,resources_http,js
+
+## Tools the ecosystem tests and the docs need: building and checking distributions, MkDocs.
+$(VENV)/.tools: $(VENV)/.installed
+	$(PY) -m pip install -q build twine "mkdocs>=1.6,<2"
+	touch $@
+
+test: $(VENV)/.tools
+
+.PHONY: docs
+## Build the documentation into build/site; any warning fails the build.
+docs: $(VENV)/.tools
+	$(PY) -m mkdocs build --strict -f docs/mkdocs.yml
