@@ -24,6 +24,7 @@ PACKAGES = ["vxsandbox_core", "vxsandbox_resources_kv", "vxsandbox_resources_htt
 
 #: generated page -> (title, README it is made from); the README's own title is replaced
 README_PAGES = {
+    "core.md": ("vxsandbox-core: brokers and the command line", "vxsandbox_core/README.md"),
     "resources/kv.md": ("kv: key-value store", "vxsandbox_resources_kv/README.md"),
     "resources/http.md": ("http: HTTP client", "vxsandbox_resources_http/README.md"),
     "resources/log.md": ("log: app logging", "vxsandbox_resources_log/README.md"),

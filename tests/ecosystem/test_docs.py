@@ -96,7 +96,7 @@ def test_docs_build_without_warnings(site: Path) -> None:
     """mkdocs build --strict succeeds and produces every page of the nav."""
     for page in ["getting-started", "reference/configuration", "reference/hooks", "protocol", "writing-resources",
                  "operations", "migration", "changelog", "resources/kv", "resources/http", "resources/log",
-                 "resources/outbound", "resources/builtins", "resources/js"]:
+                 "resources/outbound", "resources/builtins", "resources/js", "core"]:
         assert (site / page / "index.html").is_file(), page
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.pages import notFound
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from .hookspecs import hookimpl
@@ -199,8 +199,9 @@ class _Root(Resource):
 def metrics_site(plugin: ObservabilityPlugin) -> Site:
     """The twisted.web site serving ``/metrics`` and ``/health`` for ``plugin``."""
     root = _Root()
-    root.putChild(b"metrics", _MetricsPage(plugin))
-    root.putChild(b"health", _HealthPage(plugin))
+    # Resource declares IResource through zope.interface, which mypy does not see.
+    root.putChild(b"metrics", cast(IResource, _MetricsPage(plugin)))
+    root.putChild(b"health", cast(IResource, _HealthPage(plugin)))
     site = Site(root)
     # One access-log line per Prometheus scrape would drown the worker's own log.
     site.log = lambda request: None  # type: ignore[method-assign]
