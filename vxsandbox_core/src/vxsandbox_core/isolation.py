@@ -1,0 +1,232 @@
+"""Optional OS-level jail for sandboxed children: ``isolation: none`` (plain rlimits) or ``bwrap``.
+
+With ``isolation: bwrap`` every child runs under bubblewrap (Debian package
+``bubblewrap``):
+
+- its own network namespace with only a loopback of its own (``--unshare-net``),
+  so it reaches no listener of the host, not even on 127.0.0.1;
+- a read-only view of the system directories (``/usr``, ``/lib*``, ``/bin``,
+  ``/sbin``, ``/etc/localtime``), of the program's install prefix, and of the
+  paths the worker says the child must read (the Node runner, the app file
+  and its ``node_modules``, the working directory); nothing else of the host
+  file system exists inside;
+- a private, size-capped ``/tmp`` (tmpfs), a minimal ``/dev`` and a ``/proc`` of
+  its own PID namespace (``--unshare-pid``), its own IPC and UTS namespaces,
+  a new session (no terminal to inject keystrokes into), and
+  ``--die-with-parent``: the child and everything it started die with the
+  worker, and with the bwrap process the worker kills.
+- a fork bomb is stopped by ``RLIMIT_NPROC``. The kernel does not enforce that
+  limit for root, so when the worker runs as root the child is switched by
+  ``setpriv`` (util-linux) to an unprivileged uid of its own, one per child
+  from a rotating range, with no capabilities and ``no_new_privs``: each
+  child's process budget is its own. When the worker is not root, bwrap's
+  user namespace gives the same per-child count.
+
+The default, ``isolation: none``, changes nothing: the child runs under the
+rlimits alone, so a first run needs nothing but util-linux.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import resource
+import shutil
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+#: the values ``isolation`` accepts
+ISOLATION_MODES = ("none", "bwrap")
+#: processes (threads count too) one jailed child may have unless ``rlimits`` sets ``RLIMIT_NPROC``;
+#: Node 20 starts about a dozen threads
+DEFAULT_MAX_PROCESSES = 64
+#: bytes of the private ``/tmp`` (tmpfs lives in RAM, so it must be bounded)
+TMP_SIZE = 16 * 1024 * 1024
+#: first uid handed to children of a root worker, and how many are rotated through; far above
+#: the ranges distributions give users and /etc/subuid, so no file on the host belongs to them
+SANDBOX_UID_BASE = 1_900_000_000
+SANDBOX_UID_COUNT = 65536
+#: read-only system directories of the jail (each bound when it exists, as a symlink when it is one)
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives",
+                "/etc/ld.so.cache", "/etc/localtime")
+
+_uids = itertools.cycle(range(SANDBOX_UID_BASE, SANDBOX_UID_BASE + SANDBOX_UID_COUNT))
+
+
+def find_bwrap() -> str | None:
+    """The path of bubblewrap's ``bwrap``, or None when it is not installed."""
+    return shutil.which("bwrap") or next(
+        (p for p in ("/usr/bin/bwrap", "/usr/local/bin/bwrap") if os.access(p, os.X_OK)), None)
+
+
+def find_setpriv() -> str | None:
+    """The path of util-linux's ``setpriv``, or None."""
+    return shutil.which("setpriv") or next(
+        (p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.access(p, os.X_OK)), None)
+
+
+def check_isolation(value: Any) -> str:
+    """Validate the ``isolation`` config value; returns it.
+
+    :raises ValueError: not one of :data:`ISOLATION_MODES`, or ``bwrap``
+        without bubblewrap installed (or, for a root worker, without ``setpriv``).
+    """
+    if value not in ISOLATION_MODES:
+        raise ValueError(f"expected one of {', '.join(repr(m) for m in ISOLATION_MODES)}")
+    if value == "bwrap":
+        if find_bwrap() is None:
+            raise ValueError("'bwrap' needs bubblewrap's bwrap program, which is not on PATH "
+                             "(apt-get install bubblewrap)")
+        if os.geteuid() == 0 and find_setpriv() is None:
+            raise ValueError("'bwrap' in a worker running as root needs util-linux's setpriv "
+                             "to drop the child's privileges (apt-get install util-linux)")
+    return str(value)
+
+
+def isolation_mode(config: Any) -> str:
+    """The ``isolation`` of a worker config (an object with attributes, or a mapping); ``none`` when unset."""
+    if isinstance(config, Mapping):
+        mode = config.get("isolation")
+    else:
+        mode = getattr(config, "isolation", None)
+        if mode is None and hasattr(config, "get"):
+            mode = config.get("isolation")
+    return str(mode or "none")
+
+
+def describe_isolation(mode: str) -> str:
+    """One line for ``vxsandbox check``: which isolation is active and whether bwrap is available."""
+    bwrap = find_bwrap()
+    available = f"bwrap available at {bwrap}" if bwrap else "bwrap not installed (apt-get install bubblewrap)"
+    if mode == "bwrap":
+        who = ("each child as its own unprivileged uid" if os.geteuid() == 0
+               else "in a user namespace")
+        return (f"isolation: bwrap (no network, read-only view of what the child needs, private /tmp, "
+                f"{who}); {available}")
+    root = (" the worker runs as root, so RLIMIT_NPROC is not enforced: a fork bomb is stopped only "
+            "by isolation: bwrap;" if os.geteuid() == 0 else "")
+    return f"isolation: none (rlimits only);{root} {available}"
+
+
+def wrap_command(config: Any, argv: list[str], read_paths: list[str]) -> list[str]:
+    """The command to spawn for a child: ``argv`` itself, or ``argv`` inside the jail.
+
+    :param config: the worker config; its ``isolation`` picks the mode, its
+        ``rlimits`` may set ``RLIMIT_NPROC`` and its ``path`` is the child's
+        working directory.
+    :param argv: the full command, ``[prlimit, options..., "--", executable, *args]``.
+    :param read_paths: files and directories the child must be able to read.
+    """
+    if isolation_mode(config) != "bwrap":
+        return list(argv)
+    bwrap = find_bwrap()
+    if bwrap is None:
+        raise ConfigError("isolation", "'bwrap' needs bubblewrap's bwrap program, which is not on PATH "
+                                       "(apt-get install bubblewrap)")
+    workdir = _config_value(config, "path")
+    paths = [*read_paths, *([workdir] if isinstance(workdir, str) and workdir else [])]
+    limited = _with_process_limit(argv, _max_processes(config))
+    if os.geteuid() == 0:
+        setpriv = find_setpriv()
+        if setpriv is None:
+            raise ConfigError("isolation", "'bwrap' in a worker running as root needs util-linux's setpriv "
+                                           "(apt-get install util-linux)")
+        uid = next(_uids)
+        inner = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                 "--bounding-set=-all", "--no-new-privs", "--", *limited]
+        # As root bwrap sets the jail up without a user namespace (one would keep the child's real
+        # uid 0, which the kernel exempts from RLIMIT_NPROC); setpriv then needs these two.
+        privilege = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        inner = limited
+        privilege = ["--unshare-user"]
+    return [bwrap, *bwrap_options(_program_paths(argv) + paths, workdir), *privilege, "--", *inner]
+
+
+def bwrap_options(read_paths: Iterable[str], workdir: str | None = None) -> list[str]:
+    """bwrap's options for the jail: namespaces, system directories, ``read_paths`` read-only, private /tmp."""
+    options = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+               "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    present: set[str] = {"/"}
+    bound: set[str] = set()
+    for path in SYSTEM_PATHS:
+        if os.path.islink(path):
+            options += ["--symlink", os.readlink(path), path]
+        elif os.path.exists(path):
+            options += _parents(path, present)
+            options += ["--ro-bind", path, path]
+        else:
+            continue
+        present.add(path)
+        bound.add(path)
+    for path in dict.fromkeys(os.path.abspath(p) for p in read_paths):
+        if _covered(path, bound) or not os.path.exists(path):
+            continue
+        options += _parents(path, present)
+        options += ["--ro-bind", path, path]
+        present.add(path)
+        bound.add(path)
+    options += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+    if workdir:
+        options += ["--chdir", os.path.abspath(workdir)]
+    return options
+
+
+def _config_value(config: Any, key: str) -> Any:
+    if isinstance(config, Mapping):
+        return config.get(key)
+    return getattr(config, key, None)
+
+
+def _max_processes(config: Any) -> int | None:
+    """The configured ``RLIMIT_NPROC`` hard limit, None when the config sets none."""
+    limits = _config_value(config, "rlimits") or {}
+    for name, value in limits.items():
+        if name == resource.RLIMIT_NPROC or str(name).upper() in ("NPROC", "RLIMIT_NPROC"):
+            return None
+    return DEFAULT_MAX_PROCESSES
+
+
+def _with_process_limit(argv: list[str], max_processes: int | None) -> list[str]:
+    """``argv`` with ``RLIMIT_NPROC`` set, unless the config (hence ``argv``) sets its own."""
+    if max_processes is None or any(a.startswith("--nproc") for a in argv):
+        return list(argv)
+    option = f"--nproc={max_processes}:{max_processes}"
+    if argv and os.path.basename(argv[0]) == "prlimit" and "--" in argv:
+        end = argv.index("--")
+        return [*argv[:end], option, *argv[end:]]
+    prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
+    return [prlimit, option, "--", *argv]
+
+
+def _program_paths(argv: list[str]) -> list[str]:
+    """What running ``argv`` needs to read: each absolute program in it and its install prefix."""
+    paths: list[str] = []
+    for arg in argv:
+        if not os.path.isabs(arg) or not os.path.isfile(arg):
+            continue
+        for path in dict.fromkeys((arg, os.path.realpath(arg))):
+            directory = os.path.dirname(path)
+            # <prefix>/bin/<program>: the program's libraries live under <prefix> (pyenv, nvm, /opt).
+            paths.append(os.path.dirname(directory) if os.path.basename(directory) == "bin" else path)
+    return paths
+
+
+def _covered(path: str, bound: set[str]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in bound)
+
+
+def _parents(path: str, present: set[str]) -> list[str]:
+    """``--dir`` options for the missing parents of ``path``, world-searchable (bwrap makes them 0700)."""
+    options: list[str] = []
+    parent = os.path.dirname(path)
+    missing: list[str] = []
+    while parent not in present and parent != "/":
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        options += ["--perms", "0755", "--dir", directory]
+        present.add(directory)
+    return options
