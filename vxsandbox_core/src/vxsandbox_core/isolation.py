@@ -183,7 +183,7 @@ def _config_value(config: Any, key: str) -> Any:
 def _max_processes(config: Any) -> int | None:
     """The configured ``RLIMIT_NPROC`` hard limit, None when the config sets none."""
     limits = _config_value(config, "rlimits") or {}
-    for name, value in limits.items():
+    for name in limits:
         if name == resource.RLIMIT_NPROC or str(name).upper() in ("NPROC", "RLIMIT_NPROC"):
             return None
     return DEFAULT_MAX_PROCESSES
