@@ -168,7 +168,7 @@ def bwrap_options(read_paths: Iterable[str], workdir: str | None = None) -> list
         options += ["--ro-bind", path, path]
         present.add(path)
         bound.add(path)
-    options += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+    options += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
     if workdir:
         options += ["--chdir", os.path.abspath(workdir)]
     return options
@@ -202,12 +202,14 @@ def _with_process_limit(argv: list[str], max_processes: int | None) -> list[str]
 
 
 def _program_paths(argv: list[str]) -> list[str]:
-    """What running ``argv`` needs to read: each absolute program in it and its install prefix."""
+    """What running ``argv`` needs to read: its programs (the first word, and the word after each
+    ``--`` of a wrapper such as prlimit) and each one's install prefix; never its other arguments."""
+    programs = argv[:1] + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--"]
     paths: list[str] = []
-    for arg in argv:
-        if not os.path.isabs(arg) or not os.path.isfile(arg):
+    for program in programs:
+        if not os.path.isabs(program) or not os.path.isfile(program):
             continue
-        for path in dict.fromkeys((arg, os.path.realpath(arg))):
+        for path in dict.fromkeys((program, os.path.realpath(program))):
             directory = os.path.dirname(path)
             # <prefix>/bin/<program>: the program's libraries live under <prefix> (pyenv, nvm, /opt).
             paths.append(os.path.dirname(directory) if os.path.basename(directory) == "bin" else path)

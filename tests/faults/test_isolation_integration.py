@@ -1,0 +1,295 @@
+"""The bwrap jail (vxsandbox_core.isolation): no network, nothing of the host to read, fork bombs stopped.
+
+The first tests run :func:`wrap_command`'s argv directly, next to the same
+command unwrapped as the control that shows each attack works without the
+jail. The worker tests run ``isolation: bwrap`` end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import pytest
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from vxsandbox_core import hookimpl
+from vxsandbox_core.isolation import (
+    DEFAULT_MAX_PROCESSES,
+    SANDBOX_UID_BASE,
+    check_isolation,
+    describe_isolation,
+    find_bwrap,
+    wrap_command,
+)
+from vxsandbox_core.process import rlimit_argv
+from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message, python_worker_config
+from vxsandbox_core.worker import Sandbox
+
+from .harness import ATTACKER, FaultBench, node_path, vumi_message
+
+BWRAP = {"isolation": "bwrap"}
+
+#: a fork bomb that stops by itself at 300 processes, so that running it unjailed (when the jail
+#: is missing) fails the test instead of the machine; each process lives 4 s
+FORK_BOMB = textwrap.dedent("""
+    import json, os, sys, time
+    forks = 0
+    for _ in range(300):
+        try:
+            pid = os.fork()
+        except OSError:
+            break
+        if pid == 0:
+            time.sleep(4)
+            os._exit(0)
+        forks += 1
+    request = {"cmd": "record.forks", "cmd_id": "1", "reply": False, "forks": forks}
+    sys.stdout.write(json.dumps(request) + "\\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    sys.stdin.readline()
+""")
+
+
+def run(argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, env={}, timeout=timeout, check=False)
+
+
+def node_argv(script: str) -> list[str]:
+    return rlimit_argv({}) + [node_path(), "-e", script]
+
+
+class Listener(Protocol):
+    def connectionMade(self) -> None:
+        self.factory.connected += 1  # type: ignore[attr-defined]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+def listen() -> tuple[Any, Factory]:
+    factory = Factory.forProtocol(Listener)
+    factory.connected = 0  # type: ignore[attr-defined]
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    return port, factory
+
+
+class ConfigTests(SynchronousTestCase):
+    """The ``isolation`` value and what ``vxsandbox check`` says about it."""
+
+    def test_values(self) -> None:
+        """``none`` and ``bwrap`` are accepted; anything else names the choices."""
+        self.assertEqual(check_isolation("none"), "none")
+        self.assertEqual(check_isolation("bwrap"), "bwrap")
+        with self.assertRaises(ValueError) as e:
+            check_isolation("docker")
+        self.assertIn("'none', 'bwrap'", str(e.exception))
+
+    def test_none_changes_nothing(self) -> None:
+        """With ``isolation: none`` the argv is spawned as given."""
+        argv = ["/usr/bin/prlimit", "--as=1:1", "--", "/bin/true"]
+        self.assertEqual(wrap_command({"isolation": "none"}, argv, []), argv)
+        self.assertEqual(wrap_command({}, argv, []), argv)
+
+    def test_describe(self) -> None:
+        """The check line names the active isolation and whether bwrap is available."""
+        self.assertIn("isolation: bwrap", describe_isolation("bwrap"))
+        self.assertIn("bwrap available at", describe_isolation("none"))
+
+    def test_configured_nproc_is_kept(self) -> None:
+        """An ``RLIMIT_NPROC`` from the config replaces the jail's default process limit."""
+        argv = rlimit_argv({}) + ["/bin/true"]
+        self.assertIn(f"--nproc={DEFAULT_MAX_PROCESSES}:{DEFAULT_MAX_PROCESSES}", wrap_command(BWRAP, argv, []))
+        own = ["/usr/bin/prlimit", "--nproc=10:10", "--", "/bin/true"]
+        wrapped = wrap_command({"isolation": "bwrap", "rlimits": {"RLIMIT_NPROC": 10}}, own, [])
+        self.assertEqual([a for a in wrapped if a.startswith("--nproc")], ["--nproc=10:10"])
+
+
+@pytest.mark.node
+class JailTests(TestCase):
+    """The wrapped command against the same command unwrapped."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        assert find_bwrap() is not None, "bubblewrap is not installed (apt-get install bubblewrap)"
+
+    async def test_no_tcp_to_the_host(self) -> None:
+        """Node inside the jail cannot reach a listener on 127.0.0.1 that node outside it reaches."""
+        port, factory = listen()
+        self.addCleanup(port.stopListening)
+        script = (f"require('net').connect({port.getHost().port}, '127.0.0.1')"
+                  ".on('connect', () => { console.log('connected'); process.exit(0); })"
+                  ".on('error', (e) => { console.log(e.code); process.exit(0); });")
+        argv = node_argv(script)
+        outside = await _in_thread(run, argv)
+        inside = await _in_thread(run, wrap_command(BWRAP, argv, []))
+        self.assertEqual(outside.stdout.strip(), "connected")
+        self.assertEqual(inside.stdout.strip(), "ECONNREFUSED", inside.stderr)
+        self.assertEqual(factory.connected, 1)  # type: ignore[attr-defined]
+
+    def test_reads_only_what_it_needs(self) -> None:
+        """The jail shows the app's own directory but no other file of the host."""
+        app_dir, secret_dir = self.mktemp(), self.mktemp()
+        os.makedirs(app_dir)
+        os.makedirs(secret_dir)
+        for directory, text in ((app_dir, "mine"), (secret_dir, "secret")):
+            with open(os.path.join(directory, "data.txt"), "w") as f:
+                f.write(text)
+        script = ("const fs = require('fs'); for (const p of process.argv.slice(1)) {"
+                  " try { console.log(fs.readFileSync(p, 'utf8')); } catch (e) { console.log(e.code); } }")
+        paths = [os.path.abspath(os.path.join(d, "data.txt")) for d in (app_dir, secret_dir)] + ["/etc/hostname"]
+        argv = node_argv(script) + paths
+        outside = run(argv)
+        inside = run(wrap_command(BWRAP, argv, [os.path.abspath(app_dir)]))
+        self.assertEqual(outside.stdout.split(), ["mine", "secret", open("/etc/hostname").read().strip()])
+        self.assertEqual(inside.stdout.split(), ["mine", "ENOENT", "ENOENT"], inside.stderr)
+
+    def test_private_tmp_and_read_only_view(self) -> None:
+        """Writes fail outside /tmp; /tmp is private and capped in size."""
+        script = textwrap.dedent("""
+            import os
+            for path in ("/usr/vx-write-test", "/tmp/vx-write-test"):
+                try:
+                    open(path, "w").write("x")
+                    print("wrote", path)
+                except OSError as e:
+                    print("refused", path, e.errno)
+            try:
+                with open("/tmp/fill", "wb") as f:
+                    for _ in range(64):
+                        f.write(b"x" * 1024 * 1024)
+                        f.flush()
+                print("filled")
+            except OSError as e:
+                print("tmp full", e.errno)
+        """)
+        argv = rlimit_argv({}) + [sys.executable, "-S", "-c", script]
+        inside = run(wrap_command(BWRAP, argv, []))
+        lines = inside.stdout.splitlines()
+        self.assertEqual(lines[0], "refused /usr/vx-write-test 30", inside.stderr)
+        self.assertEqual(lines[1], "wrote /tmp/vx-write-test")
+        self.assertEqual(lines[2], "tmp full 28")
+        self.assertFalse(os.path.exists("/tmp/vx-write-test"))
+
+    def test_fork_bomb_is_stopped(self) -> None:
+        """A Python fork bomb gets at most the process budget; killing the jail ends every process."""
+        argv = rlimit_argv({}) + [sys.executable, "-S", "-c", FORK_BOMB]
+        wrapped = wrap_command(BWRAP, argv, [])
+        uid = next(int(a.split("=")[1]) for a in wrapped if a.startswith("--reuid="))
+        self.assertGreaterEqual(uid, SANDBOX_UID_BASE)
+        proc = subprocess.Popen(wrapped, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={})
+        assert proc.stdout is not None
+        report = json.loads(proc.stdout.readline())
+        self.assertLess(report["forks"], DEFAULT_MAX_PROCESSES)
+        self.assertGreater(_processes_of(uid), 1)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _processes_of(uid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(_processes_of(uid), 0)
+
+
+def _processes_of(uid: int) -> int:
+    out = subprocess.run(["ps", "-o", "pid=", "-u", str(uid)], capture_output=True, text=True, check=False).stdout
+    return len(out.split())
+
+
+async def _in_thread(func: Any, *args: Any) -> Any:
+    from twisted.internet.threads import deferToThread
+    return await deferToThread(func, *args)
+
+
+class PidRecorder:
+    """Keeps the command line of every child the worker starts."""
+
+    def __init__(self) -> None:
+        self.cmdlines: list[list[str]] = []
+
+    @hookimpl
+    def sandbox_started(self, api: Any, pid: int | None) -> None:
+        if pid is not None:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                self.cmdlines.append([a.decode() for a in f.read().split(b"\0") if a])
+
+
+@pytest.mark.node
+class WorkerJailTests(TestCase):
+    """``isolation: bwrap`` in a worker config, end to end."""
+
+    timeout = 60
+
+    async def test_fork_bomb_in_python_child(self) -> None:
+        """A Python child's fork bomb is held to the budget and the worker goes on serving."""
+        recorder = PidRecorder()
+        worker = Sandbox(python_worker_config(["-S", "-c", FORK_BOMB], isolation="bwrap", timeout=10),
+                         broker=RecordingBroker(), hooks=hooks_with(recorder))
+        await worker.setup()
+        self.addCleanup(worker.teardown)
+        outcome = await worker.process_message(make_user_message())
+        record = worker.resources.resources["record"]
+        forks = [r["forks"] for r in record.requests if r["cmd"] == "forks"]  # type: ignore[attr-defined]
+        self.assertEqual(len(forks), 1)
+        self.assertLess(forks[0], DEFAULT_MAX_PROCESSES)
+        self.assertIn("bwrap", os.path.basename(recorder.cmdlines[0][0]))
+        self.assertEqual(outcome, "ok")
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.redis
+@pytest.mark.node
+class JsWorkerJailTests(FaultBench, TestCase):
+    """The JavaScript worker under bwrap: a normal session works, the host's network and files do not."""
+
+    timeout = 60
+
+    async def test_session_through_kv_and_outbound(self) -> None:
+        """Under bwrap a session still counts visits in Redis and replies through RabbitMQ."""
+        recorder = PidRecorder()
+        self.plugins = (recorder,)
+        await self.open_bench()
+        await self.start_worker(isolation="bwrap")
+        for n in (1, 2, 3):
+            msg = vumi_message(self.tn, "kv", sandbox_id=ATTACKER)
+            await self.publish(msg)
+            await self.wait_replies([msg])
+            self.assertEqual(self.replies_to([msg])[0]["content"], f"visits {n}")
+        self.assertTrue(recorder.cmdlines and all("bwrap" in c[0] for c in recorder.cmdlines), recorder.cmdlines)
+
+    async def test_app_cannot_reach_host_or_read_outside(self) -> None:
+        """Even with Node's permission model off, the jailed app finds no listener and no file of the host."""
+        port, factory = listen()
+        self.addCleanup(port.stopListening)
+        secret = os.path.abspath(self.mktemp())
+        with open(secret, "w") as f:
+            f.write("secret")
+        app = (f"var net = require('net'), fs = require('fs');"
+               "api.on_inbound_message = function (c) { var self = this, m = c.msg;"
+               f" var read; try {{ read = fs.readFileSync({json.dumps(secret)}, 'utf8'); }}"
+               " catch (e) { read = e.code; }"
+               f" var s = net.connect({port.getHost().port}, '127.0.0.1');"
+               " function answer(net) { self.request('outbound.reply_to', {in_reply_to: m.message_id,"
+               "  content: net + ' ' + read, continue_session: false}, function () { self.done(); }); }"
+               " s.on('connect', function () { s.destroy(); answer('connected'); });"
+               " s.on('error', function (e) { answer(e.code); }); };")
+        await self.open_bench()
+        await self.start_worker(isolation="bwrap", javascript=app, node_permissions=False)
+        msg = vumi_message(self.tn, "probe", sandbox_id=ATTACKER)
+        await self.publish(msg)
+        await self.wait_replies([msg])
+        self.assertEqual(self.replies_to([msg])[0]["content"], "ECONNREFUSED ENOENT")
+        self.assertEqual(factory.connected, 0)  # type: ignore[attr-defined]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
