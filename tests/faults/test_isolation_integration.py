@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -289,7 +288,17 @@ class JsWorkerJailTests(FaultBench, TestCase):
         self.assertEqual(factory.connected, 0)  # type: ignore[attr-defined]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class CheckCommandTests(SynchronousTestCase):
+    """``vxsandbox check`` reports the isolation."""
+
+    def test_check_names_isolation(self) -> None:
+        """The check lists the active isolation and bwrap's availability, and rejects an unknown one."""
+        from vxsandbox_core.cli import check_config
+        raw = {"worker": "sandbox", "transport_name": "t", "executable": sys.executable}
+        lines, errors = check_config(dict(raw, isolation="bwrap"))
+        self.assertEqual(errors, [])
+        self.assertTrue(any(line.startswith("isolation: bwrap") and "bwrap available" in line for line in lines))
+        lines, errors = check_config(raw)
+        self.assertTrue(any(line.startswith("isolation: none") for line in lines))
+        lines, errors = check_config(dict(raw, isolation="jail"))
+        self.assertEqual(len([e for e in errors if "'isolation'" in e]), 1, errors)

@@ -237,6 +237,7 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
     """Validate a worker config without connecting: returns (what would run, errors)."""
     from .brokers.amqp import AmqpUrl
     from .config import SandboxConfig
+    from .isolation import check_isolation, describe_isolation
     from .registry import resolve_resource, resolve_worker
     lines: list[str] = []
     errors: list[str] = []
@@ -284,6 +285,12 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
         else:
             errors.append("config key 'transport_name': is required to run against a broker "
                           "(the worker consumes <transport_name>.inbound and .event)")
+        mode = raw.get("isolation", "none")
+        try:
+            lines.append(describe_isolation(check_isolation(mode)))
+        except ValueError as e:
+            if not any("'isolation'" in error for error in errors):
+                errors.append(f"config key 'isolation': {e} (got {mode!r})")
         try:
             url = AmqpUrl.parse(amqp_url(getattr(config, "amqp", None), url_override))
             lines.append(f"broker: {url.safe()}")

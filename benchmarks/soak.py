@@ -1,0 +1,164 @@
+"""Soak benchmark: a real worker on RabbitMQ and Redis serving mixed well-behaved and abusive apps for a set time.
+
+Run by hand (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379, node on PATH)::
+
+    python benchmarks/soak.py --seconds 600 [--isolation bwrap] [--rate 20]
+
+A transport publishes user messages at ``--rate`` per second: nine in ten
+are well-behaved (an ``ok`` reply, or a ``kv`` visit counter then a reply),
+one in ten attacks (endless loop, memory bomb, stdout flood, endless line,
+request flood, fork attempt, bogus replies, invalid UTF-8). At the end it
+waits for every delivery to be settled and reports messages published and
+processed, replies, dead letters, sandbox kills by reason, messages lost
+(published but never settled, or well-behaved and never answered) and the
+worker's RSS at start and end. Exit status 1 when a message was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from twisted.internet import defer, task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.faults.harness import ABUSE_APP, OwnerLog, vumi_message  # noqa: E402
+from vxsandbox_core import hookimpl  # noqa: E402
+from vxsandbox_core.brokers.amqp import AmqpBroker  # noqa: E402
+from vxsandbox_core.registry import resolve_worker  # noqa: E402
+from vxsandbox_core.service import WorkerService  # noqa: E402
+from vxsandbox_core.testing import hooks_with  # noqa: E402
+
+GOOD = ["ok", "ok", "kv"]
+ABUSE = ["loop", "memory", "stdout-flood", "endless-line", "request-flood", "fork", "bogus-replies", "bad-utf8"]
+
+
+def rss_kib() -> int:
+    """The worker's (this process's) resident set size in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Kills:
+    """Counts sandbox runs by how they ended."""
+
+    def __init__(self) -> None:
+        self.ends: Counter[str] = Counter()
+
+    @hookimpl
+    def sandbox_ended(self, api: Any, result: Any) -> None:
+        self.ends[result.describe()] += 1
+
+
+async def soak(reactor: Any, args: argparse.Namespace) -> int:
+    tn = f"vxsoak_{uuid.uuid4().hex[:8]}"
+    config: dict[str, Any] = {
+        "worker": "js", "transport_name": tn, "sandbox_id": "good", "javascript": ABUSE_APP,
+        "app_context": "{require: require}", "timeout": args.timeout, "amqp_prefetch_count": 20,
+        "isolation": args.isolation, "max_requests_per_run": 1000,
+        "sandbox": {
+            "log": {"cls": f"{OwnerLog.__module__}:OwnerLog"},
+            "kv": {"cls": "kv", "redis_manager": {"url": "redis://127.0.0.1:6379/0", "key_prefix": f"vxsoak:{tn}"}},
+            "outbound": {"cls": "outbound"},
+        },
+    }
+    kills = Kills()
+    broker = AmqpBroker(prefetch_count=20, connection_name=f"vxsandbox soak worker {tn}")
+    worker = resolve_worker("js")(config, broker=broker, hooks=hooks_with(kills))
+    service = WorkerService(worker, broker)
+    transport = AmqpBroker(connection_name=f"vxsandbox soak transport {tn}")
+    await transport.connect()
+    replies: Counter[str] = Counter()
+
+    async def on_reply(delivery: Any) -> None:
+        replies[json.loads(delivery.body)["in_reply_to"]] += 1
+        await delivery.ack()
+    await transport.consume(f"{tn}.outbound", on_reply)
+    await service.start()
+    owner_log = worker.resources.resources["log"]
+    rss_start = rss_kib()
+    print(f"soak {tn}: {args.seconds}s at {args.rate}/s, isolation {args.isolation}, RSS at start {rss_start} KiB",
+          flush=True)
+    rng = random.Random(args.seed)
+    sent: dict[str, str] = {}
+    started = time.monotonic()
+    next_report = started + 60
+    try:
+        while time.monotonic() - started < args.seconds:
+            batch = []
+            for _ in range(args.rate):
+                abusive = rng.random() < 0.1
+                content = rng.choice(ABUSE if abusive else GOOD)
+                msg = vumi_message(tn, content, sandbox_id="attacker" if abusive else "good")
+                sent[msg["message_id"]] = content
+                batch.append(transport.publish(f"{tn}.inbound", json.dumps(msg).encode()))
+            await defer.gatherResults([defer.Deferred.fromCoroutine(c) for c in batch])
+            # Owner log lines are kept in memory by the test resource; drop them so only the worker counts.
+            owner_log.lines.clear()
+            await task.deferLater(reactor, 1.0, lambda: None)
+            if time.monotonic() >= next_report:
+                next_report += 60
+                print(f"  {time.monotonic() - started:5.0f}s: published {len(sent)}, settled "
+                      f"{sum(service.counts.values())}, replies {sum(replies.values())}, RSS {rss_kib()} KiB",
+                      flush=True)
+        # Drain: wait while the backlog still shrinks (a stall of a minute ends the wait).
+        progress, last_change = -1, time.monotonic()
+        while sum(service.counts.values()) < len(sent) and time.monotonic() - last_change < 60:
+            if sum(service.counts.values()) != progress:
+                progress, last_change = sum(service.counts.values()), time.monotonic()
+            await task.deferLater(reactor, 0.5, lambda: None)
+        await task.deferLater(reactor, 2.0, lambda: None)
+        rss_end = rss_kib()
+        dead = await transport.queue_length(f"{tn}.inbound.dead")
+        good_ids = [m for m, c in sent.items() if c in GOOD]
+        unanswered = [m for m in good_ids if not replies[m]]
+        settled = sum(service.counts.values())
+        lost = (len(sent) - settled) + len(unanswered)
+        growth = 100.0 * (rss_end - rss_start) / rss_start
+        print(f"published {len(sent)} ({len(good_ids)} well-behaved, {len(sent) - len(good_ids)} abusive)")
+        print(f"processed (settled) {settled}: {dict(service.counts)}")
+        print(f"replies {sum(replies.values())} to {len(replies)} messages; well-behaved unanswered "
+              f"{len(unanswered)}")
+        print(f"dead letters {dead}")
+        print("runs by end: " + ", ".join(f"{k} {v}" for k, v in kills.ends.most_common()))
+        print(f"lost {lost}")
+        print(f"worker RSS start {rss_start} KiB, end {rss_end} KiB, growth {growth:+.1f}%")
+        return 0 if lost == 0 else 1
+    finally:
+        await service.stop()
+        await transport.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
+        await transport.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60, help="how long to publish (default 60)")
+    parser.add_argument("--rate", type=int, default=20, help="messages published per second (default 20)")
+    parser.add_argument("--timeout", type=float, default=3, help="the worker's sandbox timeout (default 3)")
+    parser.add_argument("--isolation", choices=("none", "bwrap"), default="none")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run(reactor: Any) -> None:
+        code = await soak(reactor, args)
+        if code:
+            raise SystemExit(code)
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
+
+
+if __name__ == "__main__":
+    main()
