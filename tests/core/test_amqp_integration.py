@@ -123,9 +123,11 @@ class AmqpIntegrationTests(TestCase):
             await self.transport.close()
         return Deferred.fromCoroutine(clean())
 
-    async def start_worker(self, delay: float = 0.0, prefetch: int = 20) -> WorkerService:
+    async def start_worker(self, delay: float = 0.0, prefetch: int = 20,
+                           messages_per_process: int = 1) -> WorkerService:
         broker = AmqpBroker(prefetch_count=prefetch, connection_name=f"vxsandbox-test worker {self.tn}")
-        worker = Sandbox(echo_worker_config(self.tn, delay, amqp_prefetch_count=prefetch),
+        worker = Sandbox(echo_worker_config(self.tn, delay, amqp_prefetch_count=prefetch,
+                                            messages_per_process=messages_per_process),
                          broker=broker, hooks=hooks_with())
         service = WorkerService(worker, broker)
         await service.start()
@@ -241,7 +243,7 @@ class AmqpIntegrationTests(TestCase):
     async def test_thousand_messages_prefetch_20(self) -> None:
         """1,000 messages with prefetch 20 each get exactly one reply."""
         await self.setup_transport()
-        service = await self.start_worker(prefetch=20)
+        service = await self.start_worker(prefetch=20, messages_per_process=100)
         await self.listen()
         messages = [vumi_message(self.tn, i) for i in range(1000)]
         started = time.monotonic()
@@ -282,7 +284,7 @@ class AmqpIntegrationTests(TestCase):
     async def test_reconnect_when_connection_dropped(self) -> None:
         """RabbitMQ dropping the worker's connection mid-load: it reconnects and every message is answered."""
         await self.setup_transport()
-        service = await self.start_worker(prefetch=20)
+        service = await self.start_worker(prefetch=20, messages_per_process=100)
         await self.listen()
         messages = [vumi_message(self.tn, i) for i in range(500)]
         await self.publish_all(f"{self.tn}.inbound", [json.dumps(m).encode() for m in messages])

@@ -111,7 +111,8 @@ class KVWorkerMixin:
         kv = {"cls": "kv", **self.kv_options(), **options}
         # the module's name depends on pytest's import mode, so ask it
         sandbox = {"kv": kv, "log": {"cls": f"{LogRecorder.__module__}:LogRecorder"}}
-        config = python_worker_config([], sandbox=sandbox, logging_resource="log")
+        # Quota tests send more than the default 100 requests at once; that cap has its own tests.
+        config = python_worker_config([], sandbox=sandbox, logging_resource="log", max_pending_requests=1000)
         worker = ScriptedSandbox(config, broker=RecordingBroker(), hooks=hooks_with())
         await worker.setup()
         self.addCleanup(worker.teardown)  # type: ignore[attr-defined]

@@ -229,7 +229,19 @@ class SandboxConfig(Config):
               "merged over the restrictive defaults", dict, parse_rlimits),
         Field("logging_resource", (str, type(None)), "name of the resource that receives the sandbox's log lines",
               None),
-        Field("messages_per_process", (int,), "messages one child may serve before it is retired", 1, positive),
+        Field("messages_per_process", (int,), "messages of one sandbox_id (and one version of its code) a "
+              "child may serve before it is retired; above 1 children are kept warm between messages",
+              1, positive),
+        Field("prefork", (int,), "blank children kept started ahead of need, so a message does not wait "
+              "for a process to start", 0, non_negative),
+        Field("max_children", (int, type(None)), "live children at most (busy, warm and pre-started); "
+              "null means twice amqp_prefetch_count plus prefork", None, positive),
+        Field("idle_timeout", (int, float), "seconds a warm child may wait for its next message", 60, positive),
+        Field("ordered", (bool,), "run the messages of one sandbox_id one at a time, in arrival order", False),
+        Field("max_requests_per_run", (int,), "requests one run may make before its child is killed",
+              10000, positive),
+        Field("max_pending_requests", (int,), "requests one run may have waiting for replies at once; "
+              "more get an error reply", 100, positive),
         Field("send_to", (dict,), "outbound endpoints: name -> {transport_name: ...}", dict),
         Field("amqp", (dict,), "broker connection: {url: amqp://...}", dict),
         Field("amqp_prefetch_count", (int,), "unacknowledged deliveries the broker may hand the worker at once",

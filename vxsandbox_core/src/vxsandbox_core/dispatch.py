@@ -69,21 +69,32 @@ class SandboxApi:
 
     # --- to the child -----------------------------------------------------------
 
+    def _child(self) -> SandboxProtocol | None:
+        # A warm child outlives this run: only act on it while this run is its current one,
+        # so nothing from an ended run can reach (or kill) the next tenant message.
+        protocol = self.protocol
+        if protocol is None or protocol.run is None or protocol.run.api is not self:
+            return None
+        return protocol
+
     def sandbox_send(self, command: Command) -> bool:
-        """Send a command to the child; False when it has already ended (the command is dropped)."""
-        return self.protocol is not None and self.protocol.send(command)
+        """Send a command to the child; False when this run has ended (the command is dropped)."""
+        protocol = self._child()
+        return protocol is not None and protocol.send(command)
 
     def sandbox_kill(self, reason: str, explanation: str | None = None) -> None:
-        """Kill the child, reporting ``explanation`` (or ``reason``) to the app's owner and the operator."""
+        """Kill the child, reporting ``explanation`` (if given) to the app's owner and the operator."""
         if explanation is not None:
             self.report(explanation, logging.ERROR)
-        if self.protocol is not None:
-            self.protocol.kill(reason)
+        protocol = self._child()
+        if protocol is not None:
+            protocol.kill(reason)
 
     def sandbox_finish(self) -> None:
-        """End the child because the app said it is done; the run counts as a success."""
-        if self.protocol is not None:
-            self.protocol.finish()
+        """End this run because the app said it is done; the run counts as a success."""
+        protocol = self._child()
+        if protocol is not None:
+            protocol.finish()
 
     def sandbox_inbound_message(self, msg: Message) -> None:
         """Hand a user message to the child as ``inbound-message``."""

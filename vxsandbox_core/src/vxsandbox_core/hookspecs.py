@@ -24,9 +24,11 @@ hookimpl = pluggy.HookimplMarker("vxsandbox")
 
 @hookspec
 def sandbox_started(api: SandboxApi, pid: int | None) -> None:
-    """Observe a sandboxed child that has just been spawned.
+    """Observe a sandboxed child taken into service for its first run (spawned now, or pre-started).
 
-    :param api: the run's API; ``api.sandbox_id`` names the tenant.
+    A warm child serving later messages does not fire this again.
+
+    :param api: the API of the child's first run; ``api.sandbox_id`` names the tenant.
     :param pid: the child's process id, or ``None`` for a child that is not
         an OS process (a test double).
     """
@@ -34,12 +36,13 @@ def sandbox_started(api: SandboxApi, pid: int | None) -> None:
 
 @hookspec
 def sandbox_ended(api: SandboxApi, result: SandboxResult) -> None:
-    """Observe a sandboxed child that has ended.
+    """Observe the end of a sandbox run (one message or event).
 
     :param api: the run's API.
-    :param result: how it ended: ``exit_code`` or ``signal``, and
-        ``kill_reason`` when the worker killed it (timeout, recv_limit,
-        unknown command, ...).
+    :param result: how it ended: ``finished`` (the app said done),
+        ``exit_code`` or ``signal``, ``kill_reason`` when the worker killed
+        the child (timeout, recv_limit, unknown command, ...), ``duration``,
+        and ``retired`` (False when the child was kept warm for another run).
     """
 
 

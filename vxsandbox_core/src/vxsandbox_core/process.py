@@ -1,9 +1,15 @@
-"""Spawning a sandboxed child with rlimits, a timeout and an output limit, and reading its JSON lines.
+"""Spawning a sandboxed child with rlimits, and running messages in it under a timeout and an output limit.
 
 Limits are applied by util-linux's ``prlimit``, which sets them and then
 execs the program, so they hold from the child's first instruction and cost
 under a millisecond. A limit is never raised above what the worker itself
 has: the child gets ``min(requested, worker's own)`` for soft and hard.
+
+A child serves one *run* (one message or event) at a time. A cold child
+serves one run and is killed when it ends; a warm child (``max_runs`` > 1)
+goes back to its pool after a run that ended cleanly. Anything unusual (a
+timeout, a kill, a crash, output between runs, requests still pending when
+the app said it was done) retires the child.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 from .errors import ConfigError, ProtocolError
-from .protocol import Command, decode, encode
+from .protocol import Command, decode, encode, make_error_reply
 
 if TYPE_CHECKING:
     from .dispatch import SandboxApi
@@ -97,7 +103,7 @@ def find_executable(executable: str, key: str = "executable") -> str:
 class SandboxResult:
     """How a sandbox run ended."""
 
-    #: the child's exit status, or None when it died of a signal
+    #: the child's exit status, or None when it died of a signal or is still alive (warm)
     exit_code: int | None
     #: the signal that ended it, or None
     signal: int | None
@@ -105,8 +111,10 @@ class SandboxResult:
     kill_reason: str | None
     #: True when the app said it was done (e.g. ``js.done``) before it was stopped
     finished: bool
-    #: seconds from spawn to exit
+    #: seconds from the start of the run to its end
     duration: float
+    #: True when the child ended (or was told to end) with this run; False when it was kept warm
+    retired: bool = True
 
     @property
     def ok(self) -> bool:
@@ -126,60 +134,93 @@ class SandboxResult:
         return f"exited with {self.exit_code}"
 
 
-class SandboxProtocol(ProcessProtocol):
-    """One sandboxed child: spawns it, feeds it commands, reads its requests, enforces limits.
+class SandboxRun:
+    """One message's run inside a child: its API, timer, output count and pending requests."""
 
-    :param api: the run's :class:`SandboxApi`; requests go to its ``dispatch_request``.
-    :param executable: absolute path of the program.
-    :param args: its arguments (without the program name).
+    def __init__(self, api: SandboxApi, timeout: float, started: float) -> None:
+        self.api = api
+        self.timeout = timeout
+        self.started = started
+        self.received = 0
+        self.requests = 0
+        self.kill_reason: str | None = None
+        self.finished = False
+        self.pending: set[Deferred[Any]] = set()
+        self.timer: Any = None
+        self.result: Deferred[SandboxResult] = Deferred()
+        self.ending = False
+
+
+class SandboxProtocol(ProcessProtocol):
+    """One sandboxed child process: spawns it, runs messages in it, reads its requests, enforces limits.
+
+    :param argv: the whole command (``prlimit ... -- program args``), see :func:`rlimit_argv`.
     :param env: its whole environment (nothing is inherited from the worker).
     :param path: its working directory, or None for the worker's.
-    :param timeout: seconds before it is killed.
-    :param recv_limit: bytes of stdout plus stderr before it is killed.
-    :param rlimits: ``{RLIMIT number: (soft, hard)}``, clamped to the worker's own.
+    :param recv_limit: bytes of stdout plus stderr one run may write before the child is killed.
+    :param max_runs: runs the child may serve before it is retired (1: a cold child).
+    :param max_requests: requests one run may make before the child is killed.
+    :param max_pending: requests one run may have in flight at once; more get an error reply.
     """
 
-    def __init__(self, api: SandboxApi, executable: str, args: list[str], env: dict[str, str],
-                 path: str | None, timeout: float, recv_limit: int,
-                 rlimits: dict[int, tuple[int, int]], reactor: Any = None) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], path: str | None, recv_limit: int,
+                 max_runs: int = 1, max_requests: int = 10000, max_pending: int = 100,
+                 reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.reactor = reactor
-        self.api = api
-        self.executable = executable
-        self.args = args
+        self.argv = argv
         self.env = env
         self.path = path
-        self.timeout = timeout
         self.recv_limit = recv_limit
-        self.rlimits = clamp_rlimits(rlimits)
-        self.received = 0
-        self.kill_reason: str | None = None
-        self.finished = False
+        self.max_runs = max_runs
+        self.max_requests = max_requests
+        self.max_pending = max_pending
+        self.runs_started = 0
+        self.run: SandboxRun | None = None
+        #: the API of the run that started the child (resources initialised it for this tenant)
+        self.first_api: SandboxApi | None = None
+        self.retiring = False
         self.ended = False
         self.pid: int | None = None
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self._prestart_received = 0
         self._out = bytearray()
         self._err = bytearray()
-        self._pending: set[Deferred[Any]] = set()
-        self._started = 0.0
-        self._timer: Any = None
-        self.result: SandboxResult | None = None
-        self._waiters: list[Deferred[SandboxResult]] = []
-        api.set_sandbox(self)
+        self._end_waiters: list[Deferred[None]] = []
 
     def spawn(self) -> None:
-        """Start the child under its limits and arm the timeout."""
-        argv = rlimit_argv(self.rlimits) + [self.executable, *self.args]
-        self._started = time.monotonic()
-        IReactorProcess(self.reactor).spawnProcess(
-            self, argv[0], argv, env=self.env, path=self.path)
-        self._timer = IReactorTime(self.reactor).callLater(self.timeout, self.kill, "timeout")
+        """Start the child under its limits."""
+        IReactorProcess(self.reactor).spawnProcess(self, self.argv[0], self.argv, env=self.env, path=self.path)
 
     def connectionMade(self) -> None:
         self.pid = getattr(self.transport, "pid", None)
 
-    # --- talking to the child -------------------------------------------------
+    @property
+    def reusable(self) -> bool:
+        """The child may serve another run."""
+        return not (self.ended or self.retiring) and self.runs_started < self.max_runs
+
+    # --- runs -------------------------------------------------------------------
+
+    def start_run(self, api: SandboxApi, timeout: float) -> Deferred[SandboxResult]:
+        """Begin a run for ``api``; the Deferred fires with its :class:`SandboxResult`."""
+        if self.run is not None:
+            raise RuntimeError("a sandbox child serves one run at a time")
+        self.runs_started += 1
+        if self.first_api is None:
+            self.first_api = api
+        run = SandboxRun(api, timeout, time.monotonic())
+        self.run = run
+        api.set_sandbox(self)
+        if self.ended:
+            # The child died before this run began (e.g. it could not be executed).
+            self._end_run(run)
+        else:
+            run.timer = IReactorTime(self.reactor).callLater(timeout, self.kill, "timeout")
+        return run.result
 
     def send(self, command: Command) -> bool:
         """Write one command to the child; returns False (and drops it) if the child has gone."""
@@ -189,54 +230,102 @@ class SandboxProtocol(ProcessProtocol):
         return True
 
     def kill(self, reason: str) -> None:
-        """Kill the child now, recording why (the first reason wins)."""
-        if self.ended:
-            return
-        if self.kill_reason is None and not self.finished:
-            self.kill_reason = reason
-        self._signal("KILL")
+        """Kill the child now; the current run (if any) fails with ``reason`` (the first reason wins)."""
+        run = self.run
+        if run is not None and run.kill_reason is None and not run.finished:
+            run.kill_reason = reason
+        self.retire()
+
+    def retire(self) -> None:
+        """End the child (SIGKILL); it serves no further run."""
+        self.retiring = True
+        if not self.ended:
+            try:
+                self.transport.signalProcess("KILL")
+            except (twisted_error.ProcessExitedAlready, AttributeError, OSError):
+                pass
 
     def finish(self) -> None:
-        """End a child whose app said it is done: the run counts as a success."""
-        if self.ended:
+        """The app said it is done: the run counts as a success, and a warm child goes back to its pool."""
+        run = self.run
+        if run is None or run.ending or run.kill_reason is not None:
             return
-        if self.kill_reason is None:
-            self.finished = True
-        self._signal("KILL")
+        run.finished = True
+        if self.runs_started >= self.max_runs:
+            self.retire()
+        else:
+            self._end_run(run)
 
-    def _signal(self, name: str) -> None:
-        try:
-            self.transport.signalProcess(name)
-        except (twisted_error.ProcessExitedAlready, AttributeError, OSError):
-            pass
+    def _end_run(self, run: SandboxRun) -> None:
+        if run.ending:
+            return
+        run.ending = True
+        if run.timer is not None and run.timer.active():
+            run.timer.cancel()
+        if run.pending and not self.ended:
+            # A warm child must not carry a request from this run into the next one.
+            self.retire()
+
+        def fire(_: Any) -> None:
+            if self.run is run:
+                self.run = None
+            retired = self.ended or self.retiring
+            run.result.callback(SandboxResult(
+                self.exit_code if self.ended else None, self.signal if self.ended else None,
+                run.kill_reason, run.finished, time.monotonic() - run.started, retired))
+
+        # Handlers still running (an outbound publish, an HTTP call) finish before the run
+        # counts as ended, so nothing the app asked for is lost when its delivery is acked.
+        if run.pending:
+            DeferredList(list(run.pending), consumeErrors=True).addCallback(fire)
+        else:
+            fire(None)
 
     # --- reading from the child -----------------------------------------------
 
     def _count(self, data: bytes) -> bool:
-        self.received += len(data)
-        if self.received > self.recv_limit:
-            if self.kill_reason is None and not self.finished:
-                self.api.report(f"sandbox wrote more than recv_limit ({self.recv_limit} bytes) "
-                                "to stdout and stderr; killing it", logging.ERROR)
+        run = self.run
+        if run is None and self.first_api is None:
+            # A pre-started child that has not served yet (e.g. a runtime's start-up warning):
+            # tolerated up to recv_limit, and nothing it says reaches any tenant.
+            self._prestart_received += len(data)
+            if self._prestart_received > self.recv_limit:
+                self.retire()
+                return False
+            return True
+        if run is None or run.ending:
+            # Output while no run is active cannot belong to any message: the child is misbehaving.
+            api = run.api if run is not None else self.first_api
+            if api is not None and not self.retiring:
+                api.report("sandbox wrote output between runs; retiring it", logging.WARNING)
+            self.retire()
+            return False
+        run.received += len(data)
+        if run.received > self.recv_limit:
+            if run.kill_reason is None and not run.finished:
+                run.api.report(f"sandbox wrote more than recv_limit ({self.recv_limit} bytes) "
+                               "to stdout and stderr; killing it", logging.ERROR)
             self.kill("recv_limit")
             return False
         return True
 
     def outReceived(self, data: bytes) -> None:
-        if self.ended or self.kill_reason or not self._count(data):
+        if self.ended or self.retiring or not self._count(data):
             return
         self._out += data
         for line in self._lines(self._out):
+            if self.retiring:
+                return
             self._line_received(line)
 
     def errReceived(self, data: bytes) -> None:
-        if self.ended or self.kill_reason or not self._count(data):
+        if self.ended or self.retiring or not self._count(data):
             return
         self._err += data
         for line in self._lines(self._err):
             text = line.decode("utf-8", "replace").rstrip("\r")
-            if text:
-                self.api.log(text, logging.ERROR)
+            if text and self.run is not None:
+                self.run.api.log(text, logging.ERROR)
 
     @staticmethod
     def _lines(buffer: bytearray) -> list[bytes]:
@@ -248,62 +337,63 @@ class SandboxProtocol(ProcessProtocol):
         return lines
 
     def _line_received(self, line: bytes) -> None:
-        if not line.strip():
+        run = self.run
+        if run is None or run.ending or not line.strip():
             return
+        api = run.api
         try:
             command = decode(line)
         except ProtocolError as e:
             shown = line[:200].decode("utf-8", "replace")
-            self.api.report(f"sandbox sent an invalid line, ignored: {e}: {shown!r}", logging.WARNING)
+            api.report(f"sandbox sent an invalid line, ignored: {e}: {shown!r}", logging.WARNING)
             return
         if command["reply"]:
-            self.api.report(f"sandbox sent a reply to a command it was never sent, ignored: "
-                            f"{command['cmd']!r} cmd_id {command['cmd_id']!r}", logging.WARNING)
+            api.report(f"sandbox sent a reply to a command it was never sent, ignored: "
+                       f"{command['cmd']!r} cmd_id {command['cmd_id']!r}", logging.WARNING)
             return
-        d = self.api.dispatch_request(command)
-        self._pending.add(d)
-        d.addBoth(self._request_done, d)
+        run.requests += 1
+        if run.requests > self.max_requests:
+            api.report(f"sandbox made more than max_requests_per_run ({self.max_requests}) requests; "
+                       "killing it", logging.ERROR)
+            self.kill("too many requests")
+            return
+        if len(run.pending) >= self.max_pending:
+            api.sandbox_send(make_error_reply(
+                command, f"too many requests in flight: at most {self.max_pending} "
+                         "(max_pending_requests) may wait for replies at once"))
+            return
+        d = api.dispatch_request(command)
+        run.pending.add(d)
+        d.addBoth(self._request_done, run, d)
 
-    def _request_done(self, result: Any, d: Deferred[Any]) -> Any:
-        self._pending.discard(d)
+    def _request_done(self, result: Any, run: SandboxRun, d: Deferred[Any]) -> Any:
+        run.pending.discard(d)
         if isinstance(result, Failure):
-            log.error("sandbox %s: request dispatch failed: %s", self.api.sandbox_id, result.getTraceback())
+            log.error("sandbox %s: request dispatch failed: %s", run.api.sandbox_id, result.getTraceback())
         return None
 
     @property
     def pending_requests(self) -> int:
-        """Requests from the child whose handlers have not finished."""
-        return len(self._pending)
+        """Requests of the current run whose handlers have not finished."""
+        return len(self.run.pending) if self.run is not None else 0
 
     # --- the end --------------------------------------------------------------
 
     def processEnded(self, reason: Failure) -> None:
         self.ended = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
         value = reason.value
-        exit_code = getattr(value, "exitCode", None)
-        signal = getattr(value, "signal", None)
-        result = SandboxResult(exit_code, signal, self.kill_reason, self.finished,
-                               time.monotonic() - self._started)
-        # Handlers still running (an outbound publish, an HTTP call) finish before the run
-        # counts as ended, so nothing the app asked for is lost when its delivery is acked.
-        if self._pending:
-            dl = DeferredList(list(self._pending), consumeErrors=True)
-            dl.addCallback(lambda _: self._fire(result))
-        else:
-            self._fire(result)
-
-    def _fire(self, result: SandboxResult) -> None:
-        self.result = result
-        waiters, self._waiters = self._waiters, []
+        self.exit_code = getattr(value, "exitCode", None)
+        self.signal = getattr(value, "signal", None)
+        if self.run is not None:
+            self._end_run(self.run)
+        waiters, self._end_waiters = self._end_waiters, []
         for d in waiters:
-            d.callback(result)
+            d.callback(None)
 
-    def wait(self) -> Deferred[SandboxResult]:
-        """A Deferred fired with the :class:`SandboxResult` once the child and its requests are done."""
-        if self.result is not None:
-            return succeed(self.result)
-        d: Deferred[SandboxResult] = Deferred()
-        self._waiters.append(d)
+    def wait_ended(self) -> Deferred[None]:
+        """A Deferred fired once the child process has ended."""
+        if self.ended:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._end_waiters.append(d)
         return d

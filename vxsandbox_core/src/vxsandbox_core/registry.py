@@ -32,6 +32,7 @@ DISTRIBUTIONS: dict[tuple[str, str], str] = {
     (RESOURCES_GROUP, "js"): "vxsandbox-js",
     (RESOURCES_GROUP, "config"): "vxsandbox-core",
     (RESOURCES_GROUP, "metrics"): "vxsandbox-core",
+    (RESOURCES_GROUP, "run"): "vxsandbox-core",
     (WORKERS_GROUP, "sandbox"): "vxsandbox-core",
     (WORKERS_GROUP, "js"): "vxsandbox-js",
     (WORKERS_GROUP, "js-file"): "vxsandbox-js",

@@ -44,7 +44,11 @@ class SandboxResource:
         """Release what :meth:`setup` acquired when the worker stops; may return a Deferred."""
 
     def sandbox_init(self, api: SandboxApi) -> Any:
-        """Prepare a new sandbox run, before the first message reaches the child; may return a Deferred."""
+        """Prepare a new child before its first message reaches it; may return a Deferred.
+
+        Called once per child process, with the API of its first run; a warm
+        child serving further messages of the same tenant is not initialised again.
+        """
 
     def reply(self, command: Command, **fields: Any) -> Command:
         """Build a successful reply to ``command`` (``success`` may be overridden in ``fields``)."""

@@ -229,23 +229,30 @@ class StubOutboundResource(SandboxResource):
 _ECHO_CHILD = r'''
 import json, sys, time
 delay = float(sys.argv[1])
-command = json.loads(sys.stdin.readline())
-if delay:
-    time.sleep(delay)
-msg = command["msg"]
-if command["cmd"] == "inbound-message":
-    request = {"cmd": "outbound.reply_to", "in_reply_to": msg["message_id"],
-               "content": "echo: %s" % (msg["content"],),
-               "continue_session": msg.get("session_event") != "close"}
-else:
-    seen = {"event_type": msg["event_type"], "user_message_id": msg["user_message_id"],
-            "event_id": msg.get("event_id"), "transport_name": msg.get("transport_name")}
-    request = {"cmd": "outbound.send_to", "to_addr": "event-probe", "content": json.dumps(seen)}
-request.update(cmd_id="1", reply=False)
-sys.stdout.write(json.dumps(request) + "\n")
-sys.stdout.flush()
-reply = json.loads(sys.stdin.readline() or "{}")
-sys.exit(0 if reply.get("success") else 3)
+def send(request):
+    sys.stdout.write(json.dumps(request) + "\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    command = json.loads(line)
+    if command.get("reply") or command["cmd"] not in ("inbound-message", "inbound-event"):
+        continue
+    if delay:
+        time.sleep(delay)
+    msg = command["msg"]
+    if command["cmd"] == "inbound-message":
+        request = {"cmd": "outbound.reply_to", "in_reply_to": msg["message_id"],
+                   "content": "echo: %s" % (msg["content"],),
+                   "continue_session": msg.get("session_event") != "close"}
+    else:
+        seen = {"event_type": msg["event_type"], "user_message_id": msg["user_message_id"],
+                "event_id": msg.get("event_id"), "transport_name": msg.get("transport_name")}
+        request = {"cmd": "outbound.send_to", "to_addr": "event-probe", "content": json.dumps(seen)}
+    request.update(cmd_id="1", reply=False)
+    send(request)
+    reply = json.loads(sys.stdin.readline() or "{}")
+    if not reply.get("success"):
+        sys.exit(3)
+    send({"cmd": "run.done", "cmd_id": "2", "reply": False})
 '''
 
 
@@ -257,7 +264,9 @@ def echo_child(delay: float = 0.0) -> list[str]:
     the message closed it). For an ``inbound-event`` it asks
     ``outbound.send_to`` to send ``to_addr: event-probe`` a JSON summary of the
     event (``event_type``, ``user_message_id``, ``event_id``,
-    ``transport_name``). It exits 0 when the request succeeded.
+    ``transport_name``). When the request succeeded it sends ``run.done``
+    and waits for the next message (so it also serves as a warm child);
+    otherwise it exits 3.
     """
     return ["-S", "-c", _ECHO_CHILD, str(delay)]
 
@@ -265,5 +274,6 @@ def echo_child(delay: float = 0.0) -> list[str]:
 def echo_worker_config(transport_name: str | None, delay: float = 0.0, **extra: Any) -> dict[str, Any]:
     """A generic worker config running :func:`echo_child` with :class:`StubOutboundResource` as ``outbound``."""
     return python_worker_config(
-        echo_child(delay), sandbox={"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"}},
+        echo_child(delay), sandbox={"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"},
+                                    "run": {"cls": "run"}},
         transport_name=transport_name, **extra)

@@ -8,16 +8,21 @@ memory) feed it messages and carry what it publishes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Hashable
 from typing import Any, ClassVar
+
+from twisted.internet.defer import Deferred, DeferredLock
 
 from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
 from .dispatch import SandboxApi
 from .errors import ConfigError, VxSandboxError
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
-from .process import SandboxProtocol, SandboxResult, find_executable
+from .pool import ChildPool, cpu_soft_limit
+from .process import SandboxProtocol, SandboxResult, clamp_rlimits, find_executable, rlimit_argv
 from .resources import SandboxResources
 
 log = logging.getLogger("vxsandbox.worker")
@@ -52,9 +57,14 @@ class Sandbox:
             reactor = default_reactor
         self.reactor = reactor
         self.executable = self.find_executable()
-        self.rlimits = effective_rlimits(self.config.rlimits, self.DEFAULT_RLIMITS)
+        self.rlimits = clamp_rlimits(effective_rlimits(self.config.rlimits, self.DEFAULT_RLIMITS))
         self.resources = SandboxResources(self, self.config.sandbox)
         self.add_default_resources()
+        config = self.config
+        max_children = config.max_children or 2 * config.amqp_prefetch_count + config.prefork
+        self.pool = ChildPool(self._spawn_child, max_children, config.idle_timeout, config.prefork,
+                              cpu_soft_limit(self.rlimits), self.reactor)
+        self._order_locks: dict[str, DeferredLock] = {}
 
     # --- overridable pieces ------------------------------------------------------
 
@@ -92,21 +102,49 @@ class Sandbox:
     def create_sandbox_api(self, sandbox_id: str, config: SandboxConfig) -> SandboxApi:
         return SandboxApi(self.resources, config, sandbox_id, self, self.hooks)
 
-    def sandbox_protocol_for_message(self, msg: Message, api: SandboxApi) -> SandboxProtocol:
-        """Build the (not yet spawned) child for a message's run."""
+    def child_key(self, api: SandboxApi) -> Hashable:
+        """What a warm child is reused for: the tenant and everything that shapes its process.
+
+        Subclasses add the version of the app's code, so an edited app never
+        runs in a child that loaded the old one.
+        """
         config = api.config
-        return SandboxProtocol(api, self.executable, self.sandbox_args(api), dict(config.env),
-                               config.path, config.timeout, config.recv_limit, self.rlimits,
-                               reactor=self.reactor)
+        shape = repr((self.sandbox_args(api), sorted(config.env.items()), config.path)).encode()
+        return (api.sandbox_id, hashlib.sha256(shape).hexdigest())
+
+    def sandbox_protocol_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxProtocol:
+        """Build (not spawn) a child for ``api``'s config; ``msg`` is None for a pre-started spare."""
+        config = api.config
+        argv = rlimit_argv(self.rlimits) + [self.executable, *self.sandbox_args(api)]
+        return SandboxProtocol(argv, dict(config.env), config.path, config.recv_limit,
+                               max_runs=config.messages_per_process,
+                               max_requests=config.max_requests_per_run,
+                               max_pending=config.max_pending_requests, reactor=self.reactor)
+
+    def _spawn_child(self, api: SandboxApi | None) -> SandboxProtocol:
+        child = self.sandbox_protocol_for_message(None, api or self._template_api())
+        child.spawn()
+        return child
+
+    def _template_api(self) -> SandboxApi:
+        # Spares are started for the worker's own config before any tenant is known.
+        return self.create_sandbox_api("", self.config)
+
+    def kill_all(self) -> Deferred[Any]:
+        """Kill every live child (runs in progress end as killed); fires once all have ended."""
+        self.pool.stop_prefork()
+        return self.pool.kill_all()
 
     # --- lifecycle ---------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Set up the resources; call once before processing messages."""
+        """Set up the resources and start the pre-started children; call once before processing messages."""
         await self.resources.setup()
+        self.pool._top_up()
 
     async def teardown(self) -> None:
-        """Tear the resources down."""
+        """Kill every child, wait for them to end, and tear the resources down."""
+        await self.kill_all()
         await self.resources.teardown()
 
     async def process_message(self, msg: TransportUserMessage) -> str:
@@ -124,8 +162,17 @@ class Sandbox:
         try:
             sandbox_id = self.sandbox_id_for_message(msg)
             api = self.create_sandbox_api(sandbox_id, self.config_for_message(msg))
-            protocol = self.sandbox_protocol_for_message(msg, api)
-            result = await self.run_sandbox(api, protocol, deliver)
+            if api.config.ordered:
+                lock = self._order_locks.setdefault(sandbox_id, DeferredLock())
+                await lock.acquire()
+                try:
+                    result = await self.run_sandbox(api, deliver)
+                finally:
+                    lock.release()
+                    if not lock.locked and not lock.waiting:
+                        self._order_locks.pop(sandbox_id, None)
+            else:
+                result = await self.run_sandbox(api, deliver)
             outcome = "ok" if result.ok else "error"
         except SandboxRefusedError as e:
             log.warning("refused %s %s: %s", msg.message_type, _message_ref(msg), e)
@@ -134,18 +181,22 @@ class Sandbox:
                               outcome=outcome, duration=time.monotonic() - started)
         return outcome
 
-    async def run_sandbox(self, api: SandboxApi, protocol: SandboxProtocol, deliver: Any) -> SandboxResult:
-        """Spawn the child, let resources initialise the run, deliver, and wait for the end."""
-        protocol.spawn()
-        self.hooks.notify("sandbox_started", api=api, pid=protocol.pid)
-        try:
-            await self.resources.sandbox_init(api)
-        except Exception as e:
-            log.exception("[%s] sandbox_init failed", api.sandbox_id)
-            api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
-        else:
+    async def run_sandbox(self, api: SandboxApi, deliver: Any) -> SandboxResult:
+        """Get a child (warm, pre-started or new), let resources initialise a fresh one, deliver, wait."""
+        key = self.child_key(api)
+        child, fresh = await self.pool.acquire(key, api, spare_ok=api.config is self.config)
+        run = child.start_run(api, api.config.timeout)
+        if fresh:
+            self.hooks.notify("sandbox_started", api=api, pid=child.pid)
+            try:
+                await self.resources.sandbox_init(api)
+            except Exception as e:
+                log.exception("[%s] sandbox_init failed", api.sandbox_id)
+                api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
+        if not run.called:
             deliver(api)
-        result = await protocol.wait()
+        result = await run
+        self.pool.release(child, key, result)
         if not result.ok:
             log.warning("[%s] sandbox run %s after %.3fs", api.sandbox_id, result.describe(), result.duration)
         self.hooks.notify("sandbox_ended", api=api, result=result)

@@ -7,11 +7,15 @@
 //   runner -> worker: requests {"cmd": "resource.command", "cmd_id": "1", "reply": false, ...}
 //                     and finally {"cmd": "js.done"} once the app calls api.done().
 //
-// The app runs in a fresh vm context whose globals are `api`, `console` (routed to the log
-// resource, since stdout is the protocol channel), the timer functions and whatever the trusted
-// `app_context` expression gives (e.g. `{require: require}`). An uncaught exception or an
-// unhandled promise rejection is logged through the `log` resource and ends the run with exit
-// status 1, so a broken app never waits for the worker's timeout.
+// `initialize` compiles the app once. Every inbound command (one message or event: one run)
+// then gets a fresh vm context in which the app's code runs again, whose globals are a fresh
+// `api`, `console` (routed to the log resource, since stdout is the protocol channel), the timer
+// functions and whatever the trusted `app_context` expression gives (e.g. `{require: require}`).
+// So a warm runner serving many messages of one tenant carries no global state from one message
+// to the next; when the app calls `api.done()` its timers are cleared and its old `api` goes
+// quiet. Modules loaded through `require` stay cached for the process, as in any Node program.
+// An uncaught exception or an unhandled promise rejection is logged through the `log` resource
+// and ends the process with exit status 1, so a broken app never waits for the worker's timeout.
 //
 // Compatible with the Vumi JavaScript toolkit (npm `vumigo_v02`): `api.request(cmd, fields,
 // callback)` calls `callback` with `this` = api; inbound commands go to `api.on_<cmd>` with `-`
@@ -31,22 +35,20 @@ function writeCommand(command) {
     process.stdout.write(JSON.stringify(command) + '\n');
 }
 
-function SandboxApi(runner) {
+function SandboxApi(runner, session) {
     const self = this;
-    let lastId = 0;
-
-    function nextId() {
-        lastId += 1;
-        return String(lastId);
-    }
 
     self.request = function (cmd, fields, callback) {
+        if (session.closed) {
+            // The run is over (the app called done); a late request belongs to no message.
+            return null;
+        }
         const command = Object.assign({}, fields || {});
         command.cmd = cmd;
-        command.cmd_id = nextId();
+        command.cmd_id = runner.nextId();
         command.reply = false;
         if (typeof callback === 'function') {
-            runner.pending.set(command.cmd_id, callback);
+            session.pending.set(command.cmd_id, callback);
         }
         writeCommand(command);
         return command.cmd_id;
@@ -68,11 +70,12 @@ function SandboxApi(runner) {
     };
 
     self.done = function () {
-        if (runner.doneSent) {
+        if (session.doneRequested) {
             return;
         }
+        session.doneRequested = true;
         self.log_info('Done.', function () {
-            runner.finish();
+            runner.finish(session);
         });
     };
 
@@ -81,26 +84,61 @@ function SandboxApi(runner) {
     self.on_unknown_command = function (command) {
         self.log_warning('app has no handler for command ' + JSON.stringify(command.cmd) +
                          '; ending the run', function () {
-            runner.finish();
+            runner.finish(session);
         });
     };
 }
 
+// One run: the api, context, pending callbacks and timers of one inbound message or event.
+function Session(runner) {
+    this.pending = new Map();
+    this.timers = new Set();
+    this.doneRequested = false;
+    this.closed = false;
+    this.api = new SandboxApi(runner, this);
+}
+
+Session.prototype.close = function () {
+    this.closed = true;
+    this.pending.clear();
+    this.timers.forEach(function (timer) {
+        clearTimeout(timer);
+        clearInterval(timer);
+        clearImmediate(timer);
+    });
+    this.timers.clear();
+};
+
 function Runner() {
     const self = this;
-    self.pending = new Map();
-    self.loaded = false;
-    self.doneSent = false;
+    let lastId = 0;
+    self.app = null;
+    self.session = null;
     self.failing = false;
     self.queued = [];
-    self.api = new SandboxApi(self);
 
-    self.finish = function () {
-        if (self.doneSent) {
+    self.nextId = function () {
+        lastId += 1;
+        return String(lastId);
+    };
+
+    // A session for messages about the runner itself (load errors) before any run began.
+    self.currentApi = function () {
+        if (self.session === null) {
+            self.session = new Session(self);
+        }
+        return self.session.api;
+    };
+
+    self.finish = function (session) {
+        if (session.closed) {
             return;
         }
-        self.doneSent = true;
-        writeCommand({cmd: 'js.done', cmd_id: 'done', reply: false});
+        session.close();
+        if (self.session === session) {
+            self.session = null;
+        }
+        writeCommand({cmd: 'js.done', cmd_id: self.nextId(), reply: false});
     };
 
     self.fail = function (what, err) {
@@ -120,21 +158,42 @@ function Runner() {
         const exit = function () { process.exit(1); };
         const timer = setTimeout(exit, FATAL_LOG_WAIT_MS);
         timer.unref();
-        self.api.log_error(what + ': ' + detail, exit);
+        const api = self.session !== null && !self.session.closed ? self.session.api : new Session(self).api;
+        api.log_error(what + ': ' + detail, exit);
     };
 
-    self.makeConsole = function () {
+    function makeConsole(api) {
         function line(args) {
             return util.format.apply(util, args);
         }
         return {
-            log: function () { self.api.log_info(line(arguments)); },
-            info: function () { self.api.log_info(line(arguments)); },
-            debug: function () { self.api.log_debug(line(arguments)); },
-            warn: function () { self.api.log_warning(line(arguments)); },
-            error: function () { self.api.log_error(line(arguments)); },
+            log: function () { api.log_info(line(arguments)); },
+            info: function () { api.log_info(line(arguments)); },
+            debug: function () { api.log_debug(line(arguments)); },
+            warn: function () { api.log_warning(line(arguments)); },
+            error: function () { api.log_error(line(arguments)); },
         };
-    };
+    }
+
+    // Timer functions whose handles die with the session, so a timer set while handling one
+    // message never fires into the next.
+    function sessionTimers(session) {
+        function track(start) {
+            return function () {
+                const handle = start.apply(null, arguments);
+                session.timers.add(handle);
+                return handle;
+            };
+        }
+        return {
+            setTimeout: track(setTimeout),
+            setInterval: track(setInterval),
+            setImmediate: track(setImmediate),
+            clearTimeout: clearTimeout,
+            clearInterval: clearInterval,
+            clearImmediate: clearImmediate,
+        };
+    }
 
     self.load = function (command) {
         const filename = typeof command.filename === 'string' && command.filename
@@ -143,41 +202,52 @@ function Runner() {
         // `require` given to app_context resolves modules next to the app, so a file-based
         // app finds its own node_modules.
         const appRequire = Module.createRequire(filename);
-        let context = {};
+        let makeContext = null;
         if (typeof command.app_context === 'string' && command.app_context.trim()) {
-            const makeContext = new Function(
+            makeContext = new Function(
                 'require', '__filename', '__dirname',
                 'return (' + command.app_context + '\n);');
-            context = makeContext(appRequire, filename, path.dirname(filename));
-            if (context === null || typeof context !== 'object') {
-                throw new TypeError('app_context must evaluate to an object, got ' + typeof context);
-            }
         }
-        const globals = {
-            console: self.makeConsole(),
-            setTimeout: setTimeout,
-            clearTimeout: clearTimeout,
-            setInterval: setInterval,
-            clearInterval: clearInterval,
-            setImmediate: setImmediate,
-            clearImmediate: clearImmediate,
+        self.app = {
+            filename: filename,
+            script: new vm.Script(String(command.javascript || ''), {filename: filename}),
+            context: function () {
+                if (makeContext === null) {
+                    return {};
+                }
+                const extra = makeContext(appRequire, filename, path.dirname(filename));
+                if (extra === null || typeof extra !== 'object') {
+                    throw new TypeError('app_context must evaluate to an object, got ' + typeof extra);
+                }
+                return extra;
+            },
         };
-        Object.assign(globals, context);
-        globals.api = self.api;
+        // Evaluate the context once now, so a broken app_context is reported at load.
+        self.app.context();
+    };
+
+    // Start a run: a fresh context in which the app's code runs, with a fresh api.
+    self.begin = function () {
+        const session = self.session !== null && !self.session.closed ? self.session : new Session(self);
+        self.session = session;
+        const globals = Object.assign({console: makeConsole(session.api)}, sessionTimers(session));
+        Object.assign(globals, self.app.context());
+        globals.api = session.api;
         vm.createContext(globals);
-        const script = new vm.Script(String(command.javascript || ''), {filename: filename});
-        self.loaded = true;
-        script.runInContext(globals);
+        self.app.script.runInContext(globals);
+        return session;
     };
 
     self.dispatch = function (command) {
+        const session = self.begin();
+        const api = session.api;
         const name = 'on_' + command.cmd.replace(/[-.]/g, '_');
-        let handler = self.api[name];
+        let handler = api[name];
         if (typeof handler !== 'function') {
-            handler = self.api.on_unknown_command;
+            handler = api.on_unknown_command;
         }
         if (typeof handler === 'function') {
-            const result = handler.call(self.api, command);
+            const result = handler.call(api, command);
             if (result && typeof result.then === 'function') {
                 result.then(null, function (err) { self.fail('app handler for ' + command.cmd + ' failed', err); });
             }
@@ -185,12 +255,16 @@ function Runner() {
     };
 
     self.reply = function (reply) {
-        const callback = self.pending.get(reply.cmd_id);
+        const session = self.session;
+        if (session === null) {
+            return;
+        }
+        const callback = session.pending.get(reply.cmd_id);
         if (callback === undefined) {
             return;
         }
-        self.pending.delete(reply.cmd_id);
-        callback.call(self.api, reply);
+        session.pending.delete(reply.cmd_id);
+        callback.call(session.api, reply);
     };
 
     self.handle = function (command) {
@@ -201,7 +275,7 @@ function Runner() {
             self.reply(command);
             return;
         }
-        if (!self.loaded) {
+        if (self.app === null) {
             if (command.cmd === 'initialize') {
                 try {
                     self.load(command);
@@ -239,11 +313,12 @@ function Runner() {
         try {
             command = JSON.parse(line);
         } catch (err) {
-            self.api.log_warning('runner received a line that is not JSON, ignored: ' + line.slice(0, 200));
+            self.currentApi().log_warning('runner received a line that is not JSON, ignored: ' + line.slice(0, 200));
             return;
         }
         if (command === null || typeof command !== 'object' || typeof command.cmd !== 'string') {
-            self.api.log_warning('runner received a line that is not a command, ignored: ' + line.slice(0, 200));
+            self.currentApi().log_warning('runner received a line that is not a command, ignored: ' +
+                                          line.slice(0, 200));
             return;
         }
         if (self.failing) {

@@ -7,15 +7,17 @@ and the app's ``api.done()`` (``js.done``) ends the run successfully.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections.abc import Hashable
 from typing import Any, ClassVar, cast
 
 from vxsandbox_core.config import Field, MiB, SandboxConfig, string_list
 from vxsandbox_core.dispatch import SandboxApi
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import Message
-from vxsandbox_core.process import SandboxProtocol, SandboxResult
+from vxsandbox_core.process import SandboxResult
 from vxsandbox_core.worker import Sandbox
 
 from .node import NodeVersion, find_node, hardening_flags, node_version, runner_path
@@ -159,14 +161,19 @@ class JsSandbox(Sandbox):
                                 self.allowed_reads(api))
         return [*flags, runner_path()]
 
-    async def run_sandbox(self, api: SandboxApi, protocol: SandboxProtocol, deliver: Any) -> SandboxResult:
+    async def run_sandbox(self, api: SandboxApi, deliver: Any) -> SandboxResult:
         """Run the child; a run killed by the timeout is also explained in the app's own log."""
-        result = await super().run_sandbox(api, protocol, deliver)
+        result = await super().run_sandbox(api, deliver)
         if result.kill_reason == "timeout":
             # The operator's log says "killed: timeout"; the app's author needs the likely cause.
             api.log(f"the app's run was killed after the {js_config(api).timeout}s timeout: it did not call "
                     "api.done() (or kept working after it)", logging.ERROR)
         return result
+
+    def child_key(self, api: SandboxApi) -> Hashable:
+        """A warm child serves one tenant and one version of its code and context, nothing else."""
+        code = repr((self.javascript_for_api(api), self.app_context_for_api(api), self.app_filename(api)))
+        return (super().child_key(api), hashlib.sha256(code.encode("utf-8")).hexdigest())
 
     def javascript_for_api(self, api: SandboxApi) -> str:
         """The app's source code for a run."""

@@ -1,7 +1,8 @@
-"""Resources built into vxsandbox-core: ``config`` (app configuration) and ``metrics`` (app metrics)."""
+"""Resources built into vxsandbox-core: ``config`` (app configuration), ``metrics`` (app metrics), ``run`` (done)."""
 
 from .config import ConfigResource, ConfigResourceConfig
 from .metrics import AGGREGATORS, AggregatedMetric, MetricsResource
+from .run import RunResource
 
 __all__ = [
     "AGGREGATORS",
@@ -9,4 +10,5 @@ __all__ = [
     "ConfigResource",
     "ConfigResourceConfig",
     "MetricsResource",
+    "RunResource",
 ]

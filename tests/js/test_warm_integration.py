@@ -1,0 +1,101 @@
+"""Tests for warm Node.js children: one child per tenant and code version, a fresh vm context per message."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from vxsandbox_core.testing import make_user_message
+from vxsandbox_js import JsFileSandbox, JsSandbox
+
+from .helpers import js_config, make_worker
+
+pytestmark = pytest.mark.node
+
+# Counts messages in a global (fresh per message, so always 1) and reports the process id.
+COUNTING_APP = """
+if (typeof seen === 'undefined') { seen = 0; }
+api.on_inbound_message = function (command) {
+    seen += 1;
+    var content = command.msg.content;
+    if (content === 'timer') {
+        setTimeout(function () { api.log_info('late timer fired'); }, 200);
+    }
+    this.log_info('pid ' + pid + ' seen ' + seen + ' content ' + content, function () { this.done(); });
+};
+"""
+
+
+class WarmJsTests(TestCase):
+    def worker(self, cls=JsSandbox, **extra):
+        extra.setdefault("javascript", COUNTING_APP)
+        config = js_config(app_context="{pid: process.pid}", messages_per_process=50, **extra)
+        worker = make_worker(cls, config)
+        self.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
+        return worker
+
+    async def send(self, worker, content, sandbox_id="tenant-1"):
+        return await worker.process_message(make_user_message(content=content, sandbox_id=sandbox_id))
+
+    def lines(self, worker):
+        return [m for m in worker.resources.resources["log"].messages() if m.startswith("pid ")]
+
+    async def test_globals_do_not_survive_between_messages_in_one_child(self):
+        """Three messages run in one node process, and each sees a fresh global scope."""
+        worker = self.worker()
+        await worker.setup()
+        for content in ("a", "b", "c"):
+            self.assertEqual(await self.send(worker, content), "ok")
+        lines = self.lines(worker)
+        self.assertEqual(len({line.split()[1] for line in lines}), 1, lines)
+        self.assertEqual([line.split()[3] for line in lines], ["1", "1", "1"])
+        self.assertEqual(worker.pool.spawned, 1)
+
+    async def test_timers_of_a_finished_message_never_fire(self):
+        """A timer left by one message is cleared at done and never reaches the next message."""
+        worker = self.worker()
+        await worker.setup()
+        await self.send(worker, "timer")
+        await deferLater(reactor, 0.4, lambda: None)
+        await self.send(worker, "after")
+        messages = worker.resources.resources["log"].messages()
+        self.assertNotIn("late timer fired", messages)
+        self.assertEqual(worker.pool.spawned, 1)
+
+    async def test_each_tenant_gets_its_own_child(self):
+        """Two sandbox_ids never share a node process."""
+        worker = self.worker()
+        await worker.setup()
+        for sandbox_id in ("t1", "t2", "t1"):
+            await self.send(worker, sandbox_id, sandbox_id=sandbox_id)
+        pids = [line.split()[1] for line in self.lines(worker)]
+        self.assertEqual(pids[0], pids[2])
+        self.assertNotEqual(pids[0], pids[1])
+
+    async def test_edited_app_file_gets_a_new_child(self):
+        """When the app's file changes, the next message runs in a child that loaded the new code."""
+        app = self.mktemp() + ".js"
+        with open(app, "w") as f:
+            f.write(COUNTING_APP)
+        worker = self.worker(cls=JsFileSandbox, javascript=None, javascript_file=app)
+        await worker.setup()
+        await self.send(worker, "v1")
+        with open(app, "w") as f:
+            f.write(COUNTING_APP + "\n// version 2\n")
+        await self.send(worker, "v2")
+        pids = [line.split()[1] for line in self.lines(worker)]
+        self.assertNotEqual(pids[0], pids[1])
+        self.assertEqual(worker.pool.spawned, 2)
+
+    async def test_a_throwing_app_retires_its_child(self):
+        """An app that throws ends its run with an error and the next message gets a new child."""
+        worker = self.worker(javascript=COUNTING_APP.replace(
+            "seen += 1;", "seen += 1; if (command.msg.content === 'boom') { throw new Error('boom'); }"))
+        await worker.setup()
+        outcomes = [await self.send(worker, c) for c in ("a", "boom", "b")]
+        self.assertEqual(outcomes, ["ok", "error", "ok"])
+        pids = [line.split()[1] for line in self.lines(worker)]
+        self.assertNotEqual(pids[0], pids[1])

@@ -1,0 +1,183 @@
+"""The worker's live sandbox children: warm ones kept per tenant and code, pre-started spares, and a bound.
+
+A warm child only ever serves one key: the tenant (``sandbox_id``) and the
+version of its code, so no process is ever shared between tenants (the seed
+cached children by message type alone). Idle children are reaped after
+``idle_timeout`` seconds; the number of live children never exceeds
+``max_children``; with ``prefork`` > 0 that many blank children are started
+before they are needed, so a message does not wait for a process to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+
+from .process import SandboxProtocol, SandboxResult
+
+log = logging.getLogger("vxsandbox.pool")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) a live process has used, or 0 when it cannot be read."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5); after the ")" they are the 12th and 13th.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ChildPool:
+    """Hands out children for runs and takes them back.
+
+    :param spawn: builds and spawns a new child (``spawn(api)``); ``api`` is
+        the run's, or None for a pre-started spare.
+    :param max_children: live children at most (busy, idle and spare).
+    :param idle_timeout: seconds an idle warm child is kept.
+    :param prefork: blank children kept started ahead of need.
+    :param cpu_limit: the children's RLIMIT_CPU soft limit in seconds (or None); a warm
+        child that has used half of it is retired rather than killed mid-run by the kernel.
+    """
+
+    def __init__(self, spawn: Callable[[Any], SandboxProtocol], max_children: int, idle_timeout: float,
+                 prefork: int, cpu_limit: float | None, reactor: Any) -> None:
+        self.spawn = spawn
+        self.max_children = max_children
+        self.idle_timeout = idle_timeout
+        self.prefork = prefork
+        self.cpu_limit = cpu_limit
+        self.reactor = reactor
+        self.busy: set[SandboxProtocol] = set()
+        #: idle children, least recently used first, each with its key and reaping timer
+        self.idle: OrderedDict[SandboxProtocol, tuple[Hashable, Any]] = OrderedDict()
+        self.spares: list[SandboxProtocol] = []
+        self._waiting: list[Deferred[None]] = []
+        #: every child spawned and not yet ended, retiring ones included
+        self.alive: set[SandboxProtocol] = set()
+        self.spawned = 0
+        self.reused = 0
+
+    @property
+    def live(self) -> int:
+        """Children alive or starting: busy, idle and spare."""
+        return len(self.busy) + len(self.idle) + len(self.spares)
+
+    async def acquire(self, key: Hashable, api: Any, spare_ok: bool) -> tuple[SandboxProtocol, bool]:
+        """A child for a run of ``key``: an idle warm one, else a spare, else a new one.
+
+        Returns ``(child, fresh)``; a fresh child has not been initialised for any tenant yet.
+        Waits when ``max_children`` are all busy.
+        """
+        while True:
+            for child, (child_key, _timer) in self.idle.items():
+                if child_key == key:
+                    self._take_idle(child)
+                    self.busy.add(child)
+                    self.reused += 1
+                    return child, False
+            if spare_ok and self.spares:
+                child = self.spares.pop(0)
+                self.busy.add(child)
+                self._top_up()
+                return child, True
+            if self.live >= self.max_children:
+                if self.idle:
+                    self._take_idle(next(iter(self.idle))).retire()
+                elif self.spares:
+                    self.spares.pop().retire()
+                else:
+                    waiter: Deferred[None] = Deferred()
+                    self._waiting.append(waiter)
+                    await waiter
+                    continue
+            child = self._spawn(api)
+            self.busy.add(child)
+            self._top_up()
+            return child, True
+
+    def release(self, child: SandboxProtocol, key: Hashable, result: SandboxResult) -> None:
+        """Take a child back after its run: keep it warm, or retire it."""
+        self.busy.discard(child)
+        if not result.retired and child.reusable and not self._cpu_worn(child):
+            timer = self.reactor.callLater(self.idle_timeout, self._reap, child)
+            self.idle[child] = (key, timer)
+        else:
+            child.retire()
+        self._wake()
+        self._top_up()
+
+    def kill_all(self) -> Deferred[Any]:
+        """Retire every child, busy or not (their runs fail as killed); fires once all have ended."""
+        for child in list(self.idle):
+            self._take_idle(child).retire()
+        for child in self.spares:
+            child.retire()
+        self.spares.clear()
+        for child in list(self.busy):
+            child.kill("worker stopping")
+        return DeferredList([child.wait_ended() for child in self.alive], consumeErrors=True)
+
+    def stop_prefork(self) -> None:
+        """Start no more spares (the worker is stopping)."""
+        self.prefork = 0
+
+    # --- internals ------------------------------------------------------------------
+
+    def _spawn(self, api: Any) -> SandboxProtocol:
+        child = self.spawn(api)
+        self.spawned += 1
+        self.alive.add(child)
+        child.wait_ended().addCallback(lambda _: self._ended(child))
+        return child
+
+    def _take_idle(self, child: SandboxProtocol) -> SandboxProtocol:
+        key, timer = self.idle.pop(child)
+        if timer.active():
+            timer.cancel()
+        return child
+
+    def _reap(self, child: SandboxProtocol) -> None:
+        if child in self.idle:
+            self.idle.pop(child)
+            child.retire()
+            self._wake()
+
+    def _ended(self, child: SandboxProtocol) -> None:
+        # A child may die while idle or spare (a crash, an outside SIGKILL): forget it.
+        self.alive.discard(child)
+        if child in self.idle:
+            self._take_idle(child)
+        if child in self.spares:
+            self.spares.remove(child)
+        self._wake()
+        self._top_up()
+
+    def _wake(self) -> None:
+        # A waiter can proceed when there is room, or an idle or spare child it may evict.
+        if self._waiting and (self.live < self.max_children or self.idle or self.spares):
+            self._waiting.pop(0).callback(None)
+
+    def _top_up(self) -> None:
+        while len(self.spares) < self.prefork and self.live < self.max_children:
+            self.spares.append(self._spawn(None))
+
+    def _cpu_worn(self, child: SandboxProtocol) -> bool:
+        if self.cpu_limit is None:
+            return False
+        return cpu_seconds(child.pid) > self.cpu_limit / 2
+
+
+def cpu_soft_limit(limits: dict[int, tuple[int, int]]) -> float | None:
+    """The RLIMIT_CPU soft limit among ``limits``, or None when unlimited or unset."""
+    soft = limits.get(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, 0))[0]
+    return None if soft == resource.RLIM_INFINITY else float(soft)
