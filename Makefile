@@ -12,7 +12,8 @@ NPM_APPS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.
 $(VENV)/.installed: $(PKG_FILES) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(foreach d,$(DISTS),-e ./$(d)) "./vxsandbox_core[test]" ruff tox hatchling
+	$(PY) -m pip install -q -e "./vxsandbox_core[test]" $(foreach d,$(filter-out vxsandbox_core,$(DISTS)),-e ./$(d)) \
+		ruff tox hatchling
 	touch $@
 
 npm:
@@ -21,9 +22,9 @@ npm:
 services:
 	scripts/start-services
 
-## Run the example app in the terminal on the embedded defaults (no broker, no Redis needed).
+## Run the example USSD app in the terminal on the embedded defaults (no broker, no Redis needed).
 demo: $(VENV)/.installed npm
-	$(VENV)/bin/vxsandbox chat examples/hello-ussd/app.js
+	$(VENV)/bin/vxsandbox chat examples/vumigo_app --config-json '{"name": "Tea Time"}' $(DEMO_ARGS)
 
 ## Install everything, start Redis and RabbitMQ if needed, run the whole test suite.
 test: $(VENV)/.installed npm services
