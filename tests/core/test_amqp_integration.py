@@ -316,7 +316,7 @@ class AmqpIntegrationTests(TestCase):
         worker.transport.signalProcess("TERM")
         code = await worker.ended
         self.assertEqual(code, 0, worker.log)
-        self.assertIn("waiting for 5 sandbox run(s) in flight", worker.log)
+        self.assertIn("for 5 sandbox run(s) in flight", worker.log)
         await self.replies.wait_for(5, timeout=10)
         self.assertEqual({r["in_reply_to"] for r in self.replies.bodies}, {m["message_id"] for m in messages})
         self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)

@@ -107,3 +107,36 @@ class ServiceTests(TestCase):
         worker = Sandbox(echo_worker_config(None), broker=None, hooks=hooks_with())  # type: ignore[arg-type]
         with self.assertRaises(ConfigError):
             WorkerService(worker, MemoryBroker())
+
+
+class ShutdownTests(TestCase):
+    async def test_run_past_shutdown_timeout_is_killed_and_requeued(self) -> None:
+        """A run still going shutdown_timeout after stop is killed, and its message goes back to the queue."""
+        broker = MemoryBroker()
+        worker = Sandbox(echo_worker_config("tr", 30, shutdown_timeout=0.5, timeout=60), broker=broker,
+                         hooks=hooks_with())
+        service = WorkerService(worker, broker)
+        await service.start()
+        msg = make_user_message(transport_name="tr", content="slow")
+        await broker.publish("tr.inbound", msg.to_json().encode())
+        await deferLater(reactor, 0.3, lambda: None)
+        started = reactor.seconds()
+        await service.stop()
+        self.assertLess(reactor.seconds() - started, 3)
+        self.assertEqual(service.counts["interrupted"], 1)
+        self.assertEqual(worker.pool.live, 0)
+        self.assertEqual([json.loads(b)["message_id"] for b in broker.drain("tr.inbound")], [msg["message_id"]])
+        self.assertEqual(broker.drain("tr.outbound"), [])
+
+    async def test_run_within_shutdown_timeout_finishes_and_is_acked(self) -> None:
+        """A run that ends within shutdown_timeout is answered and acked, not requeued."""
+        broker = MemoryBroker()
+        worker = Sandbox(echo_worker_config("tr", 0.5, shutdown_timeout=5), broker=broker, hooks=hooks_with())
+        service = WorkerService(worker, broker)
+        await service.start()
+        await broker.publish("tr.inbound", make_user_message(transport_name="tr").to_json().encode())
+        await deferLater(reactor, 0.2, lambda: None)
+        await service.stop()
+        self.assertEqual(service.counts["ok"], 1)
+        self.assertEqual(len(broker.drain("tr.outbound")), 1)
+        self.assertEqual(broker.drain("tr.inbound"), [])

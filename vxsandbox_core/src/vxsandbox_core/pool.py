@@ -116,15 +116,15 @@ class ChildPool:
         self._wake()
         self._top_up()
 
-    def kill_all(self) -> Deferred[Any]:
-        """Retire every child, busy or not (their runs fail as killed); fires once all have ended."""
+    def kill_all(self, reason: str) -> Deferred[Any]:
+        """Retire every child, busy or not (their runs end killed for ``reason``); fires once all have ended."""
         for child in list(self.idle):
             self._take_idle(child).retire()
         for child in self.spares:
             child.retire()
         self.spares.clear()
         for child in list(self.busy):
-            child.kill("worker stopping")
+            child.kill(reason)
         return DeferredList([child.wait_ended() for child in self.alive], consumeErrors=True)
 
     def stop_prefork(self) -> None:

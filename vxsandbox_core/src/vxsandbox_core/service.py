@@ -16,7 +16,9 @@ queue. What becomes of a delivery:
   operator can fix the config and shovel the messages back;
 - the worker itself failed (a bug): logged with the traceback and
   dead-lettered, so one poison message cannot loop forever;
-- it arrived while the service was stopping: requeued for another worker.
+- it arrived while the service was stopping, or its run was still going
+  ``shutdown_timeout`` seconds after the stop began and was killed
+  (``interrupted``): requeued for another worker.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ class WorkerService:
         ``broker`` is the same broker, so its replies go out through it.
     :param broker: a connected-on-start :class:`~vxsandbox_core.brokers.Broker`.
     :param transport_name: the transport whose queues to consume (default: the config's).
-    :param stop_grace: seconds :meth:`stop` waits for in-flight runs beyond the
-        worker's ``timeout`` before closing anyway.
     """
 
-    def __init__(self, worker: Any, broker: Broker, transport_name: str | None = None,
-                 stop_grace: float = 10.0) -> None:
+    #: seconds :meth:`stop` waits for killed runs to settle before closing anyway
+    SETTLE_TIMEOUT = 2.0
+
+    def __init__(self, worker: Any, broker: Broker, transport_name: str | None = None) -> None:
         transport_name = transport_name or worker.config.transport_name
         if not transport_name:
             raise ConfigError("transport_name", "is required to consume from a broker "
@@ -55,7 +57,6 @@ class WorkerService:
         self.worker = worker
         self.broker = broker
         self.transport_name = transport_name
-        self.stop_grace = stop_grace
         self.consumers: list[Consumer] = []
         self.in_flight: set[Deferred[None]] = set()
         #: deliveries by fate: ok, error, refused, invalid, failed, requeued
@@ -89,20 +90,34 @@ class WorkerService:
             except Exception as e:
                 log.warning("could not cancel the consumer of %s: %s", consumer.routing_key, e)
         if self.in_flight:
-            log.info("waiting for %d sandbox run(s) in flight", len(self.in_flight))
-            waiting = DeferredList(list(self.in_flight), consumeErrors=True)
-            from twisted.internet import reactor
-            limit = float(getattr(self.worker.config, "timeout", 60)) + self.stop_grace
-            waiting.addTimeout(limit, reactor)
-            try:
-                await waiting
-            except Exception:
-                log.error("%d sandbox run(s) still in flight after %.0fs; closing anyway "
-                          "(the broker delivers them again)", len(self.in_flight), limit)
+            limit = float(self.worker.config.shutdown_timeout)
+            log.info("waiting up to %.0fs for %d sandbox run(s) in flight", limit, len(self.in_flight))
+            if not await self._settled(limit):
+                log.warning("%d sandbox run(s) still in flight after %.0fs (shutdown_timeout); killing them, "
+                            "their messages go back to the queue", len(self.in_flight), limit)
+                self.worker.kill_all()
+                if not await self._settled(self.SETTLE_TIMEOUT):
+                    log.error("%d delivery(ies) not settled; closing anyway (the broker delivers them again)",
+                              len(self.in_flight))
         await self.broker.close()
         if self._started:
             await self.worker.teardown()
         log.info("stopped; deliveries: %s", dict(self.counts) or "none")
+
+    async def _settled(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for every delivery in flight to be settled (never cancelling them)."""
+        from twisted.internet import reactor
+
+        done: Deferred[bool] = Deferred()
+        timer = reactor.callLater(seconds, done.callback, False)
+
+        def all_settled(_: Any) -> None:
+            if not done.called:
+                timer.cancel()
+                done.callback(True)
+
+        DeferredList(list(self.in_flight), consumeErrors=True).addCallback(all_settled)
+        return await done
 
     # --- deliveries -------------------------------------------------------------------
 
@@ -148,7 +163,10 @@ class WorkerService:
             await delivery.reject(requeue=False)
             return
         self.counts[outcome] += 1
-        if outcome == "refused":
+        if outcome == "interrupted":
+            # The worker stopped before the app handled it: another worker (or this one, later) must.
+            await delivery.reject(requeue=True)
+        elif outcome == "refused":
             log.error("%s from %s refused by the worker (reason logged above); dead-lettered to %s.dead",
                       _ref(msg), delivery.routing_key, delivery.routing_key)
             await delivery.reject(requeue=False)

@@ -27,6 +27,9 @@ from .resources import SandboxResources
 
 log = logging.getLogger("vxsandbox.worker")
 
+#: the kill reason of runs ended because the worker is stopping
+STOPPING = "worker stopping"
+
 
 class SandboxRefusedError(VxSandboxError):
     """No sandbox can be run for this message (e.g. it names no sandbox_id)."""
@@ -133,7 +136,7 @@ class Sandbox:
     def kill_all(self) -> Deferred[Any]:
         """Kill every live child (runs in progress end as killed); fires once all have ended."""
         self.pool.stop_prefork()
-        return self.pool.kill_all()
+        return self.pool.kill_all(STOPPING)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -148,7 +151,13 @@ class Sandbox:
         await self.resources.teardown()
 
     async def process_message(self, msg: TransportUserMessage) -> str:
-        """Run the sandbox for a user message; returns the outcome (``ok``, ``error``, ``refused``)."""
+        """Run the sandbox for a user message; returns the outcome.
+
+        ``ok`` (the run ended normally), ``error`` (the app failed or was killed
+        for misbehaving), ``refused`` (no sandbox could be picked for it) or
+        ``interrupted`` (the worker was stopping and killed the run: the
+        message was not handled and should be delivered again).
+        """
         return await self._process(msg, lambda api: api.sandbox_inbound_message(msg))
 
     async def process_event(self, event: TransportEvent) -> str:
@@ -173,7 +182,10 @@ class Sandbox:
                         self._order_locks.pop(sandbox_id, None)
             else:
                 result = await self.run_sandbox(api, deliver)
-            outcome = "ok" if result.ok else "error"
+            if result.kill_reason == STOPPING:
+                outcome = "interrupted"
+            else:
+                outcome = "ok" if result.ok else "error"
         except SandboxRefusedError as e:
             log.warning("refused %s %s: %s", msg.message_type, _message_ref(msg), e)
         finally:
