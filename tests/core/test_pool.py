@@ -222,11 +222,11 @@ class PoolTests(TestCase):
         self.assertEqual(await self.send(worker, "hi"), "ok")
 
     async def test_kill_all_ends_busy_children(self):
-        """kill_all ends a run in progress as killed."""
+        """kill_all ends a run in progress as interrupted (its message is to be delivered again)."""
         worker, plugin = self.make_worker(timeout=30)
         await worker.setup()
         d = self.send(worker, "hang")
         await deferLater(reactor, 0.3, lambda: None)
         worker.kill_all()
-        self.assertEqual(await d, "error")
+        self.assertEqual(await d, "interrupted")
         self.assertEqual(plugin.results[0].kill_reason, "worker stopping")
