@@ -1,0 +1,668 @@
+"""Round-trip benchmark: a Vumi transport drives the real worker through RabbitMQ and measures replies.
+
+Run by hand (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379, node on
+PATH, ``npm ci --prefix examples/vumigo_app`` for the vumigo_v02 app)::
+
+    python benchmarks/roundtrip.py [--json] [--apps js,vumigo,python] [--modes cold,prefork,warm]
+    python benchmarks/roundtrip.py --rss 100000      # worker RSS over a long warm run
+
+This process plays the transport: it publishes raw Vumi JSON user messages to
+``<transport>.inbound`` on the ``vumi`` exchange and consumes the replies from
+``<transport>.outbound``, with txamqp as the worker does. The worker is
+``vxsandbox run -c <config>`` in its own process. Each app and mode is
+measured twice: one message in flight (latency of a single user), and at
+saturation (all N published at once; the worker's prefetch is 20).
+
+Apps: ``js`` (an app that only does ``outbound.reply_to`` then ``done``),
+``vumigo`` (the vumigo_v02 example with ``kv`` on Redis), ``python``
+(``vxsandbox_core.testing.echo_child``). Modes: ``cold`` (a process per
+message), ``prefork`` (a process per message, two started ahead), ``warm``
+(a child serves up to 1000 messages of its sandbox_id, JS in a fresh vm
+context each).
+
+The same run measures the floors with the same client library: the RabbitMQ
+echo (a minimal txamqp consumer that republishes), the echo through one warm
+node child that runs each message in a fresh vm context (no vxsandbox code),
+and the bare ``node -e 0`` spawn. Queues are unique per run and deleted at
+the end; all traffic stays on the loopback interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, ProcessProtocol
+from txamqp.client import TwistedDelegate
+from txamqp.content import Content
+from txamqp.protocol import AMQClient
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VUMIGO_APP = os.path.join(ROOT, "examples", "vumigo_app", "app.js")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+EXCHANGE = "vumi"
+PREFETCH = 20
+CORES = os.cpu_count() or 1
+
+#: the reply-only app: one outbound.reply_to, then done
+REPLY_APP = """
+api.on_inbound_message = function (command) {
+    var msg = command.msg;
+    this.request('outbound.reply_to', {in_reply_to: msg.message_id, content: 'echo: ' + msg.content,
+                                       continue_session: true}, function () { this.done(); });
+};
+"""
+
+#: messages per (app, mode): (one in flight, at saturation); cold runs are bounded by ~30 spawns/s
+COUNTS = {
+    ("js", "cold"): (20, 150), ("js", "prefork"): (30, 150), ("js", "warm"): (200, 3000),
+    ("vumigo", "cold"): (10, 60), ("vumigo", "prefork"): (15, 60), ("vumigo", "warm"): (100, 1500),
+    ("python", "cold"): (20, 200), ("python", "prefork"): (30, 200), ("python", "warm"): (200, 3000),
+}
+MODES = {"cold": (1, 0), "prefork": (1, 2), "warm": (1000, 0)}
+
+# The floor's node child: every message runs the app's code in a fresh vm context, and the app
+# makes one request and then says done (4 JSON lines per message, as a warm sandbox run makes).
+NODE_ECHO_CHILD = r"""
+'use strict';
+const vm = require('vm');
+const script = new vm.Script(process.argv[1]);
+const pending = new Map();
+let buffer = '';
+function write(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', function (chunk) {
+    buffer += chunk;
+    let end;
+    while ((end = buffer.indexOf('\n')) >= 0) {
+        const cmd = JSON.parse(buffer.slice(0, end));
+        buffer = buffer.slice(end + 1);
+        if (cmd.reply) {
+            const cb = pending.get(cmd.cmd_id); pending.delete(cmd.cmd_id); cb(cmd);
+            continue;
+        }
+        const id = cmd.id;
+        const api = {
+            request: function (name, fields, cb) {
+                fields.cmd = name; fields.cmd_id = id; fields.reply = false;
+                pending.set(id, cb); write(fields);
+            },
+            done: function () { write({cmd: 'done', cmd_id: id, reply: false}); },
+        };
+        const ctx = vm.createContext({api: api});
+        script.runInContext(ctx);
+        ctx.api.on_inbound_message(cmd);
+    }
+});
+process.stdin.on('end', function () { process.exit(0); });
+"""
+NODE_ECHO_APP = """
+api.on_inbound_message = function (command) {
+    var msg = command.msg;
+    api.request('outbound.reply_to', {in_reply_to: msg.message_id, content: 'echo: ' + msg.content},
+                function () { api.done(); });
+};
+"""
+
+
+# --- a minimal txamqp client (the transport, and the floor workers) ----------------------------
+
+class Amqp:
+    """One txamqp connection with one channel, TCP_NODELAY on, publishing to the ``vumi`` exchange."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.channel: Any = None
+        self._channel_ids = iter(range(2, 65535))
+
+    async def connect(self, reactor: Any) -> None:
+        from vxsandbox_core.brokers.amqp import load_spec  # also fixes txamqp's body decoding
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", 5672, timeout=10)
+        factory = Factory.forProtocol(lambda: AMQClient(TwistedDelegate(), "/", load_spec(), heartbeat=0,
+                                                        clock=reactor))
+        factory.noisy = False
+        self.client = await endpoint.connect(factory)
+        self.client.transport.setTcpNoDelay(True)
+        await self.client.authenticate("guest", "guest")
+        self.channel = await self.client.channel(1)
+        await self.channel.channel_open()
+        await self.channel.exchange_declare(exchange=EXCHANGE, type="direct", durable=True)
+
+    async def declare(self, queue: str) -> None:
+        await self.channel.queue_declare(queue=queue, durable=True)
+        await self.channel.queue_bind(queue=queue, exchange=EXCHANGE, routing_key=queue)
+
+    def publish(self, routing_key: str, body: bytes) -> None:
+        content = Content(body, properties={"delivery-mode": 2, "content-type": "application/json"})
+        self.channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key, content=content)
+
+    def ack(self, tag: int) -> None:
+        self.channel.basic_ack(delivery_tag=tag)
+
+    async def consume(self, queue: str, handler: Any, prefetch: int) -> None:
+        """Call ``handler(msg)`` for every delivery (txamqp message; ``msg.content.body``)."""
+        await self.channel.basic_qos(prefetch_count=prefetch)
+        reply = await self.channel.basic_consume(queue=queue)
+        deliveries = await self.client.queue(reply.consumer_tag)
+
+        async def loop() -> None:
+            while True:
+                try:
+                    msg = await deliveries.get()
+                except Exception:
+                    return
+                handler(msg)
+        defer.ensureDeferred(loop())
+
+    async def consumers(self, queue: str) -> int:
+        """Consumers of ``queue`` (0 when it does not exist yet), on a throwaway channel."""
+        channel = await self.client.channel(next(self._channel_ids))
+        await channel.channel_open()
+        try:
+            reply = await channel.queue_declare(queue=queue, passive=True)
+            await channel.channel_close()
+            return int(reply.consumer_count)
+        except Exception:
+            return 0
+
+    async def delete(self, *queues: str) -> None:
+        for queue in queues:
+            channel = await self.client.channel(next(self._channel_ids))
+            await channel.channel_open()
+            try:
+                await channel.queue_delete(queue=queue)
+                await channel.channel_close()
+            except Exception:
+                pass
+
+    async def close(self) -> None:
+        try:
+            await self.client.close(within=2)
+        except Exception:
+            self.client.transport.loseConnection()
+
+
+# --- the floor workers (run as separate processes: roundtrip.py --serve KIND TRANSPORT) ----------
+
+class NodeEchoProtocol(ProcessProtocol):
+    """One warm node child; messages are multiplexed by id."""
+
+    def __init__(self, on_line: Any) -> None:
+        self.on_line = on_line
+        self.buffer = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            self.on_line(json.loads(line))
+
+    def errReceived(self, data: bytes) -> None:
+        sys.stderr.write(data.decode("utf-8", "replace"))
+
+
+async def serve_floor(reactor: Any, kind: str, transport: str) -> None:
+    """A floor worker: republish every inbound message as its reply (through a node child for node-echo)."""
+    amqp = Amqp()
+    await amqp.connect(reactor)
+    inbound, outbound = f"{transport}.inbound", f"{transport}.outbound"
+    await amqp.declare(inbound)
+    await amqp.declare(outbound)
+    tags: dict[int, int] = {}
+    child: Any = None
+
+    def on_child_line(command: dict[str, Any]) -> None:
+        n = command["cmd_id"]
+        if command["cmd"] == "done":
+            amqp.ack(tags.pop(n))
+            return
+        body = json.dumps({"message_type": "user_message", "in_reply_to": command["in_reply_to"],
+                           "content": command["content"]}).encode()
+        amqp.publish(outbound, body)
+        child.transport.write(json.dumps({"reply": True, "cmd_id": n, "success": True}).encode() + b"\n")
+
+    if kind == "node-echo":
+        child = NodeEchoProtocol(on_child_line)
+        node = shutil.which("node") or "node"
+        reactor.spawnProcess(child, node, [node, "-e", NODE_ECHO_CHILD, NODE_ECHO_APP], env=None)
+
+    def on_message(msg: Any) -> None:
+        tag = msg.delivery_tag
+        if child is None:
+            amqp.publish(outbound, msg.content.body)
+            amqp.ack(tag)
+            return
+        tags[tag] = tag
+        child.transport.write(b'{"cmd":"inbound-message","id":%d,"msg":%s}\n' % (tag, msg.content.body))
+
+    await amqp.consume(inbound, on_message, PREFETCH)
+    await defer.Deferred()  # until SIGTERM
+
+
+# --- the transport side ---------------------------------------------------------------------------
+
+def vumi_message(transport: str, n: int, user: str, content: str, session_event: str) -> dict[str, Any]:
+    """A user message as a Vumi transport puts it on the wire."""
+    return {
+        "message_version": "20110921", "message_type": "user_message",
+        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "routing_metadata": {}, "helper_metadata": {}, "transport_metadata": {},
+        "message_id": uuid.uuid4().hex, "to_addr": "*120*8864#", "from_addr": user,
+        "from_addr_type": "msisdn", "to_addr_type": None, "group": None, "provider": None,
+        "in_reply_to": None, "session_event": session_event, "content": content,
+        "transport_name": transport, "transport_type": "ussd",
+    }
+
+
+class Transport:
+    """Publishes user messages and times each reply, matched by ``in_reply_to``."""
+
+    def __init__(self, reactor: Any, name: str) -> None:
+        self.reactor = reactor
+        self.name = name
+        self.amqp = Amqp()
+        self.sent: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.last_reply = 0.0
+        self._waiter: tuple[int, defer.Deferred[None]] | None = None
+        self.n = 0
+
+    async def start(self) -> None:
+        await self.amqp.connect(self.reactor)
+        await self.amqp.declare(f"{self.name}.outbound")
+        await self.amqp.consume(f"{self.name}.outbound", self._on_reply, 200)
+
+    def _on_reply(self, msg: Any) -> None:
+        now = time.perf_counter()
+        self.amqp.ack(msg.delivery_tag)
+        reply = json.loads(msg.content.body)
+        sent = self.sent.pop(reply.get("in_reply_to") or reply.get("message_id"), None)
+        if sent is None:
+            return
+        self.latencies.append(now - sent)
+        self.last_reply = now
+        if self._waiter is not None and len(self.latencies) >= self._waiter[0]:
+            d = self._waiter[1]
+            self._waiter = None
+            d.callback(None)
+
+    def send(self, app: str) -> None:
+        self.n += 1
+        if app == "vumigo":
+            # a new user each time, starting a session: kv.get, kv.set, config.get, log and reply
+            msg = vumi_message(self.name, self.n, f"+2783{self.n:07d}", "", "new")
+        else:
+            msg = vumi_message(self.name, self.n, "+27831234567", f"hello {self.n}", "resume")
+        body = json.dumps(msg).encode()
+        self.sent[msg["message_id"]] = time.perf_counter()
+        self.amqp.publish(f"{self.name}.inbound", body)
+
+    async def replies(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` replies were timed in total."""
+        if len(self.latencies) >= count:
+            return
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiter = (count, d)
+        d.addTimeout(timeout, self.reactor)
+        await d
+
+    async def one_in_flight(self, app: str, n: int, timeout: float) -> dict[str, float]:
+        self.latencies = []
+        start = time.perf_counter()
+        for i in range(n):
+            self.send(app)
+            await self.replies(i + 1, timeout)
+        return summary(self.latencies, time.perf_counter() - start)
+
+    async def saturate(self, app: str, n: int, timeout: float) -> dict[str, float]:
+        self.latencies = []
+        start = time.perf_counter()
+        for _ in range(n):
+            self.send(app)
+        await self.replies(n, timeout)
+        return summary(self.latencies, self.last_reply - start)
+
+
+def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
+    """Throughput and latency percentiles (milliseconds) of one measurement."""
+    ordered = sorted(latencies)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return {"n": len(ordered), "msg_per_s": len(ordered) / elapsed if elapsed > 0 else 0.0,
+            "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+
+
+# --- worker processes -------------------------------------------------------------------------------
+
+def worker_config(app: str, mode: str, transport: str, key_prefix: str) -> dict[str, Any]:
+    """The ``vxsandbox run`` config for an app in a mode."""
+    per_process, prefork = MODES[mode]
+    common = {"transport_name": transport, "sandbox_id": "bench", "amqp_prefetch_count": PREFETCH,
+              "messages_per_process": per_process, "prefork": prefork, "timeout": 30}
+    if app == "js":
+        return {**common, "worker": "js", "javascript": REPLY_APP, "sandbox": {"outbound": {"cls": "outbound"}}}
+    if app == "vumigo":
+        return {**common, "worker": "js-standalone", "javascript_file": VUMIGO_APP,
+                "app_context": "{require: require}",
+                "sandbox": {"kv": {"cls": "kv", "redis_manager": {"url": REDIS_URL, "key_prefix": key_prefix}},
+                            "outbound": {"cls": "outbound"},
+                            "config": {"cls": "config", "values": {"config": {"name": "Tea Time"}}}}}
+    from vxsandbox_core.testing import PYTHON_RLIMITS, echo_child
+    return {**common, "worker": "sandbox", "executable": sys.executable, "args": echo_child(),
+            "rlimits": dict(PYTHON_RLIMITS), "sandbox": {"outbound": {"cls": "outbound"}, "run": {"cls": "run"}}}
+
+
+class WorkerProcess:
+    """A worker in its own process: ``vxsandbox run`` or a floor worker."""
+
+    def __init__(self, argv: list[str], log_path: str) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                      cwd=ROOT)
+
+    def cpu_seconds(self) -> float:
+        from vxsandbox_core.pool import cpu_seconds
+        return cpu_seconds(self.popen.pid)
+
+    def rss_kib(self) -> int:
+        try:
+            with open(f"/proc/{self.popen.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    async def stop(self, reactor: Any, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.popen.poll() is None and time.monotonic() < deadline:
+            await task.deferLater(reactor, 0.05, lambda: None)
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+        self.log.close()
+
+    def tail(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read()[-2000:].decode("utf-8", "replace")
+
+
+def vxsandbox_argv(config_path: str) -> list[str]:
+    exe = shutil.which("vxsandbox")
+    head = [exe] if exe else [sys.executable, "-m", "vxsandbox_core.cli"]
+    return [*head, "run", "-c", config_path, "--log-level", "warning"]
+
+
+async def wait_consumed(amqp: Amqp, queue: str, worker: WorkerProcess, reactor: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while await amqp.consumers(queue) < 1:
+        if worker.popen.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.popen.returncode}:\n{worker.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker not consuming {queue} after {timeout}s:\n{worker.tail()}")
+        await task.deferLater(reactor, 0.1, lambda: None)
+
+
+@dataclass
+class Row:
+    """One measured line of the table."""
+
+    name: str
+    one: dict[str, float] = field(default_factory=dict)
+    sat: dict[str, float] = field(default_factory=dict)
+    #: worker process CPU milliseconds per message at saturation
+    worker_cpu_ms: float = 0.0
+
+
+async def measure(reactor: Any, name: str, argv: list[str], transport_name: str, app: str,
+                  n_one: int, n_sat: int, warmup: int, tmp: str) -> Row:
+    """Start a worker, warm it up, time one-in-flight then saturation, stop it."""
+    transport = Transport(reactor, transport_name)
+    await transport.start()
+    worker = WorkerProcess(argv, os.path.join(tmp, f"{transport_name}.log"))
+    try:
+        await wait_consumed(transport.amqp, f"{transport_name}.inbound", worker, reactor)
+        timeout = max(60.0, n_sat / 10)
+        for _ in range(warmup):
+            transport.send(app)
+        transport.latencies = []
+        await transport.replies(warmup, timeout)
+        row = Row(name)
+        row.one = await transport.one_in_flight(app, n_one, timeout)
+        cpu = worker.cpu_seconds()
+        row.sat = await transport.saturate(app, n_sat, timeout)
+        row.worker_cpu_ms = (worker.cpu_seconds() - cpu) * 1000 / n_sat
+        return row
+    finally:
+        await worker.stop(reactor)
+        await transport.amqp.delete(*(f"{transport_name}.{q}" for q in
+                                      ("inbound", "event", "outbound", "inbound.dead", "event.dead")))
+        await transport.amqp.close()
+
+
+class _Spawned(ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+
+async def node_spawn(reactor: Any, runs: int = 15) -> dict[str, float]:
+    """Median wall time of spawnProcess(node -e 0) to processEnded, and CPU per spawn (child + parent)."""
+    node = shutil.which("node") or "node"
+    walls = []
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(runs):
+        proto = _Spawned()
+        start = time.perf_counter()
+        reactor.spawnProcess(proto, node, [node, "-e", "0"], env={})
+        await proto.ended
+        walls.append(time.perf_counter() - start)
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
+    child_cpu = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / runs
+    parent_cpu = (self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime) / runs
+    return {"wall_ms": statistics.median(walls) * 1000, "child_cpu_ms": child_cpu * 1000,
+            "parent_cpu_ms": parent_cpu * 1000,
+            "ceiling_msg_per_s": CORES / (child_cpu + parent_cpu)}
+
+
+async def clean_redis(prefix: str) -> None:
+    import txredisapi
+    conn = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)
+    try:
+        keys = await conn.keys(prefix + ":*")
+        if keys:
+            await conn.delete(keys)
+    finally:
+        await conn.disconnect()
+
+
+# --- the whole run --------------------------------------------------------------------------------
+
+async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    tmp = tempfile.mkdtemp(prefix="vxbench-")
+    key_prefix = f"vxbench:{run_id}"
+    scale = args.scale
+    results: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "cores": CORES,
+        "load_before": os.getloadavg(), "node_spawn": await node_spawn(reactor), "rows": []}
+    progress = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
+    progress(f"node -e 0 spawn: {results['node_spawn']}")
+    me = os.path.abspath(__file__)
+    floors = [("floor: RabbitMQ echo", "echo", 300, 5000),
+              ("floor: echo + warm node, fresh vm", "node-echo", 300, 3000)]
+    for name, kind, n_one, n_sat in floors:
+        tn = f"vxbench_{run_id}_{kind.replace('-', '_')}"
+        row = await measure(reactor, name, [sys.executable, me, "--serve", kind, tn], tn, "js",
+                            int(n_one * scale) or 1, int(n_sat * scale) or 1, 20, tmp)
+        progress(asdict(row))
+        results["rows"].append(asdict(row))
+    for app in args.apps:
+        for mode in args.modes:
+            tn = f"vxbench_{run_id}_{app}_{mode}"
+            config_path = os.path.join(tmp, f"{tn}.json")  # JSON is YAML
+            with open(config_path, "w") as f:
+                json.dump(worker_config(app, mode, tn, key_prefix), f)
+            n_one, n_sat = COUNTS[(app, mode)]
+            warmup = 20 if mode == "warm" else 2
+            row = await measure(reactor, f"{app} {mode}", vxsandbox_argv(config_path), tn, app,
+                                max(1, int(n_one * scale)), max(1, int(n_sat * scale)), warmup, tmp)
+            progress(asdict(row))
+            results["rows"].append(asdict(row))
+    if "vumigo" in args.apps:
+        await clean_redis(key_prefix)
+    results["load_after"] = os.getloadavg()
+    results["ratios"] = ratios(results)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The issue's targets as ratios to the floors measured in the same run."""
+    rows = {r["name"]: r for r in results["rows"]}
+    out: dict[str, float] = {}
+    node_floor = rows.get("floor: echo + warm node, fresh vm")
+    echo_floor = rows.get("floor: RabbitMQ echo")
+    for name, row in rows.items():
+        if name.startswith("floor"):
+            continue
+        if node_floor:
+            out[f"{name} / node-echo floor"] = row["sat"]["msg_per_s"] / node_floor["sat"]["msg_per_s"]
+        if echo_floor:
+            out[f"{name} / RabbitMQ echo floor"] = row["sat"]["msg_per_s"] / echo_floor["sat"]["msg_per_s"]
+        if name.endswith(("cold", "prefork")):
+            out[f"{name} / spawn ceiling"] = row["sat"]["msg_per_s"] / results["node_spawn"]["ceiling_msg_per_s"]
+    return out
+
+
+def print_table(results: dict[str, Any]) -> None:
+    spawn = results["node_spawn"]
+    print(f"date {results['date']} UTC, {results['cores']} cores, load before "
+          f"{results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f}")
+    print(f"bare `node -e 0` spawn: {spawn['wall_ms']:.1f} ms wall (median), {spawn['child_cpu_ms']:.1f} ms "
+          f"child CPU + {spawn['parent_cpu_ms']:.1f} ms parent CPU; spawn-bound ceiling "
+          f"{spawn['ceiling_msg_per_s']:.0f} msg/s")
+    print()
+    print(f"| {'what':36} | {'1 in flight msg/s':>17} | {'p50 ms':>7} | {'p99 ms':>7} | {'saturated msg/s':>15} "
+          f"| {'p50 ms':>7} | {'p99 ms':>7} | {'worker CPU ms/msg':>17} |")
+    print(f"|{'-' * 38}|{'-' * 19}:|{'-' * 8}:|{'-' * 8}:|{'-' * 16}:|{'-' * 8}:|{'-' * 8}:|{'-' * 18}:|")
+    for r in results["rows"]:
+        one, sat = r["one"], r["sat"]
+        print(f"| {r['name']:36} | {one['msg_per_s']:17.1f} | {one['p50_ms']:7.2f} | {one['p99_ms']:7.2f} "
+              f"| {sat['msg_per_s']:15.1f} | {sat['p50_ms']:7.1f} | {sat['p99_ms']:7.1f} "
+              f"| {r['worker_cpu_ms']:17.2f} |")
+    print()
+    for name, value in results["ratios"].items():
+        print(f"{name}: {value:.0%}")
+
+
+# --- RSS over a long warm run -------------------------------------------------------------------------
+
+async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Warm reply-only JS for ``--rss`` messages, in flight 200 at a time; worker RSS at checkpoints."""
+    run_id = uuid.uuid4().hex[:8]
+    tmp = tempfile.mkdtemp(prefix="vxbench-rss-")
+    tn = f"vxbench_{run_id}_rss"
+    config_path = os.path.join(tmp, "worker.json")
+    with open(config_path, "w") as f:
+        json.dump(worker_config("js", "warm", tn, ""), f)
+    transport = Transport(reactor, tn)
+    await transport.start()
+    worker = WorkerProcess(vxsandbox_argv(config_path), os.path.join(tmp, "worker.log"))
+    samples: list[tuple[int, int]] = []
+    total = args.rss
+    checkpoint = max(total // 10, 1)
+    try:
+        await wait_consumed(transport.amqp, f"{tn}.inbound", worker, reactor)
+        transport.latencies = []
+        start = time.perf_counter()
+        sent = 0
+        window = 200
+        while sent < total:
+            batch = min(window, total - sent)
+            for _ in range(batch):
+                transport.send("js")
+            sent += batch
+            await transport.replies(sent - window // 2 if sent < total else total, 120)
+            if sent % checkpoint < window and len(samples) < sent // checkpoint:
+                samples.append((len(transport.latencies), worker.rss_kib()))
+                print(f"{samples[-1][0]} messages: worker RSS {samples[-1][1]} KiB", file=sys.stderr, flush=True)
+        await transport.replies(total, 120)
+        elapsed = time.perf_counter() - start
+        samples.append((total, worker.rss_kib()))
+    finally:
+        await worker.stop(reactor)
+        await transport.amqp.delete(*(f"{tn}.{q}" for q in ("inbound", "event", "outbound", "inbound.dead",
+                                                            "event.dead")))
+        await transport.amqp.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    at_10 = min(samples, key=lambda s: abs(s[0] - total // 10))
+    return {"messages": total, "seconds": elapsed, "msg_per_s": total / elapsed, "samples_kib": samples,
+            "rss_growth_after_10pct": samples[-1][1] / at_10[1] - 1}
+
+
+def _rss_text(out: dict[str, Any]) -> str:
+    lines = [f"{n} messages: worker RSS {kib / 1024:.1f} MiB" for n, kib in out["samples_kib"]]
+    lines.append(f"{out['messages']} messages in {out['seconds']:.0f}s ({out['msg_per_s']:.0f} msg/s); RSS at the end "
+                 f"vs after a tenth: {out['rss_growth_after_10pct']:+.1%}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--apps", default="js,vumigo,python", help="comma-separated: js, vumigo, python")
+    parser.add_argument("--modes", default="cold,prefork,warm", help="comma-separated: cold, prefork, warm")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count (e.g. 0.2)")
+    parser.add_argument("--rss", type=int, default=0, metavar="N",
+                        help="instead: N warm reply-only messages, printing the worker's RSS at each tenth")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--serve", nargs=2, metavar=("KIND", "TRANSPORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        task.react(lambda reactor: defer.ensureDeferred(serve_floor(reactor, *args.serve)))
+        return
+    args.apps = [a for a in args.apps.split(",") if a]
+    args.modes = [m for m in args.modes.split(",") if m]
+    if "vumigo" in args.apps and not os.path.isdir(os.path.join(ROOT, "examples", "vumigo_app", "node_modules")):
+        sys.exit("examples/vumigo_app/node_modules is missing: run `npm ci --prefix examples/vumigo_app`")
+    out: dict[str, Any] = {}
+
+    async def run(reactor: Any) -> None:
+        # react() exits the process when this returns, so the results are printed here.
+        if args.rss:
+            out.update(await rss_run(reactor, args))
+            print(json.dumps(out) if args.json else _rss_text(out))
+        else:
+            out.update(await benchmark(reactor, args))
+            if args.json:
+                print(json.dumps(out))
+            else:
+                print_table(out)
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+
+
+if __name__ == "__main__":
+    main()
