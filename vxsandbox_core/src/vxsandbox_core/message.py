@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import MessageError
+from .protocol import load_object
 
 VUMI_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 MESSAGE_VERSION = "20110921"
@@ -157,19 +158,7 @@ class Message(Mapping[str, Any]):
 
         :raises MessageError: the body is not UTF-8 JSON, not an object, or not a valid message.
         """
-        if isinstance(body, bytes):
-            try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise MessageError(f"body is not UTF-8 ({e.reason} at byte {e.start})") from None
-        try:
-            data = json.loads(body)
-        except RecursionError:
-            raise MessageError("body is JSON nested too deeply") from None
-        except ValueError as e:
-            raise MessageError(f"body is not JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise MessageError(f"body is JSON but not an object (got {type(data).__name__})")
+        data = load_object(body, "body", MessageError)
         kind = data.get("message_type")
         cls = {"user_message": TransportUserMessage, "event": TransportEvent}.get(kind)  # type: ignore[arg-type]
         if cls is None:

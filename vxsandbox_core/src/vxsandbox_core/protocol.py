@@ -56,25 +56,35 @@ def encode(command: Command) -> bytes:
     return json.dumps(command, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
+def load_object(raw: bytes | str, what: str, error: type[Exception]) -> dict[str, Any]:
+    """Parse UTF-8 JSON text that must be an object; ``error(reason)`` says what is wrong.
+
+    ``what`` names the input in the reason ("line", "body"). Deep nesting is
+    a reason like any other, never a RecursionError in the worker.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise error(f"{what} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise error(f"{what} is JSON nested too deeply") from None
+    except ValueError as e:
+        raise error(f"{what} is not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} is JSON but not an object (got {type(value).__name__})")
+    return value
+
+
 def decode(line: bytes | str) -> Command:
     """Parse one line from a child into a command, validating its shape.
 
     :raises ProtocolError: the line is not UTF-8, not JSON, not an object, or
         its ``cmd``, ``cmd_id`` or ``reply`` field has the wrong type.
     """
-    if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ProtocolError(f"line is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    try:
-        value = json.loads(line)
-    except RecursionError:
-        raise ProtocolError("line is JSON nested too deeply") from None
-    except ValueError as e:
-        raise ProtocolError(f"line is not JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ProtocolError(f"line is JSON but not an object (got {type(value).__name__})")
+    value = load_object(line, "line", ProtocolError)
     cmd = value.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise ProtocolError("command has no 'cmd' string")
