@@ -238,7 +238,7 @@ class SandboxConfig(Config):
               "null means twice amqp_prefetch_count plus prefork", None, positive),
         Field("idle_timeout", (int, float), "seconds a warm child may wait for its next message", 60, positive),
         Field("shutdown_timeout", (int, float), "seconds a stopping worker waits for runs in flight; runs "
-              "still going then are killed and their messages go back to the queue", 8, positive),
+              "still going then are killed and their messages go back to the queue", 7, positive),
         Field("ordered", (bool,), "run the messages of one sandbox_id one at a time, in arrival order", False),
         Field("max_requests_per_run", (int,), "requests one run may make before its child is killed",
               10000, positive),
