@@ -215,9 +215,8 @@ class PidRecorder:
 
     @hookimpl
     def sandbox_started(self, api: Any, pid: int | None) -> None:
-        if pid is not None:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                self.cmdlines.append([a.decode() for a in f.read().split(b"\0") if a])
+        # The command the worker spawned (reading /proc races with exec and with the child's exit).
+        self.cmdlines.append(list(api.protocol.argv))
 
 
 @pytest.mark.node

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .isolation import check_isolation
 
 MiB = 1024 * 1024
 
@@ -240,6 +241,9 @@ class SandboxConfig(Config):
         Field("shutdown_timeout", (int, float), "seconds a stopping worker waits for runs in flight; runs "
               "still going then are killed and their messages go back to the queue", 7, positive),
         Field("ordered", (bool,), "run the messages of one sandbox_id one at a time, in arrival order", False),
+        Field("isolation", (str,), "how children are confined: 'none' (rlimits only) or 'bwrap' (bubblewrap "
+              "jail: no network, read-only view of what the child needs, private /tmp, an unprivileged uid)",
+              "none", check_isolation),
         Field("max_requests_per_run", (int,), "requests one run may make before its child is killed",
               10000, positive),
         Field("max_pending_requests", (int,), "requests one run may have waiting for replies at once; "

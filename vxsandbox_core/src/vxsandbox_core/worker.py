@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
 from .dispatch import SandboxApi
 from .errors import ConfigError, VxSandboxError
+from .isolation import wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
 from .pool import ChildPool, cpu_soft_limit
@@ -85,6 +86,10 @@ class Sandbox:
         """Arguments of the child for this run."""
         return list(api.config.args)
 
+    def read_paths(self, api: SandboxApi) -> list[str]:
+        """Files and directories the child must read, beyond its program (for ``isolation: bwrap``)."""
+        return []
+
     def sandbox_id_for_message(self, msg: Message) -> str:
         """The tenant a message belongs to: its ``sandbox_id`` field, else the config's.
 
@@ -119,6 +124,7 @@ class Sandbox:
         """Build (not spawn) a child for ``api``'s config; ``msg`` is None for a pre-started spare."""
         config = api.config
         argv = rlimit_argv(self.rlimits) + [self.executable, *self.sandbox_args(api)]
+        argv = wrap_command(config, argv, self.read_paths(api))
         return SandboxProtocol(argv, dict(config.env), config.path, config.recv_limit,
                                max_runs=config.messages_per_process,
                                max_requests=config.max_requests_per_run,

@@ -145,6 +145,10 @@ class JsSandbox(Sandbox):
         """The file name the app's code runs as: stack traces show it and ``require`` resolves from it."""
         return os.path.join(js_config(api).path or os.getcwd(), "app.js")
 
+    def read_paths(self, api: SandboxApi) -> list[str]:
+        """What the child must read inside an OS jail: the same as under the permission model."""
+        return self.allowed_reads(api)
+
     def allowed_reads(self, api: SandboxApi) -> list[str]:
         """What the child may read under the permission model: the runner, the app and its node_modules."""
         app = self.app_filename(api)
