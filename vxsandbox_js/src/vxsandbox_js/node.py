@@ -107,6 +107,7 @@ def node_version(executable: str) -> NodeVersion:
     return NodeVersion(int(match[1]), int(match[2]), int(match[3]))
 
 
+@lru_cache(maxsize=1)
 def runner_path() -> str:
     """The absolute path of the runner script shipped with this package."""
     return str(resources.files("vxsandbox_js").joinpath("runner.js"))
