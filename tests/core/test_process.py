@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 
 from twisted.trial.unittest import TestCase
@@ -63,7 +64,7 @@ class ProcessTests(TestCase):
                          [(40, "first problem"), (40, "second problem")])
 
     async def test_garbage_lines_do_not_break_the_worker(self):
-        """Lines that are not commands are reported and ignored; the child's good request still works."""
+        """Lines that are not commands are reported (once per kind) and ignored; the good request still works."""
         code = (
             "import sys, json\n"
             "sys.stdin.readline()\n"
@@ -76,7 +77,11 @@ class ProcessTests(TestCase):
         self.assertEqual(outcome, "ok")
         self.assertEqual([r["cmd"] for r in record.requests], ["ok"])
         warnings = [m for _, lvl, m in record.logs if lvl == 30]
-        self.assertEqual(len(warnings), 5, warnings)
+        # The first of each kind is reported, then how many more were ignored: a flood is two lines.
+        self.assertEqual(len(warnings), 3, warnings)
+        self.assertIn("no 'cmd' string: '{}'", warnings[0])
+        self.assertIn("never sent", warnings[1])
+        self.assertEqual(warnings[2], "3 more invalid lines ignored in this run")
         self.assertTrue(any('"cmd_id":"a"' in m for _, lvl, m in record.logs if lvl == 40), record.logs)
 
     async def test_long_line_without_newline_does_not_raise(self):
@@ -111,15 +116,27 @@ class ProcessTests(TestCase):
         self.assertLessEqual(limits["RLIMIT_CORE"][1] if limits["RLIMIT_CORE"][1] != -1 else 2**63,
                              own_core[1] if own_core[1] != -1 else 2**63)
 
-    async def test_missing_program_is_a_failed_run(self):
-        """A program that vanished after config time fails its run instead of raising."""
+    async def test_missing_program_refuses_the_message(self):
+        """A program that vanished after config time refuses messages (kept for later) instead of failing them."""
         worker = code_worker("pass")
         await worker.setup()
         worker.executable = "/nonexistent/program"
         outcome = await worker.process_message(make_user_message())
+        self.assertEqual(outcome, "refused")
+
+    async def test_program_that_cannot_start_is_a_failed_run(self):
+        """A program that exists but cannot be executed by the kernel fails its run with the reason reported."""
+        broken = self.mktemp()
+        with open(broken, "w") as f:
+            f.write("#!/nonexistent/interpreter\n")
+        os.chmod(broken, 0o755)
+        worker = code_worker("pass")
+        await worker.setup()
+        worker.executable = broken
+        outcome = await worker.process_message(make_user_message())
         self.assertEqual(outcome, "error")
         record = worker.resources.resources["record"]
-        self.assertTrue(any("/nonexistent/program" in m for _, _, m in record.logs), record.logs)
+        self.assertTrue(any(broken in m for _, _, m in record.logs), record.logs)
 
     def test_unknown_rlimit_is_a_config_error(self):
         """An rlimit name that does not exist is refused with the key and name."""

@@ -19,6 +19,7 @@ import os
 import resource
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,20 @@ class SandboxRun:
         self.timer: Any = None
         self.result: Deferred[SandboxResult] = Deferred()
         self.ending = False
+        #: problems reported once per run, by kind, with how often each happened
+        self.reported: Counter[str] = Counter()
+
+    def report_once(self, kind: str, message: str, level: int = logging.WARNING) -> None:
+        """Report the first problem of a kind; later ones are only counted (a flood is one line)."""
+        if not self.reported[kind]:
+            self.api.report(message, level)
+        self.reported[kind] += 1
+
+    def report_counts(self) -> None:
+        """Say how many more problems of each kind were ignored after the first was reported."""
+        for kind, count in self.reported.items():
+            if count > 1:
+                self.api.report(f"{count - 1} more {kind} ignored in this run", logging.WARNING)
 
 
 class SandboxProtocol(ProcessProtocol):
@@ -269,6 +284,7 @@ class SandboxProtocol(ProcessProtocol):
         def fire(_: Any) -> None:
             if self.run is run:
                 self.run = None
+            run.report_counts()
             retired = self.ended or self.retiring
             run.result.callback(SandboxResult(
                 self.exit_code if self.ended else None, self.signal if self.ended else None,
@@ -297,7 +313,7 @@ class SandboxProtocol(ProcessProtocol):
             # Output while no run is active cannot belong to any message: the child is misbehaving.
             api = run.api if run is not None else self.first_api
             if api is not None and not self.retiring:
-                api.report("sandbox wrote output between runs; retiring it", logging.WARNING)
+                api.report("sandbox wrote output after its run was done; retiring it", logging.WARNING)
             self.retire()
             return False
         run.received += len(data)
@@ -310,12 +326,12 @@ class SandboxProtocol(ProcessProtocol):
         return True
 
     def outReceived(self, data: bytes) -> None:
-        if self.ended or self.retiring or not self._count(data):
+        run = self.run
+        # A cold child told to end after done may still say something: read it to report it.
+        if self.ended or (self.retiring and not (run is not None and run.finished)) or not self._count(data):
             return
         self._out += data
         for line in self._lines(self._out):
-            if self.retiring:
-                return
             self._line_received(line)
 
     def errReceived(self, data: bytes) -> None:
@@ -338,18 +354,23 @@ class SandboxProtocol(ProcessProtocol):
 
     def _line_received(self, line: bytes) -> None:
         run = self.run
-        if run is None or run.ending or not line.strip():
+        if run is None or run.ending or not line.strip() or (self.retiring and not run.finished):
             return
         api = run.api
+        if run.finished:
+            run.report_once("requests after done", "sandbox sent requests after it said it was done; "
+                            "they were not carried out")
+            return
         try:
             command = decode(line)
         except ProtocolError as e:
             shown = line[:200].decode("utf-8", "replace")
-            api.report(f"sandbox sent an invalid line, ignored: {e}: {shown!r}", logging.WARNING)
+            run.report_once("invalid lines", f"sandbox sent an invalid line, ignored: {e}: {shown!r}")
             return
         if command["reply"]:
-            api.report(f"sandbox sent a reply to a command it was never sent, ignored: "
-                       f"{command['cmd']!r} cmd_id {command['cmd_id']!r}", logging.WARNING)
+            run.report_once("replies to commands never sent",
+                            f"sandbox sent a reply to a command it was never sent, ignored: "
+                            f"{command['cmd']!r} cmd_id {command['cmd_id']!r}")
             return
         run.requests += 1
         if run.requests > self.max_requests:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Hashable
 from typing import Any, ClassVar
@@ -176,6 +177,9 @@ class Sandbox:
         outcome = "refused"
         try:
             sandbox_id = self.sandbox_id_for_message(msg)
+            if not os.access(self.executable, os.X_OK):
+                # Every run would fail the same way: keep the message (dead-lettered) for after the fix.
+                raise SandboxRefusedError(f"the sandbox program {self.executable} is missing or not executable")
             api = self.create_sandbox_api(sandbox_id, self.config_for_message(msg))
             if api.config.ordered:
                 lock = self._order_locks.setdefault(sandbox_id, DeferredLock())
@@ -217,6 +221,9 @@ class Sandbox:
         self.pool.release(child, key, result)
         if not result.ok:
             log.warning("[%s] sandbox run %s after %.3fs", api.sandbox_id, result.describe(), result.duration)
+            if result.kill_reason is None:
+                # A kill explains itself to the owner; a crash or an outside signal needs saying.
+                api.log(f"sandbox run {result.describe()}", logging.ERROR)
         self.hooks.notify("sandbox_ended", api=api, result=result)
         return result
 
