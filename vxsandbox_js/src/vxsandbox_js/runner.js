@@ -336,16 +336,31 @@ function Runner() {
     };
 
     self.run = function () {
-        let buffer = '';
+        // Chunks of a line not yet ended: only each new chunk is searched for a newline, so a
+        // line of many megabytes costs time in proportion to its length, not its square.
+        let partial = [];
         process.stdin.setEncoding('utf8');
         process.stdin.on('data', function (chunk) {
-            buffer += chunk;
-            let end = buffer.indexOf('\n');
-            while (end >= 0) {
-                const line = buffer.slice(0, end);
-                buffer = buffer.slice(end + 1);
+            let end = chunk.indexOf('\n');
+            if (end < 0) {
+                partial.push(chunk);
+                return;
+            }
+            partial.push(chunk.slice(0, end));
+            let line = partial.join('');
+            partial = [];
+            let start = end + 1;
+            for (;;) {
                 self.lineReceived(line);
-                end = buffer.indexOf('\n');
+                end = chunk.indexOf('\n', start);
+                if (end < 0) {
+                    break;
+                }
+                line = chunk.slice(start, end);
+                start = end + 1;
+            }
+            if (start < chunk.length) {
+                partial.push(chunk.slice(start));
             }
         });
         process.stdin.on('end', function () { process.exit(self.failing ? 1 : 0); });
