@@ -21,6 +21,8 @@ import logging
 import os
 import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -267,7 +269,6 @@ class _Connection:
         self._channel_ids = itertools.count(1)
         self.consume_channel: Any = None
         self.publish_channel: Any = None
-        self._declare_channel: Any = None
         self._publish_seq = 0
         self._confirms: dict[int, Deferred[None]] = {}
         self._declared: dict[str, _Shared] = {}
@@ -326,30 +327,44 @@ class _Connection:
             shared = self._declared[routing_key] = _Shared(call_deferred(self._declare, routing_key, consumed))
         await shared.wait()
 
-    async def _declare(self, routing_key: str, consumed: bool) -> None:
-        if self._declare_channel is None:
-            self._declare_channel = await self._channel()
-        channel = self._declare_channel
-        arguments = {}
-        if consumed:
-            dead = dead_letter_queue(routing_key)
-            await channel.queue_declare(queue=dead, durable=True)
-            await channel.queue_bind(queue=dead, exchange=DEAD_LETTER_EXCHANGE, routing_key=routing_key)
-            arguments = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+    @asynccontextmanager
+    async def _temporary_channel(self) -> AsyncIterator[Any]:
+        # A refused declaration closes its channel; on a shared channel that would also fail
+        # every other declaration in flight, so each one gets a channel of its own.
+        channel = await self._channel()
         try:
-            await channel.queue_declare(queue=routing_key, durable=True, arguments=arguments)
-        except ChannelClosed as e:
-            if _reply_code(e) != _PRECONDITION_FAILED:
-                raise
-            # The queue exists with other arguments (declared by an older Vumi worker, or by a
-            # consumer that added a dead-letter exchange); use it as it is rather than refuse.
+            yield channel
+        finally:
+            if self.open:
+                try:
+                    await channel.channel_close()
+                except Exception:
+                    log.debug("channel %s was already closed", channel.id)
+
+    async def _declare(self, routing_key: str, consumed: bool) -> None:
+        arguments = {}
+        async with self._temporary_channel() as channel:
             if consumed:
-                log.warning("queue %s exists without x-dead-letter-exchange; rejected messages are kept "
-                            "only if a RabbitMQ policy sets a dead-letter exchange (%s)",
-                            routing_key, DEAD_LETTER_EXCHANGE)
-            self._declare_channel = channel = await self._channel()
+                dead = dead_letter_queue(routing_key)
+                await channel.queue_declare(queue=dead, durable=True)
+                await channel.queue_bind(queue=dead, exchange=DEAD_LETTER_EXCHANGE, routing_key=routing_key)
+                arguments = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+            try:
+                await channel.queue_declare(queue=routing_key, durable=True, arguments=arguments)
+                await channel.queue_bind(queue=routing_key, exchange=EXCHANGE, routing_key=routing_key)
+                return
+            except ChannelClosed as e:
+                if _reply_code(e) != _PRECONDITION_FAILED:
+                    raise
+        # The queue exists with other arguments (declared by an older Vumi worker, or by a
+        # consumer that added a dead-letter exchange); use it as it is rather than refuse.
+        if consumed:
+            log.warning("queue %s exists without x-dead-letter-exchange; rejected messages are kept "
+                        "only if a RabbitMQ policy sets a dead-letter exchange (%s)",
+                        routing_key, DEAD_LETTER_EXCHANGE)
+        async with self._temporary_channel() as channel:
             await channel.queue_declare(queue=routing_key, durable=True, passive=True)
-        await channel.queue_bind(queue=routing_key, exchange=EXCHANGE, routing_key=routing_key)
+            await channel.queue_bind(queue=routing_key, exchange=EXCHANGE, routing_key=routing_key)
 
     # --- publishing -----------------------------------------------------------------
 
