@@ -67,10 +67,13 @@ api.on_inbound_message = function (command) {
         return reply('flooded');
     }
     if (what === 'after-done') {
-        line({cmd: 'js.done', cmd_id: 'done', reply: false});
-        line({cmd: 'outbound.reply_to', cmd_id: 'late', reply: false, in_reply_to: msg.message_id,
-              content: 'after done', continue_session: false});
-        line({cmd: 'kv.set', cmd_id: 'late-kv', reply: false, key: 'after-done', value: 1});
+        // One write (under PIPE_BUF, so atomic): the late requests are in the pipe before the
+        // worker can act on js.done, whatever the scheduler does.
+        raw([{cmd: 'js.done', cmd_id: 'done', reply: false},
+             {cmd: 'outbound.reply_to', cmd_id: 'late', reply: false, in_reply_to: msg.message_id,
+              content: 'after done', continue_session: false},
+             {cmd: 'kv.set', cmd_id: 'late-kv', reply: false, key: 'after-done', value: 1}]
+            .map(function (c) { return JSON.stringify(c) + '\n'; }).join(''));
         return;
     }
     if (what === 'bogus-replies') {
