@@ -52,6 +52,8 @@ from txamqp.client import TwistedDelegate
 from txamqp.content import Content
 from txamqp.protocol import AMQClient
 
+from vxsandbox_core.process import rlimit_argv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VUMIGO_APP = os.path.join(ROOT, "examples", "vumigo_app", "app.js")
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -75,6 +77,8 @@ COUNTS = {
     ("python", "cold"): (20, 200), ("python", "prefork"): (30, 200), ("python", "warm"): (200, 3000),
 }
 MODES = {"cold": (1, 0), "prefork": (1, 2), "warm": (1000, 0)}
+#: the low-load measurement: PACED messages, one every PACE seconds (time enough to start a spare)
+PACED, PACE = 15, 0.25
 
 # The floor's node child: every message runs the app's code in a fresh vm context, and the app
 # makes one request and then says done (4 JSON lines per message, as a warm sandbox run makes).
@@ -304,8 +308,9 @@ class Transport:
     def send(self, app: str) -> None:
         self.n += 1
         if app == "vumigo":
-            # a new user each time, starting a session: kv.get, kv.set, config.get, log and reply
-            msg = vumi_message(self.name, self.n, f"+2783{self.n:07d}", "", "new")
+            # a session starts for one of 50 users (the kv resource allows 100 keys per sandbox):
+            # config.get, kv.get and kv.set of the user, log lines, the reply
+            msg = vumi_message(self.name, self.n, f"+2783{self.n % 50:07d}", "", "new")
         else:
             msg = vumi_message(self.name, self.n, "+27831234567", f"hello {self.n}", "resume")
         body = json.dumps(msg).encode()
@@ -328,6 +333,18 @@ class Transport:
             self.send(app)
             await self.replies(i + 1, timeout)
         return summary(self.latencies, time.perf_counter() - start)
+
+    async def paced(self, app: str, n: int, interval: float, timeout: float) -> dict[str, float]:
+        """One message every ``interval`` seconds (each answered first): the latency of a quiet worker."""
+        self.latencies = []
+        for i in range(n):
+            start = time.perf_counter()
+            self.send(app)
+            await self.replies(i + 1, timeout)
+            rest = interval - (time.perf_counter() - start)
+            if rest > 0:
+                await task.deferLater(self.reactor, rest, lambda: None)
+        return summary(self.latencies, n * interval)
 
     async def saturate(self, app: str, n: int, timeout: float) -> dict[str, float]:
         self.latencies = []
@@ -426,6 +443,8 @@ class Row:
     """One measured line of the table."""
 
     name: str
+    #: one message every PACE seconds
+    low: dict[str, float] = field(default_factory=dict)
     one: dict[str, float] = field(default_factory=dict)
     sat: dict[str, float] = field(default_factory=dict)
     #: worker process CPU milliseconds per message at saturation
@@ -446,6 +465,7 @@ async def measure(reactor: Any, name: str, argv: list[str], transport_name: str,
         transport.latencies = []
         await transport.replies(warmup, timeout)
         row = Row(name)
+        row.low = await transport.paced(app, PACED, PACE, timeout)
         row.one = await transport.one_in_flight(app, n_one, timeout)
         cpu = worker.cpu_seconds()
         row.sat = await transport.saturate(app, n_sat, timeout)
@@ -487,6 +507,44 @@ async def node_spawn(reactor: Any, runs: int = 15) -> dict[str, float]:
             "ceiling_msg_per_s": CORES / (child_cpu + parent_cpu)}
 
 
+class _Fed(_Spawned):
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+        self.transport.closeStdin()
+
+
+async def runner_spawn(reactor: Any, runs: int = 15) -> dict[str, float]:
+    """What a process per message really costs: the worker's own JS child (prlimit, hardening flags,
+    runner.js) given the reply-only app and one message, to its exit; CPU per spawn (child + parent)."""
+    from vxsandbox_js import JsSandbox
+    worker = JsSandbox({"javascript": REPLY_APP, "sandbox_id": "bench", "transport_name": "bench"})
+    api = worker._template_api()
+    argv = [*rlimit_argv(worker.rlimits), worker.executable, *worker.sandbox_args(api)]
+    lines = [{"cmd": "initialize", "javascript": REPLY_APP, "app_context": None,
+              "filename": worker.app_filename(api)},
+             {"cmd": "inbound-message", "msg": vumi_message("bench", 0, "+27831234567", "hi", "resume")}]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    walls = []
+    for _ in range(runs):
+        proto = _Fed(data)
+        start = time.perf_counter()
+        reactor.spawnProcess(proto, argv[0], argv, env={})
+        await proto.ended
+        walls.append(time.perf_counter() - start)
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
+    child_cpu = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / runs
+    parent_cpu = (self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime) / runs
+    return {"wall_ms": statistics.median(walls) * 1000, "child_cpu_ms": child_cpu * 1000,
+            "parent_cpu_ms": parent_cpu * 1000, "ceiling_msg_per_s": CORES / (child_cpu + parent_cpu)}
+
+
 async def clean_redis(prefix: str) -> None:
     import txredisapi
     conn = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)
@@ -507,9 +565,11 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     scale = args.scale
     results: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "cores": CORES,
-        "load_before": os.getloadavg(), "node_spawn": await node_spawn(reactor), "rows": []}
+        "load_before": os.getloadavg(), "node_spawn": await node_spawn(reactor),
+        "runner_spawn": await runner_spawn(reactor), "rows": []}
     progress = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
     progress(f"node -e 0 spawn: {results['node_spawn']}")
+    progress(f"JS child spawn: {results['runner_spawn']}")
     me = os.path.abspath(__file__)
     floors = [("floor: RabbitMQ echo", "echo", 300, 5000),
               ("floor: echo + warm node, fresh vm", "node-echo", 300, 3000)]
@@ -552,8 +612,11 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
             out[f"{name} / node-echo floor"] = row["sat"]["msg_per_s"] / node_floor["sat"]["msg_per_s"]
         if echo_floor:
             out[f"{name} / RabbitMQ echo floor"] = row["sat"]["msg_per_s"] / echo_floor["sat"]["msg_per_s"]
-        if name.endswith(("cold", "prefork")):
-            out[f"{name} / spawn ceiling"] = row["sat"]["msg_per_s"] / results["node_spawn"]["ceiling_msg_per_s"]
+        if name.endswith(("cold", "prefork")) and not name.startswith("python"):
+            out[f"{name} / node -e 0 spawn ceiling"] = (row["sat"]["msg_per_s"]
+                                                       / results["node_spawn"]["ceiling_msg_per_s"])
+            out[f"{name} / JS child spawn ceiling"] = (row["sat"]["msg_per_s"]
+                                                      / results["runner_spawn"]["ceiling_msg_per_s"])
     return out
 
 
@@ -561,16 +624,20 @@ def print_table(results: dict[str, Any]) -> None:
     spawn = results["node_spawn"]
     print(f"date {results['date']} UTC, {results['cores']} cores, load before "
           f"{results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f}")
-    print(f"bare `node -e 0` spawn: {spawn['wall_ms']:.1f} ms wall (median), {spawn['child_cpu_ms']:.1f} ms "
-          f"child CPU + {spawn['parent_cpu_ms']:.1f} ms parent CPU; spawn-bound ceiling "
-          f"{spawn['ceiling_msg_per_s']:.0f} msg/s")
+    for label, spawn in (("bare `node -e 0`", results["node_spawn"]),
+                         ("JS child (prlimit, flags, runner.js, initialize, one message)", results["runner_spawn"])):
+        print(f"{label} spawn to exit: {spawn['wall_ms']:.1f} ms wall (median), {spawn['child_cpu_ms']:.1f} ms "
+              f"child CPU + {spawn['parent_cpu_ms']:.1f} ms parent CPU; spawn-bound ceiling "
+              f"{spawn['ceiling_msg_per_s']:.0f} msg/s on {results['cores']} cores")
     print()
-    print(f"| {'what':36} | {'1 in flight msg/s':>17} | {'p50 ms':>7} | {'p99 ms':>7} | {'saturated msg/s':>15} "
-          f"| {'p50 ms':>7} | {'p99 ms':>7} | {'worker CPU ms/msg':>17} |")
-    print(f"|{'-' * 38}|{'-' * 19}:|{'-' * 8}:|{'-' * 8}:|{'-' * 16}:|{'-' * 8}:|{'-' * 8}:|{'-' * 18}:|")
+    print(f"| {'what':36} | {'low load p50 ms':>15} | {'1 in flight msg/s':>17} | {'p50 ms':>7} | {'p99 ms':>7} "
+          f"| {'saturated msg/s':>15} | {'p50 ms':>7} | {'p99 ms':>7} | {'worker CPU ms/msg':>17} |")
+    widths = (36, 15, 17, 7, 7, 15, 7, 7, 17)
+    print("|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|")
     for r in results["rows"]:
         one, sat = r["one"], r["sat"]
-        print(f"| {r['name']:36} | {one['msg_per_s']:17.1f} | {one['p50_ms']:7.2f} | {one['p99_ms']:7.2f} "
+        print(f"| {r['name']:36} | {r['low']['p50_ms']:15.2f} | {one['msg_per_s']:17.1f} | {one['p50_ms']:7.2f} "
+              f"| {one['p99_ms']:7.2f} "
               f"| {sat['msg_per_s']:15.1f} | {sat['p50_ms']:7.1f} | {sat['p99_ms']:7.1f} "
               f"| {r['worker_cpu_ms']:17.2f} |")
     print()
