@@ -678,7 +678,8 @@ async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{samples[-1][0]} messages: worker RSS {samples[-1][1]} KiB", file=sys.stderr, flush=True)
         await transport.replies(total, 120)
         elapsed = time.perf_counter() - start
-        samples.append((total, worker.rss_kib()))
+        if samples[-1][0] != total:
+            samples.append((total, worker.rss_kib()))
     finally:
         await worker.stop(reactor)
         await transport.amqp.delete(*(f"{tn}.{q}" for q in ("inbound", "event", "outbound", "inbound.dead",
