@@ -10,8 +10,11 @@ This process plays the transport: it publishes raw Vumi JSON user messages to
 ``<transport>.inbound`` on the ``vumi`` exchange and consumes the replies from
 ``<transport>.outbound``, with txamqp as the worker does. The worker is
 ``vxsandbox run -c <config>`` in its own process. Each app and mode is
-measured twice: one message in flight (latency of a single user), and at
-saturation (all N published at once; the worker's prefetch is 20).
+measured three ways: at low load (one message every 250 ms), with one
+message in flight (each sent when the previous one was answered), and at
+saturation (all N published at once; the worker's prefetch is 20). The
+floors and warm modes are saturated ``--repeat`` times and the best run
+counts, since other work on a shared machine only ever slows a run down.
 
 Apps: ``js`` (an app that only does ``outbound.reply_to`` then ``done``),
 ``vumigo`` (the vumigo_v02 example with ``kv`` on Redis), ``python``
@@ -72,9 +75,9 @@ api.on_inbound_message = function (command) {
 
 #: messages per (app, mode): (one in flight, at saturation); cold runs are bounded by ~30 spawns/s
 COUNTS = {
-    ("js", "cold"): (20, 150), ("js", "prefork"): (30, 150), ("js", "warm"): (200, 3000),
-    ("vumigo", "cold"): (10, 60), ("vumigo", "prefork"): (15, 60), ("vumigo", "warm"): (100, 1500),
-    ("python", "cold"): (20, 200), ("python", "prefork"): (30, 200), ("python", "warm"): (200, 3000),
+    ("js", "cold"): (20, 150), ("js", "prefork"): (30, 150), ("js", "warm"): (200, 2000),
+    ("vumigo", "cold"): (10, 60), ("vumigo", "prefork"): (15, 60), ("vumigo", "warm"): (100, 1000),
+    ("python", "cold"): (20, 200), ("python", "prefork"): (30, 200), ("python", "warm"): (200, 2000),
 }
 MODES = {"cold": (1, 0), "prefork": (1, 2), "warm": (1000, 0)}
 #: the low-load measurement: PACED messages, one every PACE seconds (time enough to start a spare)
@@ -452,8 +455,8 @@ class Row:
 
 
 async def measure(reactor: Any, name: str, argv: list[str], transport_name: str, app: str,
-                  n_one: int, n_sat: int, warmup: int, tmp: str) -> Row:
-    """Start a worker, warm it up, time one-in-flight then saturation, stop it."""
+                  n_one: int, n_sat: int, warmup: int, tmp: str, repeat: int = 1) -> Row:
+    """Start a worker, warm it up, time low load, one in flight, then saturation (best of ``repeat``)."""
     transport = Transport(reactor, transport_name)
     await transport.start()
     worker = WorkerProcess(argv, os.path.join(tmp, f"{transport_name}.log"))
@@ -467,9 +470,13 @@ async def measure(reactor: Any, name: str, argv: list[str], transport_name: str,
         row = Row(name)
         row.low = await transport.paced(app, PACED, PACE, timeout)
         row.one = await transport.one_in_flight(app, n_one, timeout)
-        cpu = worker.cpu_seconds()
-        row.sat = await transport.saturate(app, n_sat, timeout)
-        row.worker_cpu_ms = (worker.cpu_seconds() - cpu) * 1000 / n_sat
+        # Other work on a shared machine only ever slows a run down, so the best of a few is the figure.
+        for _ in range(repeat):
+            cpu = worker.cpu_seconds()
+            sat = await transport.saturate(app, n_sat, timeout)
+            cpu_ms = (worker.cpu_seconds() - cpu) * 1000 / n_sat
+            if not row.sat or sat["msg_per_s"] > row.sat["msg_per_s"]:
+                row.sat, row.worker_cpu_ms = sat, cpu_ms
         return row
     finally:
         await worker.stop(reactor)
@@ -571,12 +578,12 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     progress(f"node -e 0 spawn: {results['node_spawn']}")
     progress(f"JS child spawn: {results['runner_spawn']}")
     me = os.path.abspath(__file__)
-    floors = [("floor: RabbitMQ echo", "echo", 300, 5000),
-              ("floor: echo + warm node, fresh vm", "node-echo", 300, 3000)]
+    floors = [("floor: RabbitMQ echo", "echo", 300, 4000),
+              ("floor: echo + warm node, fresh vm", "node-echo", 300, 2000)]
     for name, kind, n_one, n_sat in floors:
         tn = f"vxbench_{run_id}_{kind.replace('-', '_')}"
         row = await measure(reactor, name, [sys.executable, me, "--serve", kind, tn], tn, "js",
-                            int(n_one * scale) or 1, int(n_sat * scale) or 1, 20, tmp)
+                            int(n_one * scale) or 1, int(n_sat * scale) or 1, 20, tmp, args.repeat)
         progress(asdict(row))
         results["rows"].append(asdict(row))
     for app in args.apps:
@@ -588,7 +595,8 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             n_one, n_sat = COUNTS[(app, mode)]
             warmup = 20 if mode == "warm" else 2
             row = await measure(reactor, f"{app} {mode}", vxsandbox_argv(config_path), tn, app,
-                                max(1, int(n_one * scale)), max(1, int(n_sat * scale)), warmup, tmp)
+                                max(1, int(n_one * scale)), max(1, int(n_sat * scale)), warmup, tmp,
+                                args.repeat if mode == "warm" else 1)
             progress(asdict(row))
             results["rows"].append(asdict(row))
     if "vumigo" in args.apps:
@@ -678,7 +686,7 @@ async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{samples[-1][0]} messages: worker RSS {samples[-1][1]} KiB", file=sys.stderr, flush=True)
         await transport.replies(total, 120)
         elapsed = time.perf_counter() - start
-        if samples[-1][0] != total:
+        if not samples or samples[-1][0] != total:
             samples.append((total, worker.rss_kib()))
     finally:
         await worker.stop(reactor)
@@ -704,6 +712,8 @@ def main() -> None:
     parser.add_argument("--apps", default="js,vumigo,python", help="comma-separated: js, vumigo, python")
     parser.add_argument("--modes", default="cold,prefork,warm", help="comma-separated: cold, prefork, warm")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count (e.g. 0.2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="saturation runs of the floors and warm modes; the best counts (default 3)")
     parser.add_argument("--rss", type=int, default=0, metavar="N",
                         help="instead: N warm reply-only messages, printing the worker's RSS at each tenth")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
