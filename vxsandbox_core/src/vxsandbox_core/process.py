@@ -138,9 +138,8 @@ class SandboxResult:
 class SandboxRun:
     """One message's run inside a child: its API, timer, output count and pending requests."""
 
-    def __init__(self, api: SandboxApi, timeout: float, started: float) -> None:
+    def __init__(self, api: SandboxApi, started: float) -> None:
         self.api = api
-        self.timeout = timeout
         self.started = started
         self.received = 0
         self.requests = 0
@@ -227,7 +226,7 @@ class SandboxProtocol(ProcessProtocol):
         self.runs_started += 1
         if self.first_api is None:
             self.first_api = api
-        run = SandboxRun(api, timeout, time.monotonic())
+        run = SandboxRun(api, time.monotonic())
         self.run = run
         api.set_sandbox(self)
         if self.ended:
@@ -392,11 +391,6 @@ class SandboxProtocol(ProcessProtocol):
         if isinstance(result, Failure):
             log.error("sandbox %s: request dispatch failed: %s", run.api.sandbox_id, result.getTraceback())
         return None
-
-    @property
-    def pending_requests(self) -> int:
-        """Requests of the current run whose handlers have not finished."""
-        return len(self.run.pending) if self.run is not None else 0
 
     # --- the end --------------------------------------------------------------
 
