@@ -89,3 +89,11 @@ def test_every_distribution_has_complete_metadata() -> None:
         assert meta["requires-python"] == ">=3.10", where
         dynamic_or_static = meta.get("version") or "version" in meta.get("dynamic", [])
         assert dynamic_or_static, where
+
+
+def test_every_distribution_ships_the_same_license() -> None:
+    """Each distribution folder carries the root LICENSE unchanged (its sdist is built from that folder)."""
+    text = (ROOT / "LICENSE").read_text()
+    assert "BSD 3-Clause" in text
+    for project in PROJECTS[1:]:
+        assert (ROOT / project / "LICENSE").read_text() == text, project
