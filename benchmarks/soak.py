@@ -11,7 +11,9 @@ request flood, fork attempt, bogus replies, invalid UTF-8). At the end it
 waits for every delivery to be settled and reports messages published and
 processed, replies, dead letters, sandbox kills by reason, messages lost
 (published but never settled, or well-behaved and never answered) and the
-worker's RSS at start and end. Exit status 1 when a message was lost.
+worker's RSS at start, after the first minute and at the end. The transport
+runs in a process of its own, so the RSS measured is the worker's alone.
+Exit status 1 when a message was lost.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, protocol, task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -63,7 +65,70 @@ class Kills:
         self.ends[result.describe()] += 1
 
 
+async def transport(reactor: Any, args: argparse.Namespace) -> int:
+    """The Vumi transport's side, in its own process: publish at the rate, count replies, report JSON."""
+    tn = args.transport
+    broker = AmqpBroker(connection_name=f"vxsandbox soak transport {tn}")
+    await broker.connect()
+    replies: Counter[str] = Counter()
+
+    async def on_reply(delivery: Any) -> None:
+        replies[json.loads(delivery.body)["in_reply_to"]] += 1
+        await delivery.ack()
+    await broker.consume(f"{tn}.outbound", on_reply)
+    rng = random.Random(args.seed)
+    sent: dict[str, str] = {}
+    started = time.monotonic()
+    while time.monotonic() - started < args.seconds:
+        batch = []
+        for _ in range(args.rate):
+            abusive = rng.random() < 0.1
+            content = rng.choice(ABUSE if abusive else GOOD)
+            msg = vumi_message(tn, content, sandbox_id="attacker" if abusive else "good")
+            sent[msg["message_id"]] = content
+            batch.append(defer.Deferred.fromCoroutine(broker.publish(f"{tn}.inbound", json.dumps(msg).encode())))
+        await defer.gatherResults(batch)
+        print(json.dumps({"published": len(sent), "replies": sum(replies.values())}), flush=True)
+        await task.deferLater(reactor, 1.0, lambda: None)
+    # Drain: wait while replies still come (a stall of a minute ends the wait).
+    good = [m for m, c in sent.items() if c in GOOD]
+    progress, last_change = -1, time.monotonic()
+    while any(not replies[m] for m in good) and time.monotonic() - last_change < 60:
+        if sum(replies.values()) != progress:
+            progress, last_change = sum(replies.values()), time.monotonic()
+        await task.deferLater(reactor, 0.5, lambda: None)
+    await task.deferLater(reactor, 2.0, lambda: None)
+    print(json.dumps({"done": True, "published": len(sent), "well_behaved": len(good),
+                      "replies": sum(replies.values()), "answered": len(replies),
+                      "unanswered": sum(1 for m in good if not replies[m])}), flush=True)
+    await broker.close()
+    return 0
+
+
+class TransportProcess(protocol.ProcessProtocol):
+    """The transport child: keeps its latest JSON status line."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self._buffer = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.status = json.loads(line)
+
+    def errReceived(self, data: bytes) -> None:
+        sys.stderr.write(data.decode("utf-8", "replace"))
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+
 async def soak(reactor: Any, args: argparse.Namespace) -> int:
+    """The worker's side, in this process (so its RSS is the worker's alone)."""
     tn = f"vxsoak_{uuid.uuid4().hex[:8]}"
     config: dict[str, Any] = {
         "worker": "js", "transport_name": tn, "sandbox_id": "good", "javascript": ABUSE_APP,
@@ -80,63 +145,48 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
     broker = AmqpBroker(prefetch_count=20, connection_name=f"vxsandbox soak worker {tn}")
     worker = resolve_worker("js")(config, broker=broker, hooks=hooks_with(kills))
     service = WorkerService(worker, broker)
-    transport = AmqpBroker(connection_name=f"vxsandbox soak transport {tn}")
-    await transport.connect()
-    replies: Counter[str] = Counter()
-
-    async def on_reply(delivery: Any) -> None:
-        replies[json.loads(delivery.body)["in_reply_to"]] += 1
-        await delivery.ack()
-    await transport.consume(f"{tn}.outbound", on_reply)
     await service.start()
     owner_log = worker.resources.resources["log"]
     rss_start = rss_kib()
-    print(f"soak {tn}: {args.seconds}s at {args.rate}/s, isolation {args.isolation}, RSS at start {rss_start} KiB",
-          flush=True)
-    rng = random.Random(args.seed)
-    sent: dict[str, str] = {}
+    print(f"soak {tn}: {args.seconds}s at {args.rate}/s, isolation {args.isolation}, messages_per_process "
+          f"{args.messages_per_process}, worker RSS at start {rss_start} KiB", flush=True)
+    child = TransportProcess()
+    argv = [sys.executable, os.path.abspath(__file__), "--transport", tn, "--seconds", str(args.seconds),
+            "--rate", str(args.rate), "--seed", str(args.seed)]
+    reactor.spawnProcess(child, sys.executable, argv, env=os.environ.copy())
     started = time.monotonic()
     next_report = started + 60
     rss_warm = 0
     try:
-        while time.monotonic() - started < args.seconds:
-            batch = []
-            for _ in range(args.rate):
-                abusive = rng.random() < 0.1
-                content = rng.choice(ABUSE if abusive else GOOD)
-                msg = vumi_message(tn, content, sandbox_id="attacker" if abusive else "good")
-                sent[msg["message_id"]] = content
-                batch.append(transport.publish(f"{tn}.inbound", json.dumps(msg).encode()))
-            await defer.gatherResults([defer.Deferred.fromCoroutine(c) for c in batch])
+        while not child.ended.called:
+            await task.deferLater(reactor, 1.0, lambda: None)
             # Owner log lines are kept in memory by the test resource; drop them so only the worker counts.
             owner_log.lines.clear()
-            await task.deferLater(reactor, 1.0, lambda: None)
             if time.monotonic() >= next_report:
                 next_report += 60
                 # The first minute fills imports and caches; growth after it is what a leak shows as.
                 rss_warm = rss_warm or rss_kib()
-                print(f"  {time.monotonic() - started:5.0f}s: published {len(sent)}, settled "
-                      f"{sum(service.counts.values())}, replies {sum(replies.values())}, RSS {rss_kib()} KiB",
-                      flush=True)
-        # Drain: wait while the backlog still shrinks (a stall of a minute ends the wait).
-        progress, last_change = -1, time.monotonic()
-        while sum(service.counts.values()) < len(sent) and time.monotonic() - last_change < 60:
-            if sum(service.counts.values()) != progress:
-                progress, last_change = sum(service.counts.values()), time.monotonic()
+                print(f"  {time.monotonic() - started:5.0f}s: published {child.status.get('published')}, settled "
+                      f"{sum(service.counts.values())}, replies {child.status.get('replies')}, "
+                      f"worker RSS {rss_kib()} KiB", flush=True)
+        report = child.status
+        published = int(report.get("published", 0))
+        last, last_change = -1, time.monotonic()
+        while sum(service.counts.values()) < published and time.monotonic() - last_change < 60:
+            if sum(service.counts.values()) != last:
+                last, last_change = sum(service.counts.values()), time.monotonic()
             await task.deferLater(reactor, 0.5, lambda: None)
-        await task.deferLater(reactor, 2.0, lambda: None)
         rss_end = rss_kib()
-        dead = await transport.queue_length(f"{tn}.inbound.dead")
-        good_ids = [m for m, c in sent.items() if c in GOOD]
-        unanswered = [m for m in good_ids if not replies[m]]
+        dead = await broker.queue_length(f"{tn}.inbound.dead")
         settled = sum(service.counts.values())
-        lost = (len(sent) - settled) + len(unanswered)
+        lost = (published - settled) + int(report.get("unanswered", 0)) + (0 if report.get("done") else 1)
         growth = 100.0 * (rss_end - rss_start) / rss_start
         warm_growth = 100.0 * (rss_end - rss_warm) / rss_warm if rss_warm else 0.0
-        print(f"published {len(sent)} ({len(good_ids)} well-behaved, {len(sent) - len(good_ids)} abusive)")
+        print(f"published {published} ({report.get('well_behaved')} well-behaved, "
+              f"{published - int(report.get('well_behaved', 0))} abusive)")
         print(f"processed (settled) {settled}: {dict(service.counts)}")
-        print(f"replies {sum(replies.values())} to {len(replies)} messages; well-behaved unanswered "
-              f"{len(unanswered)}")
+        print(f"replies {report.get('replies')} to {report.get('answered')} messages; well-behaved unanswered "
+              f"{report.get('unanswered')}")
         print(f"dead letters {dead}")
         print("runs by end: " + ", ".join(f"{k} {v}" for k, v in kills.ends.most_common()))
         print(f"lost {lost}")
@@ -145,8 +195,7 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
         return 0 if lost == 0 else 1
     finally:
         await service.stop()
-        await transport.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
-        await transport.close()
+        await broker.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
 
 
 def main() -> None:
@@ -158,11 +207,12 @@ def main() -> None:
     parser.add_argument("--messages-per-process", type=int, default=1,
                         help="messages a child serves before it is retired (default 1: a child per message)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--transport", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def run(reactor: Any) -> None:
-        code = await soak(reactor, args)
+        code = await (transport(reactor, args) if args.transport else soak(reactor, args))
         if code:
             raise SystemExit(code)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
