@@ -195,7 +195,11 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
         return 0 if lost == 0 else 1
     finally:
         await service.stop()
-        await broker.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
+        # The service closed its broker; the queues go through a connection of their own.
+        cleaner = AmqpBroker(connection_name=f"vxsandbox soak cleanup {tn}")
+        await cleaner.connect()
+        await cleaner.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
+        await cleaner.close()
 
 
 def main() -> None:
