@@ -123,6 +123,6 @@ class RunServesMetricsTests(TestCase):
             proc.send_signal(signal.SIGTERM)
         code = await deferToThread(proc.wait, 30)
         err = proc.stderr.read().decode() if proc.stderr else ""
-        for suffix in ("inbound", "event", "outbound", "inbound.dead", "event.dead"):
+        for suffix in ("inbound", "event", "outbound", "inbound.dead", "event.dead", "outbound.dead"):
             subprocess.run(["rabbitmqctl", "-q", "delete_queue", f"{transport}.{suffix}"], capture_output=True)
         assert code == 0, err[-2000:]
