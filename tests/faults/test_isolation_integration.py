@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from typing import Any
@@ -150,6 +152,23 @@ class JailTests(TestCase):
         inside = run(wrap_command(BWRAP, argv, [os.path.abspath(app_dir)]))
         self.assertEqual(outside.stdout.split(), ["mine", "secret", open("/etc/hostname").read().strip()])
         self.assertEqual(inside.stdout.split(), ["mine", "ENOENT", "ENOENT"], inside.stderr)
+
+    def test_program_and_app_under_host_tmp_are_visible(self) -> None:
+        """A program (a venv-style python link) and an app under the host's /tmp show through the private /tmp."""
+        base = tempfile.mkdtemp(prefix="vx-jail-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, base, True)
+        os.chmod(base, 0o755)
+        os.makedirs(os.path.join(base, "venv", "bin"))
+        python = os.path.join(base, "venv", "bin", "python")
+        os.symlink(sys.executable, python)
+        app = os.path.join(base, "app")
+        os.makedirs(app)
+        with open(os.path.join(app, "data.txt"), "w") as f:
+            f.write("mine")
+        os.chmod(os.path.join(app, "data.txt"), 0o644)
+        argv = rlimit_argv({}) + [python, "-S", "-c", f"print(open({app + '/data.txt'!r}).read())"]
+        inside = run(wrap_command(BWRAP, argv, [app]))
+        self.assertEqual(inside.stdout.strip(), "mine", inside.stderr)
 
     def test_private_tmp_and_read_only_view(self) -> None:
         """Writes fail outside /tmp; /tmp is private and capped in size."""

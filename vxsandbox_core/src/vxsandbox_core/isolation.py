@@ -148,8 +148,11 @@ def wrap_command(config: Any, argv: list[str], read_paths: list[str]) -> list[st
 def bwrap_options(read_paths: Iterable[str], workdir: str | None = None) -> list[str]:
     """bwrap's options for the jail: namespaces, system directories, ``read_paths`` read-only, private /tmp."""
     options = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-               "--die-with-parent", "--new-session", "--hostname", "sandbox"]
-    present: set[str] = {"/"}
+               "--die-with-parent", "--new-session", "--hostname", "sandbox",
+               # The private /tmp comes before the binds, so a program or app that lives under the
+               # host's /tmp is bound on top of it rather than hidden by it.
+               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+    present: set[str] = {"/", "/tmp"}
     bound: set[str] = set()
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
@@ -168,7 +171,6 @@ def bwrap_options(read_paths: Iterable[str], workdir: str | None = None) -> list
         options += ["--ro-bind", path, path]
         present.add(path)
         bound.add(path)
-    options += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
     if workdir:
         options += ["--chdir", os.path.abspath(workdir)]
     return options
