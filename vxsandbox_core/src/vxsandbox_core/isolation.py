@@ -211,11 +211,21 @@ def _program_paths(argv: list[str]) -> list[str]:
     for program in programs:
         if not os.path.isabs(program) or not os.path.isfile(program):
             continue
-        for path in dict.fromkeys((program, os.path.realpath(program))):
+        for path in _link_chain(program):
             directory = os.path.dirname(path)
             # <prefix>/bin/<program>: the program's libraries live under <prefix> (pyenv, nvm, /opt).
             paths.append(os.path.dirname(directory) if os.path.basename(directory) == "bin" else path)
     return paths
+
+
+def _link_chain(path: str) -> list[str]:
+    """``path``, every symlink it goes through (a venv's python links to another python), and its target."""
+    chain = [path]
+    while os.path.islink(chain[-1]) and len(chain) < 40:
+        target = os.readlink(chain[-1])
+        chain.append(os.path.normpath(os.path.join(os.path.dirname(chain[-1]), target)))
+    real = os.path.realpath(path)
+    return list(dict.fromkeys([*chain, real]))
 
 
 def _covered(path: str, bound: set[str]) -> bool:
