@@ -253,7 +253,7 @@ class _Factory(Factory):
 
 
 class _Connection:
-    """One AMQP connection: a channel for consuming, one for confirmed publishing, one for declaring."""
+    """One AMQP connection: a channel for consuming, one for confirmed publishing, short-lived ones for declaring."""
 
     def __init__(self, broker: AmqpBroker, number: int) -> None:
         self.broker = broker
@@ -373,12 +373,29 @@ class _Connection:
         if not self.open:
             raise _ConnectionLostError("connection to the broker lost")
         self._publish_seq += 1
+        seq = self._publish_seq
         confirm: Deferred[None] = Deferred()
-        self._confirms[self._publish_seq] = confirm
+        self._confirms[seq] = confirm
         content = Content(body, properties={"delivery-mode": 2, "content-type": "application/json",
                                             "content-encoding": "utf-8"})
-        self.publish_channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key, content=content)
+        sent = self.publish_channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key, content=content)
+        # The broker may have closed the connection before the socket says so: the write then
+        # fails at once, and the publish is retried on the next connection like an unconfirmed one.
+        sent.addErrback(self._publish_failed, seq)
         await confirm
+
+    def _publish_failed(self, failure: Failure, seq: int) -> None:
+        if self.open:
+            # The channel or connection is closed on the broker's side: this connection is done
+            # for. Drop it so the broker reconnects, rather than retrying on it in a tight loop.
+            log.warning("publish failed on connection %d (%s); reconnecting", self.number,
+                        failure.getErrorMessage())
+            self.open = False
+            if self.client is not None and self.client.transport is not None:
+                self.client.transport.loseConnection()
+        confirm = self._confirms.pop(seq, None)
+        if confirm is not None and not confirm.called:
+            confirm.errback(_ConnectionLostError(f"publish failed: {failure.getErrorMessage()}"))
 
     def confirmed(self, tag: int, multiple: bool, ok: bool) -> None:
         tags = [t for t in self._confirms if t <= tag] if multiple else [tag]
@@ -409,7 +426,8 @@ class _Connection:
         consumer = self._tags.get(msg.consumer_tag)
         if consumer is None:
             log.error("delivery for unknown consumer %s; rejecting it back to its queue", msg.consumer_tag)
-            self.consume_channel.basic_reject(delivery_tag=msg.delivery_tag, requeue=True)
+            d = self.consume_channel.basic_reject(delivery_tag=msg.delivery_tag, requeue=True)
+            d.addErrback(lambda f: log.warning("basic_reject failed: %s", f.getErrorMessage()))
             return
         body = msg.content.body
         delivery = AmqpDelivery(body if isinstance(body, bytes) else body.encode("utf-8"),
