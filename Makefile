@@ -34,7 +34,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 ## One environment per distribution, each with only that distribution installed.
-tox: $(VENV)/.installed services
+tox: $(VENV)/.installed npm services
 	$(VENV)/bin/tox -p 2 -e core,resources_log,resources_outbound,resources_kv,resources_http,js
 
 ## Tools the ecosystem tests and the docs need: building and checking distributions, MkDocs.
