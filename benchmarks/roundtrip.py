@@ -493,16 +493,15 @@ class _Spawned(ProcessProtocol):
         self.ended.callback(None)
 
 
-async def node_spawn(reactor: Any, runs: int = 15) -> dict[str, float]:
-    """Median wall time of spawnProcess(node -e 0) to processEnded, and CPU per spawn (child + parent)."""
-    node = shutil.which("node") or "node"
+async def measure_spawns(reactor: Any, argv: list[str], runs: int, make: Any = _Spawned) -> dict[str, float]:
+    """Spawn ``argv`` ``runs`` times to processEnded: median wall time and CPU per spawn (child + parent)."""
     walls = []
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(runs):
-        proto = _Spawned()
+        proto = make()
         start = time.perf_counter()
-        reactor.spawnProcess(proto, node, [node, "-e", "0"], env={})
+        reactor.spawnProcess(proto, argv[0], argv, env={})
         await proto.ended
         walls.append(time.perf_counter() - start)
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -510,8 +509,13 @@ async def node_spawn(reactor: Any, runs: int = 15) -> dict[str, float]:
     child_cpu = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / runs
     parent_cpu = (self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime) / runs
     return {"wall_ms": statistics.median(walls) * 1000, "child_cpu_ms": child_cpu * 1000,
-            "parent_cpu_ms": parent_cpu * 1000,
-            "ceiling_msg_per_s": CORES / (child_cpu + parent_cpu)}
+            "parent_cpu_ms": parent_cpu * 1000, "ceiling_msg_per_s": CORES / (child_cpu + parent_cpu)}
+
+
+async def node_spawn(reactor: Any, runs: int = 15) -> dict[str, float]:
+    """Median wall time of spawnProcess(node -e 0) to processEnded, and CPU per spawn (child + parent)."""
+    node = shutil.which("node") or "node"
+    return await measure_spawns(reactor, [node, "-e", "0"], runs)
 
 
 class _Fed(_Spawned):
@@ -535,21 +539,7 @@ async def runner_spawn(reactor: Any, runs: int = 15) -> dict[str, float]:
               "filename": worker.app_filename(api)},
              {"cmd": "inbound-message", "msg": vumi_message("bench", 0, "+27831234567", "hi", "resume")}]
     data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    self0 = resource.getrusage(resource.RUSAGE_SELF)
-    walls = []
-    for _ in range(runs):
-        proto = _Fed(data)
-        start = time.perf_counter()
-        reactor.spawnProcess(proto, argv[0], argv, env={})
-        await proto.ended
-        walls.append(time.perf_counter() - start)
-    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    self1 = resource.getrusage(resource.RUSAGE_SELF)
-    child_cpu = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / runs
-    parent_cpu = (self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime) / runs
-    return {"wall_ms": statistics.median(walls) * 1000, "child_cpu_ms": child_cpu * 1000,
-            "parent_cpu_ms": parent_cpu * 1000, "ceiling_msg_per_s": CORES / (child_cpu + parent_cpu)}
+    return await measure_spawns(reactor, argv, runs, lambda: _Fed(data))
 
 
 async def clean_redis(prefix: str) -> None:
