@@ -34,7 +34,7 @@ def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # the latter from one with a password
     except OSError:
         return False
 
@@ -145,11 +145,12 @@ class RedisServer:
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *options: str) -> None:
+        """Start it with the given extra ``redis-server`` options and wait until it answers."""
         assert self.binary is not None
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--protected-mode", "no", "--enable-debug-command", "local"],
+             "--protected-mode", "no", "--enable-debug-command", "local", *options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not _answers("127.0.0.1", self.port):

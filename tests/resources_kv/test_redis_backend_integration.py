@@ -27,8 +27,12 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         self.server = RedisServer()
         self.addCleanup(self.server.kill)
 
+    password = ""
+
     def kv_options(self) -> dict[str, Any]:
-        return {"redis_manager": {"url": f"redis://127.0.0.1:{self.server.port}/0", "key_prefix": "outage",
+        return {"redis_manager": {"url": f"redis://:{self.password}@127.0.0.1:{self.server.port}/0"
+                                         if self.password else f"redis://127.0.0.1:{self.server.port}/0",
+                                  "key_prefix": "outage",
                                   "connect_timeout": 1, "command_timeout": 1, "reconnect_max_delay": 0.5}}
 
     async def test_redis_restarted_mid_test(self) -> None:
@@ -85,13 +89,18 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         assert replies[1]["value"] == "late"
 
     async def test_a_stalled_redis_fails_commands_after_command_timeout(self) -> None:
-        """Redis that accepts but does not answer (DEBUG SLEEP) fails commands after command_timeout, then recovers."""
+        """Redis that accepts but does not answer (DEBUG SLEEP) fails commands after command_timeout, then recovers.
+
+        The stall outlasts the command timeout, the reconnect delay and the
+        reconnected connection's own SELECT, whose timeout made txredisapi
+        stop reconnecting for good.
+        """
         await self.server.start()
         worker = await self.make_worker()
         kv = worker.resources.resources["kv"]
         other = await txredisapi.Connection("127.0.0.1", self.server.port, reconnect=False)
         self.addCleanup(other.disconnect)
-        stall = other.execute_command("DEBUG", "SLEEP", "2.5")
+        stall = other.execute_command("DEBUG", "SLEEP", "4")
         started = time.monotonic()
         replies = await self.run_child(worker, [{"cmd": "kv.get", "key": "k"}])
         assert 0.9 < time.monotonic() - started < 2.4
@@ -101,6 +110,27 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         waited = time.monotonic()
         while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
             assert time.monotonic() - waited < 10, "no reconnection within 10 s"
+            await sleep(0.05)
+        replies = await self.run_child(worker, [{"cmd": "kv.incr", "key": "n"}])
+        assert replies[0]["value"] == 1
+
+    async def test_a_refused_password_is_retried_until_redis_accepts_it(self) -> None:
+        """AUTH refused: kv commands fail with a reason and a warning names it; once Redis takes the password, kv works."""
+        await self.server.start("--requirepass", "old-secret")
+        self.password = "new-secret"
+        with self.assertLogs("vxsandbox_resources_kv.redis_backend", "WARNING") as logged:
+            worker = await self.make_worker()
+            replies = await self.run_child(worker, [{"cmd": "kv.get", "key": "k"}])
+        assert replies[0]["reason"] == (f"{UNAVAILABLE}not connected to Redis at 127.0.0.1:{self.server.port}/0 "
+                                        "(reconnecting)")
+        assert any("could not auth" in line for line in logged.output), logged.output
+        admin = await txredisapi.Connection("127.0.0.1", self.server.port, reconnect=False, password="old-secret")
+        self.addCleanup(admin.disconnect)
+        await admin.execute_command("CONFIG", "SET", "requirepass", "new-secret")
+        kv = worker.resources.resources["kv"]
+        waited = time.monotonic()
+        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
+            assert time.monotonic() - waited < 10, "no connection within 10 s"
             await sleep(0.05)
         replies = await self.run_child(worker, [{"cmd": "kv.incr", "key": "n"}])
         assert replies[0]["value"] == 1

@@ -16,6 +16,9 @@ While Redis is down a command fails at once with
 :class:`BackendUnavailableError` instead of queueing until the sandbox's
 timeout; the pool keeps reconnecting in the background (backing off to
 ``reconnect_max_delay``) and commands succeed again once Redis is back.
+A new connection whose AUTH or SELECT fails (a refused password, or a Redis
+still stalled past ``command_timeout``) makes txredisapi stop reconnecting
+for good; the backend then starts a fresh pool after ``reconnect_max_delay``.
 """
 
 from __future__ import annotations
@@ -114,17 +117,13 @@ class RedisBackend:
         self.scheme = KeyScheme(config.key_prefix)
         self.address = f"{config.host}:{config.port}/{config.db}"
         self._redis: Any = None
+        self._restart: Any = None
 
     async def setup(self) -> None:
         """Start the shared pool and give it ``connect_timeout`` to connect (it may keep trying after)."""
         cfg = self.config
-        self._redis = txredisapi.lazyConnectionPool(
-            host=cfg.host, port=cfg.port, dbid=cfg.db, poolsize=1, reconnect=True,
-            password=cfg.password, username=cfg.username, connectTimeout=cfg.connect_timeout,
-            replyTimeout=cfg.command_timeout, convertNumbers=False)
+        self._redis = self._start_pool()
         factory = self._redis._factory
-        factory.maxDelay = cfg.reconnect_max_delay
-        factory.initialDelay = min(factory.initialDelay, cfg.reconnect_max_delay)
         waited = 0.0
         while not factory.size and waited < cfg.connect_timeout:
             await task.deferLater(self.clock, 0.05, lambda: None)
@@ -133,8 +132,36 @@ class RedisBackend:
             # Starting anyway lets the worker serve apps that do not use kv; kv commands fail with a reason.
             log.warning("Redis at %s is not answering yet; kv commands fail until it does", self.address)
 
+    def _start_pool(self) -> Any:
+        cfg = self.config
+        redis = txredisapi.lazyConnectionPool(
+            host=cfg.host, port=cfg.port, dbid=cfg.db, poolsize=1, reconnect=True,
+            password=cfg.password, username=cfg.username, connectTimeout=cfg.connect_timeout,
+            replyTimeout=cfg.command_timeout, convertNumbers=False)
+        factory = redis._factory
+        factory.maxDelay = cfg.reconnect_max_delay
+        factory.initialDelay = min(factory.initialDelay, cfg.reconnect_max_delay)
+        # txredisapi calls this after stopping the pool for good when a new
+        # connection's AUTH or SELECT fails, which includes timing out on a
+        # Redis that is still stalled: replace the pool instead of giving up.
+        factory.connectionError = lambda why: self._handshake_failed(redis, why)
+        return redis
+
+    def _handshake_failed(self, redis: Any, why: str) -> None:
+        delay = self.config.reconnect_max_delay
+        log.warning("Redis at %s: %s; starting a new connection in %s s", self.address, why, delay)
+        self._restart = self.clock.callLater(delay, self._restart_pool, redis)
+
+    def _restart_pool(self, stopped: Any) -> None:
+        self._restart = None
+        self._redis = self._start_pool()
+        stopped.disconnect()
+
     async def teardown(self) -> None:
         """Close every connection and stop reconnecting."""
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
         if self._redis is not None:
             redis, self._redis = self._redis, None
             await redis.disconnect()
