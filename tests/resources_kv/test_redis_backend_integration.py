@@ -115,7 +115,7 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         assert replies[0]["value"] == 1
 
     async def test_a_refused_password_is_retried_until_redis_accepts_it(self) -> None:
-        """AUTH refused: kv commands fail with a reason and a warning names it; once Redis takes the password, kv works."""
+        """AUTH refused: kv fails with a reason and a warning says why; once Redis takes the password, kv works."""
         await self.server.start("--requirepass", "old-secret")
         self.password = "new-secret"
         with self.assertLogs("vxsandbox_resources_kv.redis_backend", "WARNING") as logged:
