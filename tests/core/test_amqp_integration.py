@@ -284,20 +284,25 @@ class AmqpIntegrationTests(TestCase):
     async def test_reconnect_when_connection_dropped(self) -> None:
         """RabbitMQ dropping the worker's connection mid-load: it reconnects and every message is answered."""
         await self.setup_transport()
-        service = await self.start_worker(prefetch=20, messages_per_process=100)
+        # 500 runs of 0.1 s, 20 at a time (the prefetch): the load lasts at least 2.5 s.
+        service = await self.start_worker(delay=0.1, prefetch=20, messages_per_process=100)
         await self.listen()
+        broker = service.broker
+        assert isinstance(broker, AmqpBroker) and broker.connection is not None
+        connection = await connection_on_port(broker.connection.client.transport.getHost().port)
         messages = [vumi_message(self.tn, i) for i in range(500)]
         await self.publish_all(f"{self.tn}.inbound", [json.dumps(m).encode() for m in messages])
         await self.replies.wait_for(50, timeout=60)
-        broker = service.broker
-        assert isinstance(broker, AmqpBroker) and broker.connection is not None
-        port = broker.connection.client.transport.getHost().port
-        await close_connection_on_port(port)
+        await close_connection(connection)
+        self.assertLess(len(self.replies.bodies), 500, "the load was over before the connection closed")
+        deadline = time.monotonic() + 30
+        while broker.connections_made < 2:
+            assert time.monotonic() < deadline, "no new connection within 30 s"
+            await sleep(0.05)
         await self.replies.wait_for(500, timeout=150, key="in_reply_to")
         await sleep(1.0)
         counts = Counter(r["in_reply_to"] for r in self.replies.bodies)
         self.assertEqual(set(counts), {m["message_id"] for m in messages})
-        self.assertGreaterEqual(broker.connections_made, 2)
         duplicates = sum(counts.values()) - len(counts)
         print(f"\nconnection dropped after {50}+ replies: 500 answered, {duplicates} duplicate replies, "
               f"{broker.connections_made} connections")
@@ -339,16 +344,26 @@ class AmqpIntegrationTests(TestCase):
         self.assertEqual(broker.connections_made, 2)
 
 
-async def close_connection_on_port(port: int) -> None:
-    """Make RabbitMQ close the one connection whose client port is ``port``."""
+async def connection_on_port(port: int) -> str:
+    """RabbitMQ's name (pid) for the one connection whose client port is ``port``."""
     out, err, code = await getProcessOutputAndValue(
         "rabbitmqctl", ["-q", "list_connections", "pid", "peer_port"], env=dict(os.environ))
     pids = [line.split("\t")[0] for line in out.decode().splitlines()
             if line.strip().endswith("\t" + str(port))]
     assert pids, f"no connection from port {port}: {out!r} {err!r}"
+    return pids[0]
+
+
+async def close_connection(pid: str) -> None:
+    """Make RabbitMQ close the connection ``pid``."""
     out, err, code = await getProcessOutputAndValue(
-        "rabbitmqctl", ["-q", "close_connection", pids[0], "vxsandbox test"], env=dict(os.environ))
+        "rabbitmqctl", ["-q", "close_connection", pid, "vxsandbox test"], env=dict(os.environ))
     assert code == 0, err
+
+
+async def close_connection_on_port(port: int) -> None:
+    """Make RabbitMQ close the one connection whose client port is ``port``."""
+    await close_connection(await connection_on_port(port))
 
 
 class AmqpUrlTests(SynchronousTestCase):

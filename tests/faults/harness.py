@@ -47,6 +47,7 @@ api.on_inbound_message = function (command) {
                                            continue_session: false}, function () { self.done(); });
     }
     if (what === 'ok') { return reply('ok'); }
+    if (what === 'slow') { return setTimeout(function () { reply('slow'); }, 500); }
     if (what === 'kv') {
         return self.request('kv.incr', {key: 'visits'}, function (r) {
             reply(r.success ? 'visits ' + r.value : 'kv failed: ' + r.reason);
@@ -241,6 +242,13 @@ class FaultBench:
 
     async def dead_letters(self, queue: str = "inbound") -> int:
         return await self.transport.queue_length(f"{self.tn}.{queue}.dead")
+
+    async def assert_dead_letters(self, n: int, queue: str = "inbound", timeout: float = 10) -> None:
+        """Exactly ``n`` messages reach the dead-letter queue (a reject is routed there asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while (count := await self.dead_letters(queue)) < n and time.monotonic() < deadline:
+            await sleep(0.05)
+        assert count == n, f"{count} dead letters in {self.tn}.{queue}.dead, expected {n}"
 
     async def still_serves(self, n: int = 3, content: str = "ok") -> None:
         """The worker answers ``n`` well-behaved messages."""

@@ -24,7 +24,7 @@ class HostileInputTests(FaultBench, TestCase):
         await self.wait_settled(len(bodies))
         await self.still_serves()
         self.assertEqual(self.service.counts["invalid"], len(bodies))
-        self.assertEqual(await self.dead_letters(), len(bodies))
+        await self.assert_dead_letters(len(bodies))
         lines = [r.getMessage() for r in self.records.records if "invalid message" in r.getMessage()]
         self.assertEqual(len(lines), len(bodies), lines)
         self.assertTrue(all("dead-lettered" in line for line in lines))
@@ -84,7 +84,7 @@ class HostileInputTests(FaultBench, TestCase):
         await self.publish(orphan)
         await self.wait_settled(1)
         self.assertEqual(self.service.counts["refused"], 1)
-        self.assertEqual(await self.dead_letters(), 1)
+        await self.assert_dead_letters(1)
         await self.still_serves()
         refused = [r.getMessage() for r in self.records.records if "refused" in r.getMessage()]
         self.assertTrue(refused and all("sandbox_id" in line or "dead-lettered" in line for line in refused))

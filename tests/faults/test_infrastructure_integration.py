@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from vxsandbox_core import hookimpl
 from vxsandbox_core.brokers.amqp import AmqpBroker
 
-from ..core.test_amqp_integration import WorkerProcess, close_connection_on_port
+from ..core.test_amqp_integration import WorkerProcess, close_connection, connection_on_port
 from ..resources_kv.helpers import RedisServer
 from .harness import ATTACKER, FaultBench, abuse_config, node_path, sleep, vumi_message, wait_until
 
@@ -48,15 +48,18 @@ class InfrastructureTests(FaultBench, TestCase):
         """RabbitMQ closing the worker's connection mid-stream: every message is still answered."""
         await self.open_bench()
         service = await self.start_worker()
-        messages = [vumi_message(self.tn, "ok") for _ in range(150)]
-        await self.publish(*messages)
-        await wait_until(lambda: len(self.replies) >= 20, 30, "20 replies")
         broker = service.broker
         assert isinstance(broker, AmqpBroker) and broker.connection is not None
-        await close_connection_on_port(broker.connection.client.transport.getHost().port)
+        connection = await connection_on_port(broker.connection.client.transport.getHost().port)
+        # 200 half-second runs, 20 at a time (the prefetch): the stream lasts at least 5 s.
+        messages = [vumi_message(self.tn, "slow") for _ in range(200)]
+        await self.publish(*messages)
+        await wait_until(lambda: len(self.replies) >= 20, 30, "20 replies")
+        await close_connection(connection)
+        self.assertLess(len(self.replies), len(messages), "the stream was over before the connection closed")
+        await wait_until(lambda: broker.connections_made >= 2, 30, "a new connection")
         await self.wait_replies(messages, timeout=90)
         await wait_until(lambda: not service.in_flight, 30, "runs to finish")
-        self.assertGreaterEqual(broker.connections_made, 2)
         self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
         self.assertEqual(await self.dead_letters(), 0)
         self.assert_no_tracebacks()
@@ -103,7 +106,7 @@ class InfrastructureTests(FaultBench, TestCase):
         stranded = [vumi_message(self.tn, "ok") for _ in range(3)]
         await self.publish(*stranded)
         await self.wait_settled(5)
-        self.assertEqual(await self.dead_letters(), 3)
+        await self.assert_dead_letters(3)
         lines = [r.getMessage() for r in self.records.records if r.levelno >= 30]
         self.assertTrue(any(wrapper in line for line in lines), lines)
         self.assert_no_tracebacks()
