@@ -1,0 +1,189 @@
+"""runner.js on its own pipes: lines cut anywhere, multi-byte characters split, non-blocking pipes, end of input.
+
+The runner reads fd 0 and writes fd 1 itself (not through process.stdin and
+process.stdout); these tests drive it with a plain subprocess, as the worker
+would, and check every line arrives whole whatever the chunking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from vxsandbox_js.node import runner_path
+
+pytestmark = pytest.mark.node
+
+#: Replies with the message's content, its length in UTF-16 units, then logs and ends the run.
+ECHO_APP = """
+api.on_inbound_message = function (command) {
+    var self = this, content = command.msg.content;
+    self.request('outbound.reply_to', {content: content, length: content.length}, function () { self.done(); });
+};
+"""
+
+#: Sends one request whose line is ``size`` characters, then ends the run.
+BIG_APP = """
+api.on_inbound_message = function (command) {
+    var self = this;
+    self.request('log.info', {msg: 'x'.repeat(command.msg.size)}, function () { self.done(); });
+};
+"""
+
+
+def line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def initialize(app: str) -> bytes:
+    return line({"cmd": "initialize", "javascript": app, "app_context": None, "filename": "/tmp/app.js"})
+
+
+def message(**msg: Any) -> bytes:
+    return line({"cmd": "inbound-message", "msg": msg})
+
+
+def reply(cmd_id: str) -> bytes:
+    return line({"cmd": "log.info", "cmd_id": cmd_id, "reply": True, "success": True})
+
+
+class Runner:
+    """runner.js under node with its own stdin and stdout pipes, optionally non-blocking on its side."""
+
+    def __init__(self, nonblocking_stdin: bool = False, nonblocking_stdout: bool = False) -> None:
+        node = shutil.which("node")
+        assert node is not None
+        stdin_r, self.stdin = os.pipe()
+        self.stdout, stdout_w = os.pipe()
+        os.set_blocking(stdin_r, not nonblocking_stdin)
+        os.set_blocking(stdout_w, not nonblocking_stdout)
+        self.process = subprocess.Popen([node, runner_path()], stdin=stdin_r, stdout=stdout_w, env={})
+        os.close(stdin_r)
+        os.close(stdout_w)
+        self.buffer = b""
+
+    def write(self, *pieces: bytes, pause: float = 0.05) -> None:
+        """Write each piece on its own, pausing between them so the runner reads them apart."""
+        for piece in pieces:
+            os.write(self.stdin, piece)
+            time.sleep(pause)
+
+    def read_line(self, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line from the runner within {timeout} s (have {self.buffer[:200]!r})"
+            ready, _, _ = select.select([self.stdout], [], [], left)
+            if ready:
+                chunk = os.read(self.stdout, 1 << 20)
+                assert chunk, f"the runner's output ended (have {self.buffer[:200]!r})"
+                self.buffer += chunk
+        text, _, self.buffer = self.buffer.partition(b"\n")
+        result: dict[str, Any] = json.loads(text.decode("utf-8"))
+        return result
+
+    def close(self) -> int:
+        """End its input and return its exit status."""
+        os.close(self.stdin)
+        code = self.process.wait(10)
+        os.close(self.stdout)
+        return code
+
+
+@pytest.fixture
+def runners() -> Any:
+    started: list[Runner] = []
+
+    def start(**options: bool) -> Runner:
+        runner = Runner(**options)
+        started.append(runner)
+        return runner
+
+    yield start
+    for runner in started:
+        if runner.process.poll() is None:
+            runner.process.kill()
+            runner.process.wait()
+
+
+def serve_one(runner: Runner) -> dict[str, Any]:
+    """Answer one run's two requests; return the reply request."""
+    request = runner.read_line()
+    runner.write(reply(request["cmd_id"]))
+    logged = runner.read_line()
+    assert logged["msg"] == "Done."
+    runner.write(reply(logged["cmd_id"]))
+    assert runner.read_line()["cmd"] == "js.done"
+    return request
+
+
+def test_lines_cut_inside_a_multibyte_character(runners: Any) -> None:
+    """A line delivered in pieces, one cut between the bytes of 'é' and one inside an emoji, arrives whole."""
+    runner = runners()
+    content = "héllo 🎉 wörld"
+    data = initialize(ECHO_APP) + message(content=content)
+    cuts = [len(initialize(ECHO_APP)) + data[len(initialize(ECHO_APP)):].index("é".encode()) + 1]
+    cuts.append(data.index("🎉".encode()) + 2)
+    pieces = [data[:cuts[0]], data[cuts[0]:cuts[1]], data[cuts[1]:]]
+    runner.write(*pieces)
+    request = serve_one(runner)
+    assert (request["content"], request["length"]) == (content, len(content.encode("utf-16-le")) // 2)
+    assert runner.close() == 0
+
+
+def test_several_lines_in_one_write_and_one_line_over_many(runners: Any) -> None:
+    """Two lines in one write, then a line written byte by byte: both runs answered."""
+    runner = runners()
+    runner.write(initialize(ECHO_APP) + message(content="one"))
+    assert serve_one(runner)["content"] == "one"
+    second = message(content="two")
+    runner.write(*(second[i:i + 1] for i in range(len(second))), pause=0.001)
+    assert serve_one(runner)["content"] == "two"
+    assert runner.close() == 0
+
+
+def test_a_line_longer_than_one_read(runners: Any) -> None:
+    """A 1 MB message (many reads' worth) reaches the app intact."""
+    runner = runners()
+    content = "ü" * 500_000
+    runner.write(initialize(ECHO_APP), message(content=content))
+    request = serve_one(runner)
+    assert request["content"] == content
+    assert runner.close() == 0
+
+
+def test_non_blocking_stdin_is_read_through_the_stream_reader(runners: Any) -> None:
+    """Handed a non-blocking stdin, the runner still reads every line and sees the end of input."""
+    runner = runners(nonblocking_stdin=True)
+    time.sleep(0.3)  # let its first read find the pipe empty
+    runner.write(initialize(ECHO_APP), message(content="late"))
+    assert serve_one(runner)["content"] == "late"
+    assert runner.close() == 0
+
+
+def test_non_blocking_stdout_that_fills_up_loses_nothing(runners: Any) -> None:
+    """A 1 MB request written to a non-blocking pipe nobody reads for a while arrives whole, then the run ends."""
+    runner = runners(nonblocking_stdout=True)
+    runner.write(initialize(BIG_APP), message(size=1_000_000))
+    time.sleep(0.5)  # the pipe (64 KiB) fills and the runner has to wait
+    request = runner.read_line()
+    assert request["msg"] == "x" * 1_000_000
+    runner.write(reply(request["cmd_id"]))
+    assert runner.read_line()["msg"] == "Done."
+    assert runner.close() == 0
+
+
+def test_end_of_input_after_a_fatal_error_exits_1(runners: Any) -> None:
+    """An app that fails to load is reported through the log; the end of input then exits with status 1."""
+    runner = runners()
+    runner.write(initialize("this is not javascript("))
+    report = runner.read_line()
+    assert report["cmd"] == "log.error" and "app failed to load" in report["msg"]
+    assert runner.close() == 1
