@@ -25,7 +25,9 @@
 // Standard input and output are read and written with `fs` on fds 0 and 1, not through
 // process.stdin and process.stdout: those streams load `net` and `tty`, compiled from source
 // at every start when node runs with V8 flags such as --max-old-space-size (which void the
-// code cache built into node), and that was a third of what a runner costs to start.
+// code cache built into node), and that was a third of what a runner costs to start. The
+// read waits on one of libuv's four pool threads, which leaves the app three for its own
+// asynchronous fs, crypto, zlib and dns.lookup work.
 const fs = require('fs');
 const path = require('path');
 const vm = require('vm');
