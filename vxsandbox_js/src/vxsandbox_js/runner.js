@@ -394,9 +394,13 @@ function Runner() {
 
     self.ended = function () { process.exit(self.failing ? 1 : 0); };
 
-    // Reads fd 0 on libuv's thread pool, one read at a time, until end of input.
+    // Reads fd 0 on libuv's thread pool, one read at a time, until end of input. The buffer is
+    // read into again unless a line still unfinished keeps a view of it.
+    let buffer = null;
     function readInput() {
-        const buffer = Buffer.allocUnsafe(READ_SIZE);
+        if (buffer === null) {
+            buffer = Buffer.allocUnsafe(READ_SIZE);
+        }
         fs.read(0, buffer, 0, READ_SIZE, null, function (err, n) {
             if (err && err.code === 'EAGAIN') {
                 // Someone handed us a non-blocking pipe: the stream reader polls it properly.
@@ -408,6 +412,9 @@ function Runner() {
                 self.ended();
             } else {
                 self.bytesReceived(buffer.subarray(0, n));
+                if (partial.length > 0) {
+                    buffer = null;
+                }
                 readInput();
             }
         });
