@@ -284,8 +284,9 @@ class AmqpIntegrationTests(TestCase):
     async def test_reconnect_when_connection_dropped(self) -> None:
         """RabbitMQ dropping the worker's connection mid-load: it reconnects and every message is answered."""
         await self.setup_transport()
-        # 500 runs of 0.1 s, 20 at a time (the prefetch): the load lasts at least 2.5 s.
-        service = await self.start_worker(delay=0.1, prefetch=20, messages_per_process=100)
+        # 500 runs of 0.2 s, 20 at a time (the prefetch): the load lasts at least 5 s, which leaves
+        # rabbitmqctl (seconds of Erlang start-up on a loaded machine) time to close it mid-load.
+        service = await self.start_worker(delay=0.2, prefetch=20, messages_per_process=100)
         await self.listen()
         broker = service.broker
         assert isinstance(broker, AmqpBroker) and broker.connection is not None
