@@ -20,6 +20,14 @@ pytestmark = pytest.mark.redis
 UNAVAILABLE = "kv backend unavailable: "
 
 
+async def wait_connected(kv: Any, timeout: float = 10) -> None:
+    """Wait until the kv resource's Redis backend has a live connection again."""
+    deadline = time.monotonic() + timeout
+    while not kv.backend._redis._factory.size:
+        assert time.monotonic() < deadline, f"no connection to Redis within {timeout} s"
+        await sleep(0.05)
+
+
 class RedisOutageTests(KVWorkerMixin, TestCase):
     """Commands fail fast with a reason while Redis is down and succeed once it is back."""
 
@@ -57,10 +65,7 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         assert down_run < 3, down_run
 
         await self.server.start()
-        restarted = time.monotonic()
-        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
-            assert time.monotonic() - restarted < 10, "no reconnection within 10 s"
-            await sleep(0.05)
+        await wait_connected(kv)
         replies = await self.run_child(worker, [{"cmd": "kv.set", "key": "k", "value": 3},
                                                 {"cmd": "kv.incr", "key": "n"},
                                                 {"cmd": "kv.get", "key": "k"}])
@@ -80,10 +85,7 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
                                         "(reconnecting)")
         await self.server.start()
         kv = worker.resources.resources["kv"]
-        waited = time.monotonic()
-        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
-            assert time.monotonic() - waited < 10, "no connection within 10 s"
-            await sleep(0.05)
+        await wait_connected(kv)
         replies = await self.run_child(worker, [{"cmd": "kv.set", "key": "k", "value": "late"},
                                                 {"cmd": "kv.get", "key": "k"}])
         assert replies[1]["value"] == "late"
@@ -107,10 +109,7 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         assert replies[0]["reason"] == (f"{UNAVAILABLE}Redis at 127.0.0.1:{self.server.port}/0 did not answer get "
                                         "within 1 s")
         await stall
-        waited = time.monotonic()
-        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
-            assert time.monotonic() - waited < 10, "no reconnection within 10 s"
-            await sleep(0.05)
+        await wait_connected(kv)
         replies = await self.run_child(worker, [{"cmd": "kv.incr", "key": "n"}])
         assert replies[0]["value"] == 1
 
@@ -128,9 +127,6 @@ class RedisOutageTests(KVWorkerMixin, TestCase):
         self.addCleanup(admin.disconnect)
         await admin.execute_command("CONFIG", "SET", "requirepass", "new-secret")
         kv = worker.resources.resources["kv"]
-        waited = time.monotonic()
-        while not kv.backend._redis._factory.size:  # type: ignore[attr-defined]
-            assert time.monotonic() - waited < 10, "no connection within 10 s"
-            await sleep(0.05)
+        await wait_connected(kv)
         replies = await self.run_child(worker, [{"cmd": "kv.incr", "key": "n"}])
         assert replies[0]["value"] == 1
