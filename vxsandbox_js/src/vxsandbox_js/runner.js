@@ -11,9 +11,23 @@
 // then gets a fresh vm context in which the app's code runs again, whose globals are a fresh
 // `api`, `console` (routed to the log resource, since stdout is the protocol channel), the timer
 // functions and whatever the trusted `app_context` expression gives (e.g. `{require: require}`).
-// So a warm runner serving many messages of one tenant carries no global state from one message
-// to the next; when the app calls `api.done()` its timers are cleared and its old `api` goes
-// quiet. Modules loaded through `require` stay cached for the process, as in any Node program.
+//
+// The runner exposes nothing of its own realm to the app (Node's `vm` is no security boundary
+// by itself: any object or function of the runner's realm leads to its `Function`, and from
+// there to `process`). The context is made from a null-prototype object, and `api`, `console`,
+// the timers, replies, errors and everything else the app touches are built by a bootstrap
+// evaluated inside the context. The only link back is one host function that takes and returns
+// primitives, never throws, and is never reachable by app code; the runner calls into the
+// context only with strings and numbers (replies and commands as JSON text), and what the app
+// throws is described as a string inside its own realm. Timers are the app realm's functions
+// whose real handles the runner keeps by number, so they die with the run. A warm runner
+// serving many messages of one tenant therefore carries no state from one message to the next.
+//
+// `app_context` is trusted configuration: what it hands over (`require`, `process`, modules)
+// belongs to the runner's realm and gives the app all of it, as the operator chose. Modules
+// loaded through `require` stay cached for the process, as in any Node program. For untrusted
+// code that is given `require`, the OS jail (`isolation: bwrap`) is the wall, not this runner.
+//
 // An uncaught exception or an unhandled promise rejection is logged through the `log` resource
 // and ends the process with exit status 1, so a broken app never waits for the worker's timeout.
 //
