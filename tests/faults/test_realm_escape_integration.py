@@ -201,10 +201,13 @@ function tricky(name) {
         recorder(name + ' getter').apply(this, arguments);
         return 'got';
     }});
-    value.nested = {toJSON: function () { recorder(name + ' toJSON').apply(this, arguments); return 'json'; }};
-    value[Symbol.toPrimitive] = function () { recorder(name + ' Symbol.toPrimitive').apply(this, arguments); return 'prim'; };
-    value.toString = function () { recorder(name + ' toString').apply(this, arguments); return 'str'; };
-    value[inspectCustom] = function () { recorder(name + ' util.inspect.custom').apply(this, arguments); return 'custom'; };
+    function hook(what, result) {
+        return function () { recorder(name + ' ' + what).apply(this, arguments); return result; };
+    }
+    value.nested = {toJSON: hook('toJSON', 'json')};
+    value[Symbol.toPrimitive] = hook('Symbol.toPrimitive', 'prim');
+    value.toString = hook('toString', 'str');
+    value[inspectCustom] = hook('util.inspect.custom', 'custom');
     return value;
 }
 api.on_inbound_message = function (command) {
@@ -261,7 +264,11 @@ api.on_inbound_message = function (command) {
         return;
     }
     if (what === 'rejection') {
-        var reason = {get stack() { probe('caller of a rejection\'s stack getter', arguments.callee.caller); report(); return 'x'; }};
+        var reason = {get stack() {
+            probe('caller of a rejection\'s stack getter', arguments.callee.caller);
+            report();
+            return 'x';
+        }};
         reason[Symbol.for('nodejs.util.inspect.custom')] = function (depth, options, inspect) {
             probeAll('arguments of util.inspect.custom on a rejection', [depth, options, inspect]);
             report();
@@ -326,7 +333,7 @@ class RealmEscapeTests(TestCase):
         return reports
 
     async def test_globals_lead_nowhere(self) -> None:
-        """``api``, its functions, ``console``, the timers, their handles and the global object hold nothing of the runner."""
+        """``api``, its functions, ``console``, timers and their handles, the global object: none leads out."""
         self.assertEqual(await self.run_probe(GLOBALS_APP), ["escaped: []"])
 
     async def test_replies_and_callers_lead_nowhere(self) -> None:
@@ -338,7 +345,7 @@ class RealmEscapeTests(TestCase):
         self.assertEqual(await self.run_probe(ERRORS_APP), ["escaped: []"])
 
     async def test_proxies_getters_and_symbols_lead_nowhere(self) -> None:
-        """Proxies, getters, toJSON, Symbol.toPrimitive and util.inspect.custom given to the runner get nothing of it."""
+        """Proxies, getters, toJSON, Symbol.toPrimitive and util.inspect.custom handed to the runner get nothing."""
         self.assertEqual(await self.run_probe(TRAPS_APP), ["escaped: []"])
 
     async def test_thrown_values_are_not_formatted_in_the_runner_realm(self) -> None:
