@@ -178,7 +178,7 @@ def new_group(sandbox_id: str, name: str) -> dict[str, Any]:
 
 # --- search -------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"""\s*(?:(?P<op>AND|OR|&&|\|\|)(?=\s)|(?P<field>[A-Za-z_$][\w$-]*):"""
+_TOKEN = re.compile(r"""\s*(?:(?P<op>AND|OR|&&|\|\|)(?=\s|$)|(?P<field>[A-Za-z_$][\w$-]*):"""
                     r"""(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>(?:[^\s"\\]|\\.)+)))""")
 _UNESCAPE = re.compile(r"\\(.)")
 
