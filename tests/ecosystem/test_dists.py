@@ -33,12 +33,12 @@ def resources_table(venv: Venv) -> dict[str, str]:
 def test_build_dists_passes_twine_check(built: Built) -> None:
     """scripts/build-dists builds an sdist and a wheel of all eight and twine check --strict passes them all."""
     names = sorted(p.name for p in built.folder.iterdir() if p.name.startswith("vxsandbox"))
-    assert len(names) == 14, names
+    assert len(names) == 16, names
     for dist in DISTS:
         stem = dist.replace("-", "_")
         assert f"{stem}-0.1.0.tar.gz" in names or any(n.startswith(stem + "-") for n in names)
         assert built.wheel(dist).exists()
-    assert built.output.count("PASSED") == 14, built.output
+    assert built.output.count("PASSED") == 16, built.output
     assert "FAILED" not in built.output and "WARNING" not in built.output
 
 
