@@ -253,6 +253,20 @@ class JailTests(TestCase):
         self.assertEqual(outside.stdout.split(), ["mine", "secret", open("/etc/hostname").read().strip()])
         self.assertEqual(inside.stdout.split(), ["mine", "ENOENT", "ENOENT"], inside.stderr)
 
+    def test_shell_from_symlinked_bin_reads_nothing_of_the_host(self) -> None:
+        """``/bin/sh`` (``/bin -> usr/bin``) in the jail reads neither /etc/hostname nor a file outside its binds."""
+        secret_dir = os.path.abspath(self.mktemp())
+        os.makedirs(secret_dir)
+        secret = os.path.join(secret_dir, "secret.txt")
+        with open(secret, "w") as f:
+            f.write("secret\n")
+        os.chmod(secret, 0o644)
+        argv = rlimit_argv({}) + ["/bin/sh", "-c", f"cat /etc/hostname {secret} 2>/dev/null; echo end"]
+        outside = run(argv)
+        inside = run(wrap_command(BWRAP, argv, []))
+        self.assertEqual(outside.stdout.split(), [open("/etc/hostname").read().strip(), "secret", "end"])
+        self.assertEqual(inside.stdout.split(), ["end"], inside.stderr)
+
     def test_program_and_app_under_host_tmp_are_visible(self) -> None:
         """A program (a venv-style python link) and an app under the host's /tmp show through the private /tmp."""
         base = tempfile.mkdtemp(prefix="vx-jail-", dir="/tmp")

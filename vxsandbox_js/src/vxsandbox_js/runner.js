@@ -184,6 +184,16 @@ function Runner() {
         } else {
             detail = util.inspect(err);
         }
+        try {
+            if (err && err.code === 'ERR_ACCESS_DENIED') {
+                // Node's message names no path: the worker tells the owner and the operator
+                // which one was refused and which config key allows it.
+                writeCommand({cmd: 'js.access_denied', cmd_id: self.nextId(), reply: false,
+                              permission: String(err.permission), resource: String(err.resource)});
+            }
+        } catch (ignored) {
+            // A hostile error object's getters must not stop the failure report below.
+        }
         const exit = function () { process.exit(1); };
         const timer = setTimeout(exit, FATAL_LOG_WAIT_MS);
         timer.unref();
