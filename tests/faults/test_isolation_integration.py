@@ -25,9 +25,9 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from tests.js.helpers import js_config
 from vxsandbox_core import hookimpl, isolation
 from vxsandbox_core.config import SandboxConfig
-from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.isolation import (
     DEFAULT_MAX_PROCESSES,
     SANDBOX_UID_BASE,
@@ -47,7 +47,6 @@ from vxsandbox_core.testing import (
 )
 from vxsandbox_core.worker import Sandbox
 from vxsandbox_js import JsSandbox
-from tests.js.helpers import js_config
 
 from .harness import ATTACKER, FaultBench, RecordsHandler, node_path, vumi_message
 
@@ -117,7 +116,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(os.path.basename(wrap_command({}, argv, [])[0]), "bwrap")
 
     def test_none_as_root_runs_child_as_own_uid(self) -> None:
-        """Under ``none`` a root worker's child runs through setpriv as a uid of its own; other workers change nothing."""
+        """Under ``none`` a root worker's child runs through setpriv as a uid of its own; others change nothing."""
         argv = ["/usr/bin/prlimit", "--as=1:1", "--", "/bin/true"]
         self.patch(isolation.os, "geteuid", lambda: 0)
         wrapped = wrap_command({"isolation": "none"}, argv, [])
