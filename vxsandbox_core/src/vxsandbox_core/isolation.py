@@ -219,7 +219,10 @@ def _jail(bwrap: str, config: Any, argv: list[str], read_paths: list[str]) -> li
     else:
         inner = limited
         privilege = ["--unshare-user"]
-    return [bwrap, *bwrap_options(_program_paths(argv) + paths, workdir), *privilege, "--", *inner]
+    # setsid makes bwrap a process group leader, so killing the child kills the group: a bwrap
+    # killed mid-setup otherwise leaves its namespace's init holding the child's pipes.
+    setsid = shutil.which("setsid") or "/usr/bin/setsid"
+    return [setsid, bwrap, *bwrap_options(_program_paths(argv) + paths, workdir), *privilege, "--", *inner]
 
 
 def _unprivileged(argv: list[str]) -> list[str]:
