@@ -237,7 +237,7 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
     """Validate a worker config without connecting: returns (what would run, errors)."""
     from .brokers.amqp import AmqpUrl
     from .config import SandboxConfig
-    from .isolation import check_isolation, describe_isolation
+    from .isolation import DEFAULT_ISOLATION, check_isolation, describe_isolation
     from .registry import resolve_resource, resolve_worker
     lines: list[str] = []
     errors: list[str] = []
@@ -285,7 +285,7 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
         else:
             errors.append("config key 'transport_name': is required to run against a broker "
                           "(the worker consumes <transport_name>.inbound and .event)")
-        mode = raw.get("isolation", "none")
+        mode = raw.get("isolation", DEFAULT_ISOLATION)
         try:
             lines.append(describe_isolation(check_isolation(mode)))
         except ValueError as e:

@@ -241,9 +241,11 @@ class SandboxConfig(Config):
         Field("shutdown_timeout", (int, float), "seconds a stopping worker waits for runs in flight; runs "
               "still going then are killed and their messages go back to the queue", 7, positive),
         Field("ordered", (bool,), "run the messages of one sandbox_id one at a time, in arrival order", False),
-        Field("isolation", (str,), "how children are confined: 'none' (rlimits only) or 'bwrap' (bubblewrap "
-              "jail: no network, read-only view of what the child needs, private /tmp, an unprivileged uid)",
-              "none", check_isolation),
+        Field("isolation", (str,), "how children are confined: 'auto' ('bwrap' wherever bubblewrap is "
+              "usable, else 'none' with a WARNING), 'bwrap' (bubblewrap jail: no network, own PID namespace, "
+              "read-only view of what the child needs, private /tmp, an unprivileged uid) or 'none' (rlimits "
+              "only: the child can reach the network; a root worker still gives it its own uid)",
+              "auto", check_isolation),
         Field("max_requests_per_run", (int,), "requests one run may make before its child is killed",
               10000, positive),
         Field("max_pending_requests", (int,), "requests one run may have waiting for replies at once; "

@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -254,6 +255,16 @@ class SandboxProtocol(ProcessProtocol):
         """End the child (SIGKILL); it serves no further run."""
         self.retiring = True
         if not self.ended:
+            pid = self.pid
+            try:
+                # A jailed child leads its own process group (isolation.py starts bwrap under
+                # setsid): bwrap killed while still building the jail leaves a process that
+                # holds the pipes and would never end, so the whole group goes. Never the
+                # worker's own group, which an unjailed child shares.
+                if pid is not None and os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
             try:
                 self.transport.signalProcess("KILL")
             except (twisted_error.ProcessExitedAlready, AttributeError, OSError):

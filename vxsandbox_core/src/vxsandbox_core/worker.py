@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
 from .dispatch import SandboxApi
 from .errors import ConfigError, VxSandboxError
-from .isolation import wrap_command
+from .isolation import isolation_warning, wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
 from .pool import ChildPool, cpu_soft_limit
@@ -149,6 +149,9 @@ class Sandbox:
 
     async def setup(self) -> None:
         """Set up the resources and start the pre-started children; call once before processing messages."""
+        warning = isolation_warning(self.config.isolation)
+        if warning is not None:
+            log.warning("%s", warning)
         await self.resources.setup()
         self.pool._top_up()
 

@@ -21,6 +21,7 @@ from vxsandbox_core.process import SandboxResult
 from vxsandbox_core.worker import Sandbox
 
 from .node import NodeVersion, find_node, hardening_flags, node_version, runner_path
+from .reads import app_reads
 from .resource import JsSandboxResource
 
 log = logging.getLogger("vxsandbox.worker")
@@ -146,15 +147,20 @@ class JsSandbox(Sandbox):
         return os.path.join(js_config(api).path or os.getcwd(), "app.js")
 
     def read_paths(self, api: SandboxApi) -> list[str]:
-        """What the child must read inside an OS jail: the same as under the permission model."""
-        return self.allowed_reads(api)
+        """What the bwrap jail shows: the runner, the app, the node_modules folders its resolution
+        searches (whole: inside the jail a link resolves among these binds only), the real paths of
+        its symlinked packages, and ``allow_fs_read``."""
+        reads = app_reads(self.app_filename(api))
+        return [runner_path(), *reads.binds, *self._operator_reads(api)]
 
     def allowed_reads(self, api: SandboxApi) -> list[str]:
-        """What the child may read under the permission model: the runner, the app and its node_modules."""
-        app = self.app_filename(api)
-        paths = [runner_path(), app, os.path.join(os.path.dirname(app), "node_modules")]
-        paths.extend(os.path.abspath(p) for p in js_config(api).allow_fs_read)
-        return paths
+        """What the child may read under the permission model: the runner, the app, each package its
+        resolution can load (see :mod:`vxsandbox_js.reads`), and ``allow_fs_read``."""
+        reads = app_reads(self.app_filename(api))
+        return [runner_path(), *reads.allow, *self._operator_reads(api)]
+
+    def _operator_reads(self, api: SandboxApi) -> list[str]:
+        return [os.path.abspath(p) for p in js_config(api).allow_fs_read]
 
     def sandbox_args(self, api: SandboxApi) -> list[str]:
         """``[hardening flags] runner.js``, or the config's ``args`` verbatim when given."""
