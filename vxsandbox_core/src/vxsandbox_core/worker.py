@@ -88,8 +88,13 @@ class Sandbox:
         return list(api.config.args)
 
     def read_paths(self, api: SandboxApi) -> list[str]:
-        """Files and directories the child must read, beyond its program (for ``isolation: bwrap``)."""
-        return []
+        """Files and directories the child must read, beyond its program (for ``isolation: bwrap``).
+
+        The generic worker's child reads the files its ``args`` name (a script for
+        its interpreter); a directory named there is not opened up, so an argument
+        can never widen the jail's view beyond single files.
+        """
+        return [arg for arg in api.config.args if os.path.isfile(arg)]
 
     def sandbox_id_for_message(self, msg: Message) -> str:
         """The tenant a message belongs to: its ``sandbox_id`` field, else the config's.
