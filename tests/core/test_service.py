@@ -17,6 +17,8 @@ from vxsandbox_core.service import WorkerService
 from vxsandbox_core.testing import echo_worker_config, hooks_with, make_user_message
 from vxsandbox_core.worker import Sandbox
 
+from .bodies import hostile_bodies, sample
+
 
 class ServiceTests(TestCase):
     async def start(self, delay: float = 0.0, prefetch: int = 20, **extra: Any) -> None:
@@ -166,7 +168,8 @@ class HostileBodyTests(TestCase):
         await self.service.start()
         self.addCleanup(lambda: Deferred.fromCoroutine(self.service.stop()))
 
-    async def assert_still_answers(self, queue: str = "inbound") -> None:
+    async def assert_still_answers(self) -> None:
+        self.broker.drain("tr.outbound")
         good = make_user_message(transport_name="tr", content="still here")
         await self.broker.publish("tr.inbound", good.to_json().encode())
         d = Deferred.fromCoroutine(self.broker.get("tr.outbound"))
@@ -251,3 +254,29 @@ class HostileBodyTests(TestCase):
 
     async def publish_inbound(self, body: bytes) -> None:
         await self.broker.publish("tr.inbound", body)
+
+    async def test_fuzzed_bodies_are_all_settled(self) -> None:
+        """3,000 Hypothesis bodies on both queues are each acked or dead-lettered, and a good message is answered."""
+        self.timeout = 240
+        await self.start(prefetch=20, max_children=6)
+        bodies = {"inbound": sample(hostile_bodies("tr"), 2000), "event": sample(hostile_bodies("tr"), 1000)}
+        total = sum(len(b) for b in bodies.values())
+        with self.assertLogs("vxsandbox", "WARNING") as logs:
+            for queue, batch in bodies.items():
+                for body in batch:
+                    await self.broker.publish(f"tr.{queue}", body)
+            for _ in range(200 * 60 * 3):
+                if sum(self.service.counts.values()) >= total and not self.service.in_flight:
+                    break
+                await deferLater(reactor, 0.005, lambda: None)
+        counts = self.service.counts
+        self.assertEqual(sum(counts.values()), total, dict(counts))
+        self.assertEqual(self.broker.stats()["unacked"], {"tr.inbound": 0, "tr.event": 0})
+        self.assertEqual(self.broker.drain("tr.inbound") + self.broker.drain("tr.event"), [])
+        dead = len(self.broker.drain("tr.inbound.dead")) + len(self.broker.drain("tr.event.dead"))
+        self.assertEqual(dead, counts["invalid"] + counts["refused"], dict(counts))
+        self.assertEqual(counts["failed"], 0, dict(counts))
+        self.assertGreater(counts["ok"], 300, dict(counts))
+        # Every invalid body was refused with a MessageError naming what is wrong, never a surprise exception.
+        self.assertEqual([r.getMessage()[:200] for r in logs.records if r.exc_info], [])
+        await self.assert_still_answers()
