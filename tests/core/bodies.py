@@ -57,9 +57,10 @@ FIELDS = sorted(set(user_message("x")) | set(vumi2_event()) | {"sandbox_id", "na
 
 
 @st.composite
-def mutated_messages(draw: Any, transport: str) -> bytes:
-    """A valid user message or event with fields replaced, removed or added, as UTF-8 JSON."""
-    data = user_message(transport) if draw(st.booleans()) else vumi2_event()
+def mutated_messages(draw: Any, transport: str, kind: str) -> bytes:
+    """A valid message (mostly of ``kind``, else of the other kind) with fields replaced, removed or added."""
+    own = draw(st.integers(0, 3)) > 0
+    data = user_message(transport) if (kind == "user_message") == own else vumi2_event()
     for _ in range(draw(st.integers(1, 3))):
         field = draw(st.sampled_from(FIELDS) | texts)
         action = draw(st.sampled_from(["value", "delete", "timestamp"]))
@@ -82,9 +83,11 @@ def damaged_bytes(draw: Any, transport: str) -> bytes:
     return body[:at] + draw(st.binary(min_size=1, max_size=4)) + body[at + 1:]
 
 
-def hostile_bodies(transport: str) -> st.SearchStrategy[bytes]:
-    """Any JSON value, mutated valid messages and damaged bytes, as broker bodies."""
-    return st.one_of(json_values.map(lambda v: json.dumps(v).encode()), mutated_messages(transport),
+def hostile_bodies(transport: str, kind: str = "user_message") -> st.SearchStrategy[bytes]:
+    """Any JSON value, mutated valid messages and damaged bytes, as bodies for the queue of ``kind``."""
+    # Mutated messages twice over, so that about a third of the bodies are valid and reach the app.
+    mutated = mutated_messages(transport, kind)
+    return st.one_of(json_values.map(lambda v: json.dumps(v).encode()), mutated, mutated,
                      damaged_bytes(transport), st.binary(max_size=40))
 
 
