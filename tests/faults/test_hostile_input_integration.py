@@ -143,13 +143,12 @@ class HostileInputTests(FaultBench, TestCase):
         await self.open_bench()
         await self.start_worker(javascript=HALVES_APP)
         msg = vumi_message(self.tn, "go", sandbox_id=ATTACKER)
-        started = time.monotonic()
         await self.publish(msg)
         await self.wait_replies([msg])
         await self.wait_settled(1)
-        self.assertLess(time.monotonic() - started, 3, "the run waited for its timeout")
         self.assertEqual(self.replies_to([msg])[0]["content"], "split \ufffd|raw v\ufffd|\ufffd")
-        self.assertEqual(self.service.counts["ok"], 1)
+        # "ok", not "error": the run ended with api.done(), not at its 3 s timeout.
+        self.assertEqual(dict(self.service.counts), {"ok": 1})
         owner = self.owner_lines()
         reports = [line for line in owner if "surrogate" in line]
         self.assertEqual(len(reports), 2, owner)
