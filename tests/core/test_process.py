@@ -151,3 +151,31 @@ class ProcessTests(TestCase):
         clamped = clamp_rlimits({resource.RLIMIT_NOFILE: (hard + 1000, hard + 1000)})
         self.assertEqual(clamped[resource.RLIMIT_NOFILE], (min(soft, hard), hard))
 
+
+    async def test_lone_surrogates_from_the_child_are_replaced_and_reported_once(self):
+        """Half characters in cmd_id and values get prompt replies (cmd_id kept exactly), one report, no traceback."""
+        code = (
+            "import sys, json\n"
+            "sys.stdin.readline()\n"
+            "ids = ['id-\\ud800-%d' % i for i in range(50)]\n"
+            "for i in ids:\n"
+            "    sys.stdout.write(json.dumps({'cmd': 'record.set', 'cmd_id': i, 'value': 'v\\udc00'}) + '\\n')\n"
+            "sys.stdout.flush()\n"
+            "got = set()\n"
+            "while len(got) < len(ids):\n"
+            "    got.add(json.loads(sys.stdin.readline())['cmd_id'])\n"
+            "sys.stdout.write(json.dumps({'cmd': 'record.done', 'matched': sorted(got) == sorted(ids)}) + '\\n')\n"
+            "sys.stdout.flush(); sys.stdin.readline()\n"
+        )
+        with self.assertLogs("vxsandbox", "DEBUG") as logs:
+            worker, outcome, record = await self.run_code(code, timeout=20)
+        self.assertEqual(outcome, "ok")
+        values = [r["value"] for r in record.requests if r["cmd"] == "set"]
+        self.assertEqual(values, ["v\ufffd"] * 50)
+        self.assertEqual(record.requests[-1]["matched"], True)
+        owner = [m for _, _, m in record.logs]
+        self.assertEqual(len(owner), 2, owner)
+        self.assertIn("lone UTF-16 surrogates", owner[0])
+        self.assertIn("'record.set' fields value", owner[0])
+        self.assertEqual(owner[1], "49 more lines with lone surrogates repaired in this run")
+        self.assertFalse([r for r in logs.records if r.exc_info], logs.output)

@@ -152,18 +152,22 @@ class SandboxRun:
         self.ending = False
         #: problems reported once per run, by kind, with how often each happened
         self.reported: Counter[str] = Counter()
+        #: what was done with the problems of a kind ("ignored" unless said otherwise)
+        self.fates: dict[str, str] = {}
 
-    def report_once(self, kind: str, message: str, level: int = logging.WARNING) -> None:
+    def report_once(self, kind: str, message: str, level: int = logging.WARNING, fate: str = "ignored") -> None:
         """Report the first problem of a kind; later ones are only counted (a flood is one line)."""
         if not self.reported[kind]:
             self.api.report(message, level)
+            self.fates[kind] = fate
         self.reported[kind] += 1
 
     def report_counts(self) -> None:
-        """Say how many more problems of each kind were ignored after the first was reported."""
+        """Say how many more problems of each kind were ignored (or repaired) after the first was reported."""
         for kind, count in self.reported.items():
             if count > 1:
-                self.api.report(f"{count - 1} more {kind} ignored in this run", logging.WARNING)
+                self.api.report(f"{count - 1} more {kind} {self.fates.get(kind, 'ignored')} in this run",
+                                logging.WARNING)
 
 
 class SandboxProtocol(ProcessProtocol):
@@ -371,12 +375,19 @@ class SandboxProtocol(ProcessProtocol):
             run.report_once("requests after done", "sandbox sent requests after it said it was done; "
                             "they were not carried out")
             return
+        repaired: list[str] = []
         try:
-            command = decode(line)
+            command = decode(line, repaired)
         except ProtocolError as e:
             shown = line[:200].decode("utf-8", "replace")
             run.report_once("invalid lines", f"sandbox sent an invalid line, ignored: {e}: {shown!r}")
             return
+        if repaired:
+            # JavaScript strings may hold half a character (a lone surrogate); UTF-8 cannot.
+            fields = ", ".join(sorted(repaired)[:5])[:200]
+            run.report_once("lines with lone surrogates",
+                            f"sandbox sent text with lone UTF-16 surrogates (half a character) in "
+                            f"{command['cmd']!r} fields {fields}; replaced with U+FFFD", fate="repaired")
         if command["reply"]:
             run.report_once("replies to commands never sent",
                             f"sandbox sent a reply to a command it was never sent, ignored: "

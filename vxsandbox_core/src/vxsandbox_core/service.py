@@ -8,12 +8,16 @@ queue. What becomes of a delivery:
 - the run ended (``ok`` or ``error``: the app crashed or timed out, which
   running it again would not fix): **acked**, only after the run ended and
   everything it published was confirmed by the broker (at-least-once);
-- the body is not a Vumi message of the queue's kind: logged with the
-  reason and **rejected without requeue**, so it moves to the dead-letter
-  queue ``<queue>.dead``;
+- the body is not a Vumi message of the queue's kind (not UTF-8 JSON, not
+  an object, nested deeper than the message model allows, a field missing
+  or of the wrong type, a timestamp out of range; any exception while
+  reading it counts): logged with the reason and **rejected without
+  requeue**, so it moves to the dead-letter queue ``<queue>.dead``;
 - the worker refused it (``refused``: no ``sandbox_id`` in the message or
-  the config): logged with the reason and dead-lettered the same way, so an
-  operator can fix the config and shovel the messages back;
+  the config, a ``sandbox_id`` that is not a string, or a message that
+  could not be written to the child): logged with the reason and
+  dead-lettered the same way, so an operator can fix the config and
+  shovel the messages back;
 - the worker itself failed (a bug): logged with the traceback and
   dead-lettered, so one poison message cannot loop forever;
 - it arrived while the service was stopping, or its run was still going
@@ -146,10 +150,13 @@ class WorkerService:
             if not isinstance(msg, kind):
                 raise MessageError(f"field 'message_type': {delivery.routing_key} carries "
                                    f"{kind.message_type!r} messages, got {msg.message_type!r}")
-        except MessageError as e:
+        except Exception as e:
             self.counts["invalid"] += 1
+            # A MessageError names the field; anything else is a gap in validation, so keep its traceback.
             log.error("invalid message on %s, dead-lettered to %s.dead: %s; body starts %r",
-                      delivery.routing_key, delivery.routing_key, e, delivery.body[:120])
+                      delivery.routing_key, delivery.routing_key,
+                      e if isinstance(e, MessageError) else f"{type(e).__name__}: {e}", delivery.body[:120],
+                      exc_info=not isinstance(e, MessageError))
             await delivery.reject(requeue=False)
             return
         try:

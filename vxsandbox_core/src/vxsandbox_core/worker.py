@@ -31,6 +31,8 @@ log = logging.getLogger("vxsandbox.worker")
 
 #: the kill reason of runs ended because the worker is stopping
 STOPPING = "worker stopping"
+#: the kill reason of runs whose message could not be written to the child
+UNDELIVERABLE = "message could not be sent"
 
 
 class SandboxRefusedError(VxSandboxError):
@@ -99,11 +101,16 @@ class Sandbox:
     def sandbox_id_for_message(self, msg: Message) -> str:
         """The tenant a message belongs to: its ``sandbox_id`` field, else the config's.
 
-        :raises SandboxRefusedError: neither gives one.
+        :raises SandboxRefusedError: neither gives one, or the message's is not a string
+            (mapping ``123`` or ``["x"]`` to the config's tenant would run it as someone it did not name).
         """
         sandbox_id = msg.get("sandbox_id")
         if isinstance(sandbox_id, str) and sandbox_id:
             return sandbox_id
+        if sandbox_id is not None and not isinstance(sandbox_id, str):
+            text = repr(sandbox_id)
+            raise SandboxRefusedError(f"field 'sandbox_id': expected a string, got {type(sandbox_id).__name__} "
+                                      f"{text if len(text) <= 80 else text[:80] + '...'}")
         if self.config.sandbox_id:
             return self.config.sandbox_id
         raise SandboxRefusedError(
@@ -212,21 +219,42 @@ class Sandbox:
         return outcome
 
     async def run_sandbox(self, api: SandboxApi, deliver: Any) -> SandboxResult:
-        """Get a child (warm, pre-started or new), let resources initialise a fresh one, deliver, wait."""
+        """Get a child (warm, pre-started or new), let resources initialise a fresh one, deliver, wait.
+
+        The child goes back to the pool however the run ends, so no failure can leak one of
+        ``max_children``'s slots.
+
+        :raises SandboxRefusedError: the message could not be written to the child (the child is
+            killed and the message should be dead-lettered).
+        """
         key = self.child_key(api)
         child, fresh = await self.pool.acquire(key, api, spare_ok=api.config is self.config)
-        run = child.start_run(api, api.config.timeout)
-        if fresh:
-            self.hooks.notify("sandbox_started", api=api, pid=child.pid)
-            try:
-                await self.resources.sandbox_init(api)
-            except Exception as e:
-                log.exception("[%s] sandbox_init failed", api.sandbox_id)
-                api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
-        if not run.called:
-            deliver(api)
-        result = await run
-        self.pool.release(child, key, result)
+        result: SandboxResult | None = None
+        undeliverable: Exception | None = None
+        try:
+            run = child.start_run(api, api.config.timeout)
+            if fresh:
+                self.hooks.notify("sandbox_started", api=api, pid=child.pid)
+                try:
+                    await self.resources.sandbox_init(api)
+                except Exception as e:
+                    log.exception("[%s] sandbox_init failed", api.sandbox_id)
+                    api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
+            if not run.called:
+                try:
+                    deliver(api)
+                except Exception as e:
+                    # Nothing was written (encoding comes first), but the run cannot go on without its message.
+                    undeliverable = e
+                    child.kill(UNDELIVERABLE)
+            result = await run
+        finally:
+            # None: the wait itself failed (cancelled, or a bug above); the child cannot be trusted.
+            self.pool.release(child, key, result)
+        if undeliverable is not None:
+            self.hooks.notify("sandbox_ended", api=api, result=result)
+            raise SandboxRefusedError(f"the message could not be sent to the sandbox: "
+                                      f"{type(undeliverable).__name__}: {undeliverable}")
         if not result.ok:
             log.warning("[%s] sandbox run %s after %.3fs", api.sandbox_id, result.describe(), result.duration)
             if result.kill_reason is None:
