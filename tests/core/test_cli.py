@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+import vxsandbox_core
 from vxsandbox_core import cli
 from vxsandbox_core.testing import echo_worker_config
 
@@ -131,7 +132,8 @@ class TestResources:
         lines = result.stdout.splitlines()
         assert lines[0].split() == ["KIND", "NAME", "CLASS", "DISTRIBUTION", "VERSION"]
         rows = {(r.split()[0], r.split()[1]): r.split() for r in lines[1:] if not r.startswith(" ")}
-        assert rows[("worker", "sandbox")][2:] == ["vxsandbox_core.worker:Sandbox", "vxsandbox-core", "0.1.0"]
+        assert rows[("worker", "sandbox")][2:] == ["vxsandbox_core.worker:Sandbox", "vxsandbox-core",
+                                                  vxsandbox_core.__version__]
         assert rows[("resource", "config")][3] == "vxsandbox-core"
 
     def test_json_output(self) -> None:
@@ -140,7 +142,7 @@ class TestResources:
         rows = json.loads(result.stdout)
         sandbox = next(r for r in rows if r["kind"] == "worker" and r["name"] == "sandbox")
         assert sandbox == {"kind": "worker", "name": "sandbox", "class": "vxsandbox_core.worker:Sandbox",
-                           "distribution": "vxsandbox-core", "version": "0.1.0", "error": ""}
+                           "distribution": "vxsandbox-core", "version": vxsandbox_core.__version__, "error": ""}
 
     def test_import_errors_shown(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
         """A plugin that fails to import is listed with its error and the exit status is 1."""

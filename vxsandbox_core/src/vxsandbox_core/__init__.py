@@ -9,7 +9,7 @@ from .process import SandboxProtocol, SandboxResult
 from .resources import SandboxResource, SandboxResources
 from .worker import Sandbox, SandboxRefusedError
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 __all__ = [
     "CommandError",
