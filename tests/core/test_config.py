@@ -63,7 +63,7 @@ def test_prefix_is_part_of_the_key():
         SandboxConfig({"timeout": "x"}, prefix="sandbox.kv.")
 
 
-def test_unknown_keys_are_kept_for_subclasses():
-    """Keys a class does not declare stay readable through get()."""
-    c = SandboxConfig({"javascript": "x", "timeout": 5})
-    assert c.get("javascript") == "x" and c.get("timeout") == 5 and c.get("missing", 1) == 1
+def test_deprecated_keys_stay_readable_through_get():
+    """A deprecated old key is kept in raw and readable through get(), beside declared keys."""
+    c = SandboxConfig({"worker_name": "x", "timeout": 5})
+    assert c.get("worker_name") == "x" and c.get("timeout") == 5 and c.get("missing", 1) == 1

@@ -1,8 +1,8 @@
 """vxsandbox-core: the sandbox process protocol, command dispatch, plugins and the generic worker."""
 
-from .config import Config, Field, SandboxConfig
+from .config import Config, Field, ResourceConfig, SandboxConfig
 from .dispatch import CommandError, SandboxApi
-from .errors import ConfigError, MessageError, ProtocolError, VxSandboxError
+from .errors import ConfigError, ConfigErrors, MessageError, ProtocolError, VxSandboxError
 from .hookspecs import hookimpl
 from .message import TransportEvent, TransportUserMessage
 from .process import SandboxProtocol, SandboxResult
@@ -15,9 +15,11 @@ __all__ = [
     "CommandError",
     "Config",
     "ConfigError",
+    "ConfigErrors",
     "Field",
     "MessageError",
     "ProtocolError",
+    "ResourceConfig",
     "Sandbox",
     "SandboxApi",
     "SandboxConfig",

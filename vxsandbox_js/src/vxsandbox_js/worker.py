@@ -96,6 +96,14 @@ class JsSandboxConfig(SandboxConfig):
             raw["sandbox"] = {**sandbox, "log": {"cls": "log"}}
         super().__init__(raw, prefix)
 
+    def validate(self) -> None:
+        """Drop ``args`` that start Vumi's own ``sandboxer.js`` (this worker runs its runner instead)."""
+        super().validate()
+        if any(os.path.basename(arg) == "sandboxer.js" for arg in self.args):
+            self.warn(f"config key {self.prefix + 'args'!r} is deprecated when it starts Vumi's sandboxer.js "
+                      f"({self.args!r}): ignored, the JavaScript workers run their own runner")
+            self.args = []
+
 
 class JsFileSandboxConfig(JsSandboxConfig):
     """Config of the ``js-file`` worker: the app comes from ``javascript_file``."""
@@ -107,10 +115,11 @@ class JsFileSandboxConfig(JsSandboxConfig):
         Field("javascript_file", (str,), "path of the file holding the app's JavaScript"),
     )
 
-    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
-        super().__init__(raw, prefix)
+    def validate(self) -> None:
+        """Check that ``javascript_file`` is a file."""
+        super().validate()
         if not os.path.isfile(self.javascript_file):
-            raise ConfigError(prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
+            raise ConfigError(self.prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
         self.javascript_file = os.path.abspath(self.javascript_file)
 
 
