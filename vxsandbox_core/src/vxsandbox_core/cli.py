@@ -195,7 +195,8 @@ async def _serve(reactor: Any, worker: Any, broker: Any) -> None:
     try:
         observer = start_observability(worker, broker)
     except CannotListenError as e:
-        log.error("cannot serve metrics on metrics_port %s: %s", worker.config.get("metrics_port"), e.socketError)
+        log.error("cannot serve metrics on metrics_host %s, metrics_port %s: %s", worker.config.get("metrics_host"),
+                  worker.config.get("metrics_port"), e.socketError)
         raise SystemExit(EXIT_ERRORS) from None
 
     async def shutdown() -> None:
