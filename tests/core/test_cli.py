@@ -69,6 +69,59 @@ class TestCheck:
         assert "'transport_name'" in err
         assert "Traceback" not in err
 
+    def test_errors_of_every_level_in_one_run(self, tmp_path: Path) -> None:
+        """check reports misspelled and wrong keys at the top level and in every resource at once."""
+        config = echo_worker_config("x", timout=5, metrics_prot=9100, recv_limit="big")
+        config["sandbox"]["kv"] = {"cls": "kv", "keys_per_usr": 5, "redis_manger": {"db": 3}}
+        config["sandbox"]["log"] = {"cls": "log", "max_lenght": 100}
+        result = vxsandbox("check", "-c", write(tmp_path, config))
+        assert result.returncode == 1
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert sorted(errors) == sorted([
+            "error: config key 'timout': is not a config key here; did you mean 'timeout'?",
+            "error: config key 'metrics_prot': is not a config key here; did you mean 'metrics_port'?",
+            "error: config key 'recv_limit': expected an integer, got 'big'",
+            "error: config key 'sandbox.kv.keys_per_usr': is not a config key here; did you mean 'keys_per_user'?",
+            "error: config key 'sandbox.kv.redis_manger': is not a config key here; did you mean 'redis_manager'?",
+            "error: config key 'sandbox.log.max_lenght': is not a config key here; did you mean 'max_length'?",
+        ])
+        assert result.stderr.rstrip().endswith(": 6 error(s)")
+
+    def test_deprecation_warnings_printed(self, tmp_path: Path) -> None:
+        """check accepts an old Vumi key and prints its deprecation warning."""
+        config = echo_worker_config("x", worker_name="old_app")
+        result = vxsandbox("check", "-c", write(tmp_path, config))
+        assert result.returncode == 0, result.stderr
+        assert "warning: config key 'worker_name' is deprecated: ignored" in result.stderr
+
+    def test_worker_class(self, tmp_path: Path) -> None:
+        """--worker-class names the worker of a config that names none (the old twistd way)."""
+        config = echo_worker_config("x")
+        assert "worker" not in config
+        path = write(tmp_path, config)
+        result = vxsandbox("check", "-c", path, "--worker-class", "vxsandbox.worker.Sandbox")
+        assert result.returncode == 0, result.stderr
+        assert "worker: vxsandbox.worker.Sandbox -> vxsandbox_core.worker:Sandbox" in result.stdout
+
+    @pytest.mark.parametrize("command", ["run", "check"])
+    def test_worker_class_disagreeing_with_the_file(self, tmp_path: Path, command: str) -> None:
+        """--worker-class naming another worker than the file's is an error, not a silent choice."""
+        path = write(tmp_path, echo_worker_config("x", worker="sandbox"))
+        result = vxsandbox(command, "-c", path, "--worker-class", "js")
+        assert result.returncode in (1, 2)
+        assert "'worker': is 'sandbox' in the file but --worker-class says 'js'" in result.stderr
+
+    @pytest.mark.parametrize("command", ["run", "check"])
+    def test_js_keys_without_worker_refused(self, tmp_path: Path, command: str) -> None:
+        """A config with javascript_file and no worker is refused instead of running the generic worker."""
+        config = echo_worker_config("x", javascript_file="app.js", app_context="{}")
+        assert "worker" not in config
+        result = vxsandbox(command, "-c", write(tmp_path, config))
+        assert result.returncode in (1, 2)
+        assert "config key 'javascript_file': only the JavaScript workers read 'javascript_file'" in result.stderr
+        assert "config key 'app_context': only the JavaScript workers read" in result.stderr
+        assert "pass --worker-class" in result.stderr
+
     def test_unknown_worker(self, tmp_path: Path) -> None:
         """An unresolvable worker name is an error naming the key."""
         config = echo_worker_config("x", worker="nonexistent-worker")
