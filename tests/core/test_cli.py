@@ -177,6 +177,23 @@ class TestBadConfigFiles:
         assert "Traceback" not in result.stderr
 
 
+class TestHelp:
+    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"], ["chat"]])
+    def test_help_is_plain_text(self, command: list[str]) -> None:
+        """--help shows no reStructuredText markup (double backquotes, roles) from docstrings."""
+        result = vxsandbox(*command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "usage: vxsandbox" in result.stdout
+        assert "``" not in result.stdout and ":class:" not in result.stdout
+        if not command:
+            assert "The vxsandbox command: run a worker on RabbitMQ" in result.stdout
+
+    def test_plain_text(self) -> None:
+        """Roles and literals lose their markup; other text is kept."""
+        assert cli.plain_text("The ``vxsandbox`` :class:`~a.Sandbox` and :func:`b.f` `x`") == \
+            "The vxsandbox Sandbox and b.f `x`"
+
+
 class TestResources:
     def test_lists_installed_plugins(self) -> None:
         """resources lists resource and worker plugins with class, distribution and version."""

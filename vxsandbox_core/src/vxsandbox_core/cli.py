@@ -24,6 +24,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -415,6 +416,27 @@ def cmd_chat(argv: list[str]) -> int:
 
 # --- entry point -----------------------------------------------------------------------
 
+_RST_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """Text for a terminal: reStructuredText roles and literals (from docstrings) without their markup."""
+    # As Sphinx does, a role's target starting with ~ shows only its last component.
+    text = _RST_ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return _RST_LITERAL.sub(r"\1", text)
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """Help without the reStructuredText markup that descriptions taken from docstrings carry."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain_text(super()._expand_help(action))
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vxsandbox``."""
     from . import __version__
@@ -422,7 +444,8 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="stderr log lines as text (default) or JSON objects")
     common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    parser = argparse.ArgumentParser(prog="vxsandbox", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="vxsandbox", description=__doc__.splitlines()[0] if __doc__ else None,
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vxsandbox-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
