@@ -103,6 +103,27 @@ class TestCheck:
         assert result.returncode == 0, result.stderr
         assert "worker: vxsandbox.worker.Sandbox -> vxsandbox_core.worker:Sandbox" in result.stdout
 
+    def test_run_worker_class(self, tmp_path: Path) -> None:
+        """run --worker-class starts the named worker for a config that names none."""
+        config = echo_worker_config("x")
+        proc = subprocess.Popen([sys.executable, "-m", "vxsandbox_core.cli", "run", "-c", write(tmp_path, config),
+                                 "--worker-class", "vumi.application.sandbox.Sandbox",
+                                 "--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2F"],
+                                stderr=subprocess.PIPE, text=True)
+        started = ""
+        try:
+            assert proc.stderr is not None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not started:
+                line = proc.stderr.readline()
+                started = line if "starting worker" in line else ""
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "starting worker vumi.application.sandbox.Sandbox (Sandbox) for transport x" in started
+
     @pytest.mark.parametrize("command", ["run", "check"])
     def test_worker_class_disagreeing_with_the_file(self, tmp_path: Path, command: str) -> None:
         """--worker-class naming another worker than the file's is an error, not a silent choice."""
