@@ -142,6 +142,19 @@ class ServedMetricsTests(TestCase):
         assert server.listening is None
 
 
+    async def test_binds_metrics_host(self) -> None:
+        """The server listens on metrics_host, and on every interface when it is not set."""
+        for config, host in (({"metrics_host": "127.0.0.1"}, "127.0.0.1"), ({}, "0.0.0.0")):
+            worker = Sandbox(python_worker_config(python_child([]), metrics_port=0, **config),
+                             broker=MemoryBroker(), hooks=hooks_with())
+            server = start_observability(worker)
+            assert server is not None and server.listening is not None
+            try:
+                assert server.listening.getHost().host == host
+            finally:
+                await server.stop()
+
+
 class ConfigTests(TestCase):
     """``metrics_port`` turns the plugin on and is validated like every key."""
 

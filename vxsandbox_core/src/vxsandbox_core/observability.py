@@ -251,7 +251,7 @@ class ObservabilityServer:
             await listening.stopListening()
 
 
-def start_observability(worker: Any, broker: Any = None, interface: str = "",
+def start_observability(worker: Any, broker: Any = None, interface: str | None = None,
                         reactor: Any = None) -> ObservabilityServer | None:
     """Serve metrics and health for ``worker`` if its config sets ``metrics_port``; else return ``None``.
 
@@ -260,10 +260,13 @@ def start_observability(worker: Any, broker: Any = None, interface: str = "",
     when the worker stops.
 
     :param broker: whose connection ``/health`` reports (default: ``worker.broker``).
+    :param interface: the address to listen on (default: the config's ``metrics_host``).
     """
     port = worker.config.get("metrics_port")
     if port is None:
         return None
+    if interface is None:
+        interface = worker.config.get("metrics_host") or ""
     plugin = ObservabilityPlugin(broker=broker if broker is not None else getattr(worker, "broker", None))
     server = ObservabilityServer(plugin, port, interface, reactor)
     server.start()

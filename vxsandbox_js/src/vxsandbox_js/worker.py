@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import resource
 from collections.abc import Hashable
 from typing import Any, ClassVar, cast
 
@@ -41,6 +42,9 @@ NODE_RLIMITS: dict[str, int] = {
     "RLIMIT_MEMLOCK": 64 * 1024,
     "RLIMIT_AS": 1024 * MiB,
 }
+
+#: the least address space Node.js starts in reliably (measured on Node 20.20, see NODE_RLIMITS)
+NODE_MIN_ADDRESS_SPACE = 800 * MiB
 
 #: MiB of V8 old space an app may use unless ``max_old_space_size`` says otherwise
 DEFAULT_MAX_OLD_SPACE_SIZE = 64
@@ -97,6 +101,24 @@ class JsSandboxConfig(SandboxConfig):
             raw["sandbox"] = {**sandbox, "log": {"cls": "log"}}
         super().__init__(raw, prefix)
 
+    def validate(self) -> None:
+        """Drop ``args`` that start Vumi's own ``sandboxer.js`` (this worker runs its runner instead)."""
+        super().validate()
+        if any(os.path.basename(arg) == "sandboxer.js" for arg in self.args):
+            self.warn(f"config key {self.prefix + 'args'!r} is deprecated when it starts Vumi's sandboxer.js "
+                      f"({self.args!r}): ignored, the JavaScript workers run their own runner")
+            self.args = []
+        address_space = self.rlimits.get(resource.RLIMIT_AS)
+        if address_space is not None and address_space[0] < NODE_MIN_ADDRESS_SPACE:
+            # Old configs were written for Node 4, which started in 256 MiB; Node 20 dies of SIGTRAP there
+            # on every message. Memory stays bounded by RLIMIT_DATA and max_old_space_size.
+            raised = NODE_RLIMITS["RLIMIT_AS"]
+            self.warn(f"config key {self.prefix + 'rlimits.RLIMIT_AS'!r} of {address_space[0] // MiB} MiB is "
+                      f"deprecated: Node.js 20 needs about {NODE_MIN_ADDRESS_SPACE // MiB} MiB of address space "
+                      f"to start, so it is raised to {raised // MiB} MiB (memory stays bounded by RLIMIT_DATA "
+                      "and max_old_space_size)")
+            self.rlimits[resource.RLIMIT_AS] = (raised, max(raised, address_space[1]))
+
 
 class JsFileSandboxConfig(JsSandboxConfig):
     """Config of the ``js-file`` worker: the app comes from ``javascript_file``."""
@@ -108,10 +130,11 @@ class JsFileSandboxConfig(JsSandboxConfig):
         Field("javascript_file", (str,), "path of the file holding the app's JavaScript"),
     )
 
-    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
-        super().__init__(raw, prefix)
+    def validate(self) -> None:
+        """Check that ``javascript_file`` is a file."""
+        super().validate()
         if not os.path.isfile(self.javascript_file):
-            raise ConfigError(prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
+            raise ConfigError(self.prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
         self.javascript_file = os.path.abspath(self.javascript_file)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vxsandbox_core.config import Config, Field, positive
+from vxsandbox_core.config import Field, ResourceConfig, positive
 
 from .guard import HostRules
 
@@ -15,7 +15,7 @@ def _host_rules(value: list[Any]) -> HostRules:
     return HostRules.parse(value)
 
 
-class HttpClientConfig(Config):
+class HttpClientConfig(ResourceConfig):
     """Config of :class:`~vxsandbox_resources_http.HttpClientResource`; the fields are its reference."""
 
     timeout: float

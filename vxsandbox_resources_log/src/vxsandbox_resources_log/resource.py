@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from vxsandbox_core import Config, Field, SandboxResource
+from vxsandbox_core import Field, ResourceConfig, SandboxResource
 from vxsandbox_core.aio import call_deferred
 from vxsandbox_core.protocol import Command
 
@@ -31,7 +31,7 @@ def _at_least_min_length(value: int) -> int:
     return value
 
 
-class LoggingConfig(Config):
+class LoggingConfig(ResourceConfig):
     """Options of the ``log`` resource (under ``sandbox.<name>`` in the worker config)."""
 
     max_length: int

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..config import ResourceConfig
 from ..dispatch import CommandError
 from ..protocol import Command
 from ..resources import SandboxResource
@@ -88,8 +89,12 @@ class MetricsResource(SandboxResource):
     malformed fire gets a failed reply that says what is wrong.
     """
 
+    #: it takes no options beyond ``cls``
+    CONFIG_CLASS = ResourceConfig
+
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
+        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self._aggregates: dict[tuple[str, str, str, str], AggregatedMetric] = {}
 
     def handle_fire(self, api: SandboxApi, command: Command) -> Command:
