@@ -226,6 +226,9 @@ class SandboxConfig(Config):
         Field("timeout", (int, float), "seconds a sandbox run may take before it is killed", 60, positive),
         Field("recv_limit", (int,), "bytes of stdout plus stderr a run may write before it is killed",
               1 * MiB, positive),
+        Field("stdin_limit", (int,), "bytes of replies that may wait, unread, on a child's stdin; a child "
+              "that stops reading while it keeps asking is killed past it (the worker's own commands, such "
+              "as a large inbound message, do not count)", 8 * MiB, positive),
         Field("rlimits", (dict,), "resource limits (RLIMIT_* name or number -> value or [soft, hard]) "
               "merged over the restrictive defaults", dict, parse_rlimits),
         Field("logging_resource", (str, type(None)), "name of the resource that receives the sandbox's log lines",
