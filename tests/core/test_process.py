@@ -216,3 +216,28 @@ class StdinLimitTests(TestCase):
         with self.assertRaises(ConfigError) as e:
             SandboxConfig({"stdin_limit": 0})
         self.assertIn("stdin_limit", str(e.exception))
+
+
+class LogLineCapTests(TestCase):
+    async def test_stderr_flood_is_capped_with_one_summary_line(self):
+        """500 000 short stderr lines give max_log_lines_per_run lines and one line counting the rest."""
+        code = "import sys; sys.stderr.write('x\\n' * 500000); sys.stderr.flush()"
+        worker = code_worker(code, max_log_lines_per_run=50)
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message())
+        self.assertEqual(outcome, "ok")
+        logs = [m for _, _, m in worker.resources.resources["record"].logs]
+        self.assertEqual(logs[:50], ["x"] * 50)
+        self.assertEqual(logs[50:], ["499950 more log lines dropped in this run "
+                                     "(max_log_lines_per_run is 50)"])
+
+    async def test_default_cap_keeps_a_thousand_lines(self):
+        """Without config, a run keeps its first 1000 stderr lines."""
+        code = "import sys; sys.stderr.write(''.join('line %d\\n' % i for i in range(1500)))"
+        worker = code_worker(code)
+        await worker.setup()
+        await worker.process_message(make_user_message())
+        logs = [m for _, _, m in worker.resources.resources["record"].logs]
+        self.assertEqual(len(logs), 1001)
+        self.assertEqual(logs[999], "line 999")
+        self.assertIn("500 more log lines dropped", logs[1000])

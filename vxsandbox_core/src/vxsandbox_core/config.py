@@ -231,6 +231,9 @@ class SandboxConfig(Config):
               "as a large inbound message, do not count)", 8 * MiB, positive),
         Field("rlimits", (dict,), "resource limits (RLIMIT_* name or number -> value or [soft, hard]) "
               "merged over the restrictive defaults", dict, parse_rlimits),
+        Field("max_log_lines_per_run", (int,), "log lines one run may write (stderr lines and log resource "
+              "requests together); later ones are dropped and counted in one line at the run's end",
+              1000, positive),
         Field("logging_resource", (str, type(None)), "name of the resource that receives the sandbox's log lines",
               None),
         Field("messages_per_process", (int,), "messages of one sandbox_id (and one version of its code) a "

@@ -313,6 +313,7 @@ class SandboxProtocol(ProcessProtocol):
             if self.run is run:
                 self.run = None
             run.report_counts()
+            run.api.report_dropped_log_lines()
             retired = self.ended or self.retiring
             run.result.callback(SandboxResult(
                 self.exit_code if self.ended else None, self.signal if self.ended else None,
@@ -366,10 +367,19 @@ class SandboxProtocol(ProcessProtocol):
         if self.ended or self.retiring or not self._count(data):
             return
         self._err += data
+        run = self.run
+        if run is not None and run.api.log_lines >= run.api.config.max_log_lines_per_run:
+            # Over the cap, count the lines without splitting them: a flood of 2-byte lines
+            # would otherwise cost the reactor a Python call per line.
+            end = self._err.rfind(b"\n")
+            if end >= 0:
+                run.api.take_log_lines(self._err.count(b"\n", 0, end + 1))
+                del self._err[:end + 1]
+            return
         for line in self._lines(self._err):
             text = line.decode("utf-8", "replace").rstrip("\r")
-            if text and self.run is not None:
-                self.run.api.log(text, logging.ERROR)
+            if text and run is not None and run.api.take_log_lines():
+                run.api.log(text, logging.ERROR)
 
     @staticmethod
     def _lines(buffer: bytearray) -> list[bytes]:
