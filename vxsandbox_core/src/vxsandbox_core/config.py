@@ -261,6 +261,11 @@ class SandboxConfig(Config):
         Field("metrics_port", (int, type(None)), "TCP port serving Prometheus metrics at /metrics and the "
               "broker connection's health at /health (0 picks a free port); null serves nothing",
               None, _port),
+        Field("metrics_max_series", (int,), "app metric series (sandbox_id, store, metric, aggregator) "
+              "exported at /metrics in all; fires of further ones are counted in one '_overflow' series "
+              "per aggregator", 10000, positive),
+        Field("metrics_max_series_per_tenant", (int,), "app metric series one sandbox_id may have "
+              "exported at /metrics; its further ones fold into the '_overflow' series", 100, positive),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
