@@ -399,3 +399,37 @@ class TlsTests(TestCase):
         self.assertEqual(await worker.process_message(make_user_message()), "ok")
         replies = worker.resources.resources["record"].replies()
         self.assertEqual([r["success"] for r in replies], [True, True, True], replies)
+
+
+class HeaderLimitTests(ServerTestCase):
+    """Response headers are bounded like the body: by count and by bytes, each failing with a reason."""
+
+    async def test_too_many_header_lines_fail_the_request(self) -> None:
+        """150 short headers pass max_headers (100 by default); the reply says so."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/150/10")}])
+        self.assertFalse(reply["success"])
+        self.assertIn("response has more than max_headers (100) header lines", reply["reason"])
+
+    async def test_too_many_header_bytes_fail_the_request(self) -> None:
+        """40 headers of 4000 bytes pass max_header_bytes (64 KiB by default); the reply says so."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/40/4000")}])
+        self.assertFalse(reply["success"])
+        self.assertIn("response headers exceed max_header_bytes (65536 bytes)", reply["reason"])
+
+    async def test_header_flood_is_cut_off(self) -> None:
+        """2000 headers of 8 KB (16 MB) end the request with a reason, and the next request still works."""
+        flood, ok = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/2000/8000")},
+                                      {"cmd": "http.get", "url": self.server.url("/headers/3/10")}])
+        self.assertFalse(flood["success"])
+        self.assertIn("max_header", flood["reason"])
+        self.assertTrue(ok["success"], ok)
+        self.assertEqual(ok["headers"]["X-H2"], ["h" * 10])
+
+    async def test_header_limits_are_configurable(self) -> None:
+        """Raised limits let the same responses through with every header."""
+        many, big = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/150/10")},
+                                      {"cmd": "http.get", "url": self.server.url("/headers/40/4000")}],
+                                     http={"max_headers": 200, "max_header_bytes": 256 * 1024})
+        self.assertTrue(many["success"], many)
+        self.assertEqual(len([h for h in many["headers"] if h.startswith("X-H")]), 150)
+        self.assertTrue(big["success"], big)

@@ -31,7 +31,14 @@ from vxsandbox_core.resources import SandboxResource
 from .config import HttpClientConfig
 from .errors import DataLimitError, DestinationRefusedError
 from .guard import DestinationGuard
-from .transport import SSL_METHODS, VERIFY_OPTIONS, GuardedEndpointFactory, TlsSettings, read_body
+from .transport import (
+    SSL_METHODS,
+    VERIFY_OPTIONS,
+    GuardedEndpointFactory,
+    HeadLimits,
+    TlsSettings,
+    read_body,
+)
 
 if TYPE_CHECKING:
     from vxsandbox_core.dispatch import SandboxApi
@@ -258,7 +265,8 @@ class HttpClientResource(SandboxResource):
             d.cancel()
 
     async def _perform(self, request: HttpRequest) -> tuple[Any, bytes]:
-        factory = GuardedEndpointFactory(self.reactor, self.resolver, self.guard, request.tls)
+        factory = GuardedEndpointFactory(self.reactor, self.resolver, self.guard, request.tls,
+                                         HeadLimits(self.options.max_headers, self.options.max_header_bytes))
         # No connection reuse: each request's TLS settings and guard decision are its own.
         pool = HTTPConnectionPool(self.reactor, persistent=False)
         agent: Any = Agent.usingEndpointFactory(self.reactor, factory, pool=pool)
