@@ -433,3 +433,57 @@ class HeaderLimitTests(ServerTestCase):
         self.assertTrue(many["success"], many)
         self.assertEqual(len([h for h in many["headers"] if h.startswith("X-H")]), 150)
         self.assertTrue(big["success"], big)
+
+
+class BudgetTests(ServerTestCase):
+    """Concurrent requests are budgeted per worker and per tenant; past a budget a request is refused at once."""
+
+    def send(self, resource: HttpClientResource, sandbox_id: str, n: int) -> list[Any]:
+        """Start ``n`` slow GETs for ``sandbox_id``; return the fake APIs whose ``sent`` gets the replies."""
+        from vxsandbox_core.testing import FakeSandboxApi
+        apis = []
+        for i in range(n):
+            api = FakeSandboxApi(sandbox_id=sandbox_id)
+            api.resources.add("http", resource)
+            api.dispatch_request({"cmd": "http.get", "cmd_id": str(i), "reply": False,
+                                  "url": self.server.url("/slow")})
+            apis.append(api)
+        return apis
+
+    def refusals(self, apis: list[Any]) -> list[str]:
+        return [a.sent[0]["reason"] for a in apis if a.sent and not a.sent[0]["success"]]
+
+    async def test_tenant_budget_refuses_the_excess_at_once(self) -> None:
+        """With 5 per tenant, 30 slow requests give 25 immediate refusals naming the key; another tenant goes on."""
+        resource = HttpClientResource("http", None, {"cls": "http", "allowed_hosts": ["127.0.0.0/8"],
+                                                     "max_concurrent_requests_per_tenant": 5, "timeout": 5})
+        self.addCleanup(resource.teardown)
+        flood = self.send(resource, "flood", 30)
+        refused = self.refusals(flood)
+        self.assertEqual(len(refused), 25)
+        self.assertIn("max_concurrent_requests_per_tenant (5)", refused[0])
+        other = self.send(resource, "other", 1)
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(self.refusals(other), [])
+        self.assertEqual(len(self.server.slow), 6)
+
+    async def test_worker_budget_is_shared_by_all_tenants(self) -> None:
+        """With 8 per worker, tenants together get 8 in flight; the rest are refused naming the key, then freed."""
+        resource = HttpClientResource("http", None, {"cls": "http", "allowed_hosts": ["127.0.0.0/8"],
+                                                     "max_concurrent_requests": 8, "timeout": 0.5})
+        apis = [api for t in range(4) for api in self.send(resource, f"t{t}", 3)]
+        refused = self.refusals(apis)
+        self.assertEqual(len(refused), 4)
+        self.assertIn("max_concurrent_requests (8)", refused[0])
+        # Timed-out requests give their places back.
+        await deferLater(reactor, 1.5, lambda: None)
+        self.assertTrue(all(a.sent for a in apis))
+        later = self.send(resource, "t0", 8)
+        self.assertEqual(self.refusals(later), [])
+        resource.teardown()
+
+    def test_budget_defaults(self) -> None:
+        """The budgets default to 200 per worker and 20 per tenant."""
+        resource = HttpClientResource("http", None, {"cls": "http"})
+        self.assertEqual((resource.options.max_concurrent_requests,
+                          resource.options.max_concurrent_requests_per_tenant), (200, 20))

@@ -26,6 +26,8 @@ class HttpClientConfig(Config):
     follow_redirects: bool
     max_redirects: int
     max_headers: int
+    max_concurrent_requests: int
+    max_concurrent_requests_per_tenant: int
     max_header_bytes: int
 
     fields = (
@@ -53,4 +55,10 @@ class HttpClientConfig(Config):
         Field("follow_redirects", (bool,),
               "follow redirects (each hop passes the destination guard again)", True),
         Field("max_redirects", (int,), "redirects followed before a request fails", 10, positive),
+        Field("max_concurrent_requests", (int,),
+              "requests this resource may have in flight at once, for every sandbox together (each holds "
+              "a file descriptor); more are refused at once with the reason", 200, positive),
+        Field("max_concurrent_requests_per_tenant", (int,),
+              "requests one sandbox_id may have in flight at once; more are refused at once with the reason",
+              20, positive),
     )
