@@ -93,9 +93,9 @@ api.on_inbound_message = function (command) {
         // Batches under max_pending_requests, a pause for their replies to arrive, and never a read:
         // Atomics.wait blocks the thread without spinning, so the attack costs no CPU.
         var cell = new Int32Array(new SharedArrayBuffer(4));
-        for (var d = 0; d < 450; d++) {
+        for (var d = 0; d < 160; d++) {
             line({cmd: 'kv.get', cmd_id: 'g' + d, reply: false, key: 'big'});
-            if (d % 90 === 89) { Atomics.wait(cell, 0, 0, 200); }
+            if (d % 40 === 39) { Atomics.wait(cell, 0, 0, 150); }
         }
         Atomics.wait(cell, 0, 0);
     }
