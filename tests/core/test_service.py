@@ -281,3 +281,22 @@ class HostileBodyTests(TestCase):
         await self.assert_still_answers()
 
     test_fuzzed_bodies_are_all_settled.timeout = 240  # type: ignore[attr-defined]
+
+class OpenFilesLimitTests(TestCase):
+    def setUp(self) -> None:
+        import resource
+        self.original = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, self.original)
+
+    async def test_start_raises_the_soft_open_files_limit_to_the_hard_one(self) -> None:
+        """A worker starting under a low soft RLIMIT_NOFILE raises it to its hard limit (children stay at theirs)."""
+        import resource
+        soft, hard = self.original
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        broker = MemoryBroker()
+        worker = Sandbox(echo_worker_config("tr"), broker=broker, hooks=hooks_with())
+        service = WorkerService(worker, broker)
+        await service.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(service.stop()))
+        self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE), (hard, hard))
+        self.assertEqual(worker.rlimits[resource.RLIMIT_NOFILE][0], 15)

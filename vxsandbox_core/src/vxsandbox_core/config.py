@@ -326,8 +326,14 @@ class SandboxConfig(Config):
         Field("timeout", (int, float), "seconds a sandbox run may take before it is killed", 60, positive),
         Field("recv_limit", (int,), "bytes of stdout plus stderr a run may write before it is killed",
               1 * MiB, positive),
+        Field("stdin_limit", (int,), "bytes of replies that may wait, unread, on a child's stdin; a child "
+              "that stops reading while it keeps asking is killed past it (the worker's own commands, such "
+              "as a large inbound message, do not count)", 8 * MiB, positive),
         Field("rlimits", (dict,), "resource limits (RLIMIT_* name or number -> value or [soft, hard]) "
               "merged over the restrictive defaults", dict, parse_rlimits),
+        Field("max_log_lines_per_run", (int,), "log lines one run may write (stderr lines and log resource "
+              "requests together); later ones are dropped and counted in one line at the run's end",
+              1000, positive),
         Field("logging_resource", (str, type(None)), "name of the resource that receives the sandbox's log lines",
               None),
         Field("messages_per_process", (int,), "messages of one sandbox_id (and one version of its code) a "
@@ -360,6 +366,11 @@ class SandboxConfig(Config):
         Field("metrics_host", (str,), "address metrics_port listens on: 0.0.0.0 (every IPv4 interface, so a "
               "Prometheus server elsewhere can scrape it), 127.0.0.1 to keep it on this machine, or :: for IPv6",
               "0.0.0.0", _host),
+        Field("metrics_max_series", (int,), "app metric series (sandbox_id, store, metric, aggregator) "
+              "exported at /metrics in all; fires of further ones are counted in one '_overflow' series "
+              "per aggregator", 10000, positive),
+        Field("metrics_max_series_per_tenant", (int,), "app metric series one sandbox_id may have "
+              "exported at /metrics; its further ones fold into the '_overflow' series", 100, positive),
     )
 
     deprecated_keys: ClassVar[dict[str, str]] = {

@@ -23,11 +23,17 @@ queue. What becomes of a delivery:
 - it arrived while the service was stopping, or its run was still going
   ``shutdown_timeout`` seconds after the stop began and was killed
   (``interrupted``): requeued for another worker.
+
+Starting also raises the worker's own soft ``RLIMIT_NOFILE`` to its hard
+limit: every child's pipes and every outbound connection cost descriptors,
+and a distribution's default soft limit (often 1024) runs out long before
+the hard one. Children keep their own, much lower, limit.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 from collections import Counter
 from typing import Any
 
@@ -39,6 +45,19 @@ from .errors import ConfigError, MessageError
 from .message import Message, TransportEvent, TransportUserMessage
 
 log = logging.getLogger("vxsandbox.service")
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; returns the (old, new) soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit (RLIMIT_NOFILE) from %d to %d: %s", soft, hard, e)
+            return soft, soft
+        log.info("raised the open files limit (RLIMIT_NOFILE) from %d to %d", soft, hard)
+    return soft, hard
 
 
 class WorkerService:
@@ -74,7 +93,8 @@ class WorkerService:
         return [f"{self.transport_name}.inbound", f"{self.transport_name}.event"]
 
     async def start(self) -> None:
-        """Set the worker up, connect the broker and start consuming."""
+        """Raise the open files limit, set the worker up, connect the broker and start consuming."""
+        raise_open_files_limit()
         await self.worker.setup()
         self._started = True
         await self.broker.connect()

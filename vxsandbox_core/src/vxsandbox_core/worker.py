@@ -141,7 +141,8 @@ class Sandbox:
         return SandboxProtocol(argv, dict(config.env), config.path, config.recv_limit,
                                max_runs=config.messages_per_process,
                                max_requests=config.max_requests_per_run,
-                               max_pending=config.max_pending_requests, reactor=self.reactor)
+                               max_pending=config.max_pending_requests,
+                               stdin_limit=config.stdin_limit, reactor=self.reactor)
 
     def _spawn_child(self, api: SandboxApi | None) -> SandboxProtocol:
         child = self.sandbox_protocol_for_message(None, api or self._template_api())

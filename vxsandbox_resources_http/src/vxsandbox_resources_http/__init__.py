@@ -1,7 +1,7 @@
 """vxsandbox-resources-http: the ``http`` resource, HTTP requests for sandboxed apps to guarded destinations."""
 
 from .config import HttpClientConfig
-from .errors import DataLimitError, DestinationRefusedError, HttpResourceError
+from .errors import DataLimitError, DestinationRefusedError, HeaderLimitError, HttpResourceError
 from .guard import DestinationGuard, HostRules
 from .resource import HttpClientResource
 
@@ -11,6 +11,7 @@ __all__ = [
     "DataLimitError",
     "DestinationGuard",
     "DestinationRefusedError",
+    "HeaderLimitError",
     "HostRules",
     "HttpClientConfig",
     "HttpClientResource",
