@@ -205,6 +205,8 @@ class _HeadLimiter(ProtocolWrapper):
 
 class _HeadLimitingFactory(WrappingFactory):
     protocol = _HeadLimiter
+    # One per connection: Twisted would log "Starting factory" at INFO for every request.
+    noisy = False
 
     def __init__(self, wrapped: Any, limits: HeadLimits) -> None:
         super().__init__(wrapped)
