@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 from tests.faults.harness import ABUSE_APP, OwnerLog, vumi_message  # noqa: E402
 from vxsandbox_core import hookimpl  # noqa: E402
 from vxsandbox_core.brokers.amqp import AmqpBroker  # noqa: E402
+from vxsandbox_core.brokers.amqp.admin import delete_queues, queue_length  # noqa: E402
 from vxsandbox_core.registry import resolve_worker  # noqa: E402
 from vxsandbox_core.service import WorkerService  # noqa: E402
 from vxsandbox_core.testing import hooks_with  # noqa: E402
@@ -177,7 +178,7 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
                 last, last_change = sum(service.counts.values()), time.monotonic()
             await task.deferLater(reactor, 0.5, lambda: None)
         rss_end = rss_kib()
-        dead = await broker.queue_length(f"{tn}.inbound.dead")
+        dead = await queue_length(broker, f"{tn}.inbound.dead")
         settled = sum(service.counts.values())
         lost = (published - settled) + int(report.get("unanswered", 0)) + (0 if report.get("done") else 1)
         growth = 100.0 * (rss_end - rss_start) / rss_start
@@ -198,7 +199,7 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
         # The service closed its broker; the queues go through a connection of their own.
         cleaner = AmqpBroker(connection_name=f"vxsandbox soak cleanup {tn}")
         await cleaner.connect()
-        await cleaner.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
+        await delete_queues(cleaner, f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
         await cleaner.close()
 
 

@@ -172,6 +172,8 @@ class Greeter:
         hello = commands.add("hello", self.hello, help="say hello")
         hello.add_argument("name")
         hello.add_argument("--status", type=int, default=0)
+        quiet = commands.add("quiet", self.hello, help="log only warnings")
+        quiet.set_defaults(log_level="warning")
 
     def hello(self, args: argparse.Namespace) -> int:
         self.seen.append(args)
@@ -194,7 +196,12 @@ class TestPluginCommands:
         assert cli.main(["hello", "world", "--status", "3", "--log-level", "debug"]) == 3
         assert capsys.readouterr().out == "hello world\n"
         assert greeter.seen[0].log_format == "text" and greeter.seen[0].log_level == "debug"
-        assert "hello" in cli.make_parser(manager_with(greeter)).format_help()
+        parser = cli.make_parser(manager_with(greeter))
+        # One command's own default leaves every other command's alone.
+        assert parser.parse_args(["quiet"]).log_level == "warning"
+        assert parser.parse_args(["hello", "x"]).log_level == "info"
+        assert parser.parse_args(["run", "-c", "w.yaml"]).log_level == "info"
+        assert "hello" in parser.format_help()
 
     def test_two_plugins_cannot_take_one_name(self) -> None:
         """A second command of the same name is refused, naming it, rather than silently replacing the first."""

@@ -32,7 +32,7 @@ class ServiceTests(TestCase):
     async def next_outbound(self) -> dict[str, Any]:
         d = Deferred.fromCoroutine(self.broker.get("tr.outbound"))
         d.addTimeout(10, reactor)
-        return json.loads(await d)
+        return json.loads((await d).body)
 
     async def test_message_gets_reply(self) -> None:
         """A user message runs the sandbox and its reply is published to <transport>.outbound."""

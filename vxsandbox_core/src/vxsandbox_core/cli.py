@@ -101,9 +101,8 @@ CommandFunction = Callable[[argparse.Namespace], int | None | Awaitable[int | No
 class Commands:
     """The subcommands of ``vxsandbox``; the ``register_commands`` hook adds to it."""
 
-    def __init__(self, subparsers: Any, common: argparse.ArgumentParser) -> None:
+    def __init__(self, subparsers: Any) -> None:
         self._subparsers = subparsers
-        self._common = common
         self.names: list[str] = []
 
     def add(self, name: str, run: CommandFunction, help: str, description: str | None = None
@@ -121,8 +120,13 @@ class Commands:
         if name in self.names:
             raise ValueError(f"two plugins add the command {name!r}")
         self.names.append(name)
-        parser: argparse.ArgumentParser = self._subparsers.add_parser(
-            name, parents=[self._common], help=help, description=description or help)
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(name, help=help,
+                                                                      description=description or help)
+        # Each command gets its own option objects (argparse parents would share them), so a
+        # command may change its defaults (chat logs warnings only) without changing the others'.
+        parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                            help="stderr log lines as text (default) or JSON objects")
+        parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
         parser.set_defaults(func=run)
         return parser
 
@@ -187,7 +191,7 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 def amqp_url(config_amqp: Any, override: str | None) -> str:
     """The broker URL: ``--amqp-url``, then ``VXSANDBOX_AMQP_URL``, then ``amqp.url``, then the default."""
-    from .brokers.amqp import DEFAULT_URL
+    from .brokers.amqp.url import DEFAULT_URL
     if override:
         return override
     if os.environ.get(ENV_AMQP_URL):
@@ -223,7 +227,7 @@ def build(raw: dict[str, Any], url_override: str | None) -> tuple[Any, Any]:
 
     :raises ConfigError: the config is invalid or names something not installed.
     """
-    from .brokers.amqp import AmqpBroker
+    from .brokers.amqp.broker import AmqpBroker
     from .registry import resolve_worker
     worker_cls = resolve_worker(raw.get("worker", "sandbox"))
     config_cls = getattr(worker_cls, "CONFIG_CLASS", None)
@@ -301,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> Awaitable[None]:
 
 def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[list[str], list[str]]:
     """Validate a worker config without connecting: returns (what would run, errors)."""
-    from .brokers.amqp import AmqpUrl
+    from .brokers.amqp.url import AmqpUrl
     from .config import SandboxConfig
     from .isolation import check_isolation, describe_isolation
     from .registry import resolve_resource, resolve_worker
@@ -422,15 +426,11 @@ def make_parser(pm: Any = None) -> argparse.ArgumentParser:
         commands (default: the process-wide one).
     """
     from . import __version__
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="stderr log lines as text (default) or JSON objects")
-    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     parser = argparse.ArgumentParser(prog="vxsandbox", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"vxsandbox-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    commands = Commands(sub, common)
+    commands = Commands(sub)
     run = commands.add("run", cmd_run, help="run a worker against RabbitMQ (foreground)")
     run.add_argument("-c", "--config", required=True, help="worker config YAML file")
     run.add_argument("--amqp-url", help=f"broker URL (default: ${ENV_AMQP_URL}, then the config's amqp.url)")
