@@ -40,8 +40,6 @@ from vxsandbox_core.service import WorkerService
 
 from .worker import JsFileSandbox
 
-log = logging.getLogger("vxsandbox.chat")
-
 TRANSPORT_NAME = "chat"
 EXIT_OK, EXIT_USAGE = 0, 2
 COMMANDS = ("/new", "/close", "/quit")
