@@ -251,6 +251,22 @@ class TestPluginCommands:
         assert "chat" not in cli.make_parser(manager_with()).get_default("commands")
         assert "chat" in cli.make_parser(plugins.build_plugin_manager()).get_default("commands")
 
+    def test_a_broken_hook_plugin_leaves_core_commands_working(self, monkeypatch: pytest.MonkeyPatch, good: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+        """A hook plugin that fails to import is named once; check still runs and refuses the worker for it."""
+        from vxsandbox_core import registry
+
+        def load() -> None:
+            raise ImportError("policy_pkg is gone")
+        broken = registry.InstalledEntryPoint(registry.HOOKS_GROUP, "policy", "policy_pkg", "policy-dist", "1", load)
+        monkeypatch.setattr(registry, "_cache", {registry.HOOKS_GROUP: {"policy": broken}})
+        monkeypatch.setattr(plugins, "_manager", None)
+        monkeypatch.delenv("VXSANDBOX_PLUGINS", raising=False)
+        assert cli.main(["check", "-c", good]) == 1
+        err = capsys.readouterr().err
+        assert "plugin commands unavailable: plugin 'policy' from policy-dist failed to import" in err
+        assert "error: plugin 'policy' from policy-dist failed to import: ImportError: policy_pkg is gone" in err
+
     def test_unknown_command_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
         """A command nobody provides is argparse's usage error (exit 2), not an install hint."""
         with pytest.raises(SystemExit) as exit_info:
