@@ -2,8 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DISTS := vxsandbox_core vxsandbox_resources_log vxsandbox_resources_outbound vxsandbox_resources_kv \
-         vxsandbox_resources_http vxsandbox_resources_contacts vxsandbox_js
+# Every distribution's folder: DISTRIBUTIONS is the one list (scripts, docs and tests read it too).
+DISTS := $(shell cat DISTRIBUTIONS)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+# The tox environment of vxsandbox_X is X.
+TOX_ENVS := $(subst $(space),$(comma),$(patsubst vxsandbox_%,%,$(DISTS)))
 PKG_FILES := $(foreach d,$(DISTS),$(d)/pyproject.toml)
 NPM_APPS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json))
 # npm writes node_modules/.package-lock.json on every install: it is the stamp of an install
@@ -13,7 +18,7 @@ NPM_STAMPS := $(foreach app,$(NPM_APPS),$(app)/node_modules/.package-lock.json)
 
 .PHONY: demo test lint tox services npm
 
-$(VENV)/.installed: $(PKG_FILES) pyproject.toml
+$(VENV)/.installed: $(PKG_FILES) pyproject.toml DISTRIBUTIONS
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e "./vxsandbox_core[test]" $(foreach d,$(filter-out vxsandbox_core,$(DISTS)),-e ./$(d)) \
@@ -34,7 +39,7 @@ demo: $(VENV)/.installed npm
 	$(VENV)/bin/vxsandbox chat examples/vumigo_app --config-json '{"name": "Tea Time"}' $(DEMO_ARGS)
 
 ## Install everything, start Redis and RabbitMQ if needed, run the whole test suite.
-test: $(VENV)/.installed npm services
+test: $(VENV)/.tools npm services
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider
 
 lint: $(VENV)/.installed
@@ -42,14 +47,12 @@ lint: $(VENV)/.installed
 
 ## One environment per distribution, each with only that distribution installed.
 tox: $(VENV)/.installed npm services
-	$(VENV)/bin/tox -p 2 -e core,resources_log,resources_outbound,resources_kv,resources_http,resources_contacts,js
+	$(VENV)/bin/tox -p 2 -e $(TOX_ENVS)
 
 ## Tools the ecosystem tests and the docs need: building and checking distributions, MkDocs.
 $(VENV)/.tools: $(VENV)/.installed
 	$(PY) -m pip install -q build twine "mkdocs>=1.6,<2"
 	touch $@
-
-test: $(VENV)/.tools
 
 .PHONY: docs
 ## Build the documentation into build/site; any warning fails the build.

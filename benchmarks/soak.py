@@ -43,6 +43,7 @@ from prometheus_client.exposition import generate_latest  # noqa: E402
 from tests.faults.harness import ABUSE_APP, HostileHttpServer, OwnerLog, vumi_message  # noqa: E402
 from vxsandbox_core import hookimpl  # noqa: E402
 from vxsandbox_core.brokers.amqp import AmqpBroker  # noqa: E402
+from vxsandbox_core.brokers.amqp.admin import delete_queues, queue_length  # noqa: E402
 from vxsandbox_core.observability import ObservabilityPlugin  # noqa: E402
 from vxsandbox_core.registry import resolve_worker  # noqa: E402
 from vxsandbox_core.service import WorkerService  # noqa: E402
@@ -191,7 +192,7 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
                 last, last_change = sum(service.counts.values()), time.monotonic()
             await task.deferLater(reactor, 0.5, lambda: None)
         rss_end = rss_kib()
-        dead = await broker.queue_length(f"{tn}.inbound.dead")
+        dead = await queue_length(broker, f"{tn}.inbound.dead")
         settled = sum(service.counts.values())
         lost = (published - settled) + int(report.get("unanswered", 0)) + (0 if report.get("done") else 1)
         growth = 100.0 * (rss_end - rss_start) / rss_start
@@ -216,7 +217,7 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
         # The service closed its broker; the queues go through a connection of their own.
         cleaner = AmqpBroker(connection_name=f"vxsandbox soak cleanup {tn}")
         await cleaner.connect()
-        await cleaner.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
+        await delete_queues(cleaner, f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
         await cleaner.close()
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: the import packages whose config classes and plugins the docs describe
-PACKAGES = ["vxsandbox_core", "vxsandbox_resources_kv", "vxsandbox_resources_http", "vxsandbox_resources_log",
-            "vxsandbox_resources_outbound", "vxsandbox_resources_contacts", "vxsandbox_js"]
+#: the import packages whose config classes and plugins the docs describe: every distribution's
+#: (its folder in DISTRIBUTIONS is named after its import package)
+PACKAGES = (ROOT / "DISTRIBUTIONS").read_text(encoding="utf-8").split()
 
 #: generated page -> (title, README it is made from); the README's own title is replaced
 README_PAGES = {
@@ -74,10 +74,10 @@ def config_users() -> dict[type, list[str]]:
         for name, plugin in sorted(installed(group).items()):
             if plugin.error is not None or plugin.target.split(".")[0].split(":")[0] not in PACKAGES:
                 continue
-            classes = [getattr(plugin.plugin, "CONFIG_CLASS", None)]
+            classes = [getattr(plugin.loaded, "CONFIG_CLASS", None)]
             if classes[0] is None:
                 # A resource without CONFIG_CLASS builds its options from a class in its own module.
-                module = importlib.import_module(plugin.plugin.__module__)
+                module = importlib.import_module(plugin.loaded.__module__)
                 classes = [c for c in vars(module).values()
                            if isinstance(c, type) and c.__module__ == module.__name__ and hasattr(c, "all_fields")]
             for cls in classes:
@@ -193,11 +193,11 @@ def hooks_reference() -> str:
 
 def legacy_names() -> str:
     """A table of every old class path that still resolves, and what it resolves to."""
-    from vxsandbox_core.registry import DISTRIBUTIONS, LEGACY_NAMES
+    from vxsandbox_core.registry import LEGACY_NAMES, provider_of
     out = ["| old name | now | kind | distribution |", "|---|---|---|---|"]
     for old, (group, name) in sorted(LEGACY_NAMES.items()):
         kind = "worker" if group.endswith("workers") else "resource"
-        out.append(f"| `{old}` | `{name}` | {kind} | {DISTRIBUTIONS.get((group, name), '?')} |")
+        out.append(f"| `{old}` | `{name}` | {kind} | {provider_of(group, name) or '?'} |")
     return "\n".join(out)
 
 

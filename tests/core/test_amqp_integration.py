@@ -29,6 +29,7 @@ from txamqp.codec import Codec
 
 from vxsandbox_core.brokers import Delivery
 from vxsandbox_core.brokers.amqp import AmqpBroker, AmqpUrl
+from vxsandbox_core.brokers.amqp.admin import delete_queues, queue_length
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import Message
 from vxsandbox_core.service import WorkerService
@@ -119,7 +120,7 @@ class AmqpIntegrationTests(TestCase):
 
     def cleanup_transport(self) -> Deferred[None]:
         async def clean() -> None:
-            await self.transport.delete_queues(f"{self.tn}.inbound", f"{self.tn}.event", f"{self.tn}.outbound")
+            await delete_queues(self.transport, f"{self.tn}.inbound", f"{self.tn}.event", f"{self.tn}.outbound")
             await self.transport.close()
         return Deferred.fromCoroutine(clean())
 
@@ -226,7 +227,7 @@ class AmqpIntegrationTests(TestCase):
         self.assertEqual(headers["x-death"][0]["reason"], "rejected")
         self.assertEqual(headers["x-death"][0]["queue"], f"{self.tn}.inbound")
         self.assertEqual(service.counts["invalid"], 1)
-        self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
+        self.assertEqual(await queue_length(self.transport, f"{self.tn}.inbound"), 0)
 
     async def test_large_non_ascii_body_over_many_frames(self) -> None:
         """A UTF-8 body larger than one AMQP frame arrives byte for byte."""
@@ -307,7 +308,7 @@ class AmqpIntegrationTests(TestCase):
         duplicates = sum(counts.values()) - len(counts)
         print(f"\nconnection dropped after {50}+ replies: 500 answered, {duplicates} duplicate replies, "
               f"{broker.connections_made} connections")
-        self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
+        self.assertEqual(await queue_length(self.transport, f"{self.tn}.inbound"), 0)
 
     async def test_sigterm_with_runs_in_flight(self) -> None:
         """SIGTERM while runs are in flight: they finish, replies are published, deliveries acked, exit 0."""
@@ -325,7 +326,7 @@ class AmqpIntegrationTests(TestCase):
         self.assertIn("for 5 sandbox run(s) in flight", worker.log)
         await self.replies.wait_for(5, timeout=10)
         self.assertEqual({r["in_reply_to"] for r in self.replies.bodies}, {m["message_id"] for m in messages})
-        self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
+        self.assertEqual(await queue_length(self.transport, f"{self.tn}.inbound"), 0)
 
     async def test_publish_waits_for_connection(self) -> None:
         """A publish made while disconnected waits for the reconnection instead of being lost."""

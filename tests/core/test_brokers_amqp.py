@@ -8,7 +8,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import TestCase
 from txamqp.client import ConnectionClosed
 
-from vxsandbox_core.brokers.amqp import AmqpBroker, _Connection, _ConnectionLostError
+from vxsandbox_core.brokers.amqp import AmqpBroker
+from vxsandbox_core.brokers.amqp.connection import Connection as _Connection
+from vxsandbox_core.brokers.amqp.connection import ConnectionLostError as _ConnectionLostError
 
 
 class ClosedChannel:

@@ -34,7 +34,7 @@ class MemoryBrokerTests(SynchronousTestCase):
         d = ensureDeferred(self.broker.get("q"))
         self.assertNoResult(d)
         run(self, self.broker.publish("q", b"x"))
-        self.assertEqual(self.successResultOf(d), b"x")
+        self.assertEqual(self.successResultOf(d), (b"x", {}))
 
     def test_prefetch_limits_unsettled_deliveries(self) -> None:
         """A consumer holds at most prefetch_count unsettled deliveries; acking lets the next in."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
-import types
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ import pytest
 import yaml
 
 import vxsandbox_core
-from vxsandbox_core import cli
+from vxsandbox_core import cli, hookimpl, plugins
+from vxsandbox_core.plugins import build_plugin_manager
 from vxsandbox_core.testing import echo_worker_config
 
 
@@ -26,6 +29,15 @@ def vxsandbox(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "vxsandbox_core.cli", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
+
+
+def js_installed() -> bool:
+    """Whether vxsandbox-js is installed (its folder at the root of a checkout would fool find_spec)."""
+    try:
+        metadata.distribution("vxsandbox-js")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def write(tmp_path: Path, config: Any, name: str = "worker.yaml") -> str:
@@ -226,6 +238,11 @@ class TestResources:
         assert rows[("worker", "sandbox")][2:] == ["vxsandbox_core.worker:Sandbox", "vxsandbox-core",
                                                   vxsandbox_core.__version__]
         assert rows[("resource", "config")][3] == "vxsandbox-core"
+        # Each row names the distribution that provides it (the tox env of core has only core).
+        if js_installed():
+            assert rows[("hooks", "js")][2:4] == ["vxsandbox_js.commands", "vxsandbox-js"]
+        else:
+            assert {kind for kind, _ in rows} <= {"resource", "worker"}
 
     def test_json_output(self) -> None:
         """--json gives the same rows as objects, including import errors."""
@@ -238,31 +255,131 @@ class TestResources:
     def test_import_errors_shown(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
         """A plugin that fails to import is listed with its error and the exit status is 1."""
         from vxsandbox_core import registry
-        broken = registry.Plugin(registry.RESOURCES_GROUP, "broken", "broken_pkg:Thing", "broken-dist", "9",
-                                 "ModuleNotFoundError: No module named 'broken_pkg'", None)
-        monkeypatch.setattr(registry, "_managers", {registry.RESOURCES_GROUP: {"broken": broken},
-                                                    registry.WORKERS_GROUP: {}})
+        def load() -> None:
+            raise ModuleNotFoundError("No module named 'broken_pkg'")
+        broken = registry.InstalledEntryPoint(registry.RESOURCES_GROUP, "broken", "broken_pkg:Thing", "broken-dist",
+                                              "9", load)
+        monkeypatch.setattr(registry, "_cache", {registry.RESOURCES_GROUP: {"broken": broken},
+                                                 registry.WORKERS_GROUP: {}, registry.HOOKS_GROUP: {}})
         code = cli.cmd_resources(cli.make_parser().parse_args(["resources"]))
         out = capsys.readouterr().out
         assert code == 1
         assert "broken_pkg:Thing" in out and "import error: ModuleNotFoundError" in out
 
 
-class TestChat:
-    def test_needs_vxsandbox_js(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-        """Without vxsandbox_js.chat, chat says what to install and exits 2."""
-        monkeypatch.setitem(sys.modules, "vxsandbox_js.chat", None)
+class Greeter:
+    """A throwaway plugin that adds ``vxsandbox hello`` (synchronous) and ``vxsandbox later`` (async)."""
+
+    def __init__(self) -> None:
+        self.seen: list[argparse.Namespace] = []
+
+    @hookimpl
+    def register_commands(self, commands: cli.Commands) -> None:
+        hello = commands.add("hello", self.hello, help="say hello")
+        hello.add_argument("name")
+        hello.add_argument("--status", type=int, default=0)
+        quiet = commands.add("quiet", self.hello, help="log only warnings")
+        quiet.set_defaults(log_level="warning")
+
+    def hello(self, args: argparse.Namespace) -> int:
+        self.seen.append(args)
+        print(f"hello {args.name}")
+        return int(args.status)
+
+
+def manager_with(*plugins: object) -> Any:
+    pm = build_plugin_manager(load_entry_points=False)
+    for plugin in plugins:
+        pm.register(plugin)
+    return pm
+
+
+class TestPluginCommands:
+    def test_a_plugin_adds_a_command(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        """A register_commands hook adds a subcommand with its own arguments, the shared logging options and status."""
+        greeter = Greeter()
+        monkeypatch.setattr(plugins, "_manager", manager_with(greeter))
+        assert cli.main(["hello", "world", "--status", "3", "--log-level", "debug"]) == 3
+        assert capsys.readouterr().out == "hello world\n"
+        assert greeter.seen[0].log_format == "text" and greeter.seen[0].log_level == "debug"
+        parser = cli.make_parser(manager_with(greeter))
+        # One command's own default leaves every other command's alone.
+        assert parser.parse_args(["quiet"]).log_level == "warning"
+        assert parser.parse_args(["hello", "x"]).log_level == "info"
+        assert parser.parse_args(["run", "-c", "w.yaml"]).log_level == "info"
+        assert "hello" in parser.format_help()
+
+    def test_two_plugins_cannot_take_one_name(self) -> None:
+        """A second command of the same name is refused, naming it, rather than silently replacing the first."""
+        with pytest.raises(ValueError, match="'hello'"):
+            cli.make_parser(manager_with(Greeter(), Greeter()))
+
+    def test_async_command_runs_on_the_reactor(self, tmp_path: Path) -> None:
+        """A command returning a coroutine runs on the reactor with core's logging; its status is the exit status."""
+        script = tmp_path / "later.py"
+        script.write_text(textwrap.dedent("""
+            import logging, sys
+            from twisted.internet import reactor, task
+            from vxsandbox_core import cli, hookimpl, plugins
+
+            class Later:
+                @hookimpl
+                def register_commands(self, commands):
+                    commands.add("later", self.later, help="wait, then finish")
+
+                def later(self, args):
+                    async def work():
+                        await task.deferLater(reactor, 0.01, lambda: None)
+                        logging.getLogger("later").warning("waited on a running reactor: %s", reactor.running)
+                        return 4
+                    return work()
+
+            pm = plugins.build_plugin_manager(load_entry_points=False)
+            pm.register(Later())
+            plugins._manager = pm
+            sys.exit(cli.main(["later", "--log-format", "json"]))
+        """))
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 4, done.stderr
+        [entry] = [json.loads(line) for line in done.stderr.splitlines() if '"later"' in line]
+        assert entry["message"] == "waited on a running reactor: True"
+
+    def test_missing_chat_says_what_to_install(self, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+        """Without the plugin that adds chat, ``vxsandbox chat`` says to install vxsandbox-js and exits 2."""
+        monkeypatch.delenv("VXSANDBOX_PLUGINS", raising=False)
+        monkeypatch.setattr(plugins, "_manager", manager_with())
         assert cli.main(["chat", "app.js"]) == 2
         assert "pip install vxsandbox-js" in capsys.readouterr().err
 
-    def test_passes_remaining_arguments(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """chat hands every argument after 'chat' to vxsandbox_js.chat.main and returns its status."""
-        seen: list[list[str]] = []
-        fake = types.ModuleType("vxsandbox_js.chat")
-        fake.main = lambda argv: seen.append(argv) or 3  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "vxsandbox_js.chat", fake)
-        assert cli.main(["chat", "app.js", "--from", "+27", "-c", "x.yaml"]) == 3
-        assert seen == [["app.js", "--from", "+27", "-c", "x.yaml"]]
+    def test_chat_comes_from_the_js_plugin(self) -> None:
+        """chat is registered by vxsandbox-js's ``vxsandbox`` entry point when it is installed, never by core."""
+        assert "chat" not in cli.make_parser(manager_with()).get_default("commands")
+        with_js = js_installed()
+        assert ("chat" in cli.make_parser(plugins.build_plugin_manager()).get_default("commands")) == with_js
+
+    def test_a_broken_hook_plugin_leaves_core_commands_working(self, monkeypatch: pytest.MonkeyPatch, good: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+        """A hook plugin that fails to import is named once; check still runs and refuses the worker for it."""
+        from vxsandbox_core import registry
+
+        def load() -> None:
+            raise ImportError("policy_pkg is gone")
+        broken = registry.InstalledEntryPoint(registry.HOOKS_GROUP, "policy", "policy_pkg", "policy-dist", "1", load)
+        monkeypatch.setattr(registry, "_cache", {registry.HOOKS_GROUP: {"policy": broken}})
+        monkeypatch.setattr(plugins, "_manager", None)
+        monkeypatch.delenv("VXSANDBOX_PLUGINS", raising=False)
+        assert cli.main(["check", "-c", good]) == 1
+        err = capsys.readouterr().err
+        assert "plugin commands unavailable: plugin 'policy' from policy-dist failed to import" in err
+        assert "error: plugin 'policy' from policy-dist failed to import: ImportError: policy_pkg is gone" in err
+
+    def test_unknown_command_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A command nobody provides is argparse's usage error (exit 2), not an install hint."""
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["frobnicate"])
+        assert exit_info.value.code == 2
+        assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
 class TestLogging:

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core.brokers.amqp import AmqpBroker
+from vxsandbox_core.brokers.amqp.admin import delete_queues
 from vxsandbox_core.service import WorkerService
 from vxsandbox_core.testing import echo_worker_config, hooks_with
 from vxsandbox_core.worker import Sandbox
@@ -64,7 +65,7 @@ class OneInFlightLatencyTests(TestCase):
 
         async def cleanup() -> None:
             await service.stop()
-            await transport.delete_queues(f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
+            await delete_queues(transport, f"{tn}.inbound", f"{tn}.event", f"{tn}.outbound")
             await transport.close()
         self.addCleanup(lambda: Deferred.fromCoroutine(cleanup()))
         await service.start()

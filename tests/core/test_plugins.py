@@ -6,7 +6,7 @@ import pluggy
 import pytest
 from twisted.trial.unittest import TestCase
 
-from vxsandbox_core import Sandbox, hookimpl, hookspecs
+from vxsandbox_core import Sandbox, hookimpl, hookspecs, registry
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.plugins import build_plugin_manager
 from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
@@ -88,7 +88,15 @@ def test_misspelled_hook_stops_startup():
         pm.check_pending()
 
 
-def test_plugin_failing_to_import_stops_startup(monkeypatch):
+@pytest.fixture
+def rescan():
+    """Entry points faked by a test are scanned afresh, and forgotten after it."""
+    registry.clear_cache()
+    yield
+    registry.clear_cache()
+
+
+def test_plugin_failing_to_import_stops_startup(monkeypatch, rescan):
     """A plugin entry point that cannot be imported is a startup error naming it."""
     class EP:
         name = "policy"
@@ -102,7 +110,7 @@ def test_plugin_failing_to_import_stops_startup(monkeypatch):
         build_plugin_manager()
 
 
-def test_allowlist_env_var_limits_plugins(monkeypatch):
+def test_allowlist_env_var_limits_plugins(monkeypatch, rescan):
     """VXSANDBOX_PLUGINS names the only entry points that load."""
     loaded = []
 

@@ -49,7 +49,7 @@ def test_worker_resolves_by_legacy_name(name):
 ])
 def test_missing_distribution_is_named(monkeypatch, name, dist):
     """A name whose plugin is not installed says which distribution to pip install."""
-    monkeypatch.setitem(registry._managers, registry.RESOURCES_GROUP, {})
+    monkeypatch.setitem(registry._cache, registry.RESOURCES_GROUP, {})
     with pytest.raises(ConfigError, match=f"pip install {dist}") as e:
         registry.resolve_resource(name, key="sandbox.kv.cls")
     assert "sandbox.kv.cls" in str(e.value)
@@ -57,7 +57,7 @@ def test_missing_distribution_is_named(monkeypatch, name, dist):
 
 def test_legacy_js_workers_name_their_distribution(monkeypatch):
     """The old JS worker names resolve to the js distribution's workers, or say to install it."""
-    monkeypatch.setitem(registry._managers, registry.WORKERS_GROUP, {})
+    monkeypatch.setitem(registry._cache, registry.WORKERS_GROUP, {})
     for name in ("vxsandbox.worker.JsSandbox", "vxsandbox.worker.JsFileSandbox",
                  "vxsandbox.worker.StandaloneJsFileSandbox"):
         with pytest.raises(ConfigError, match="pip install vxsandbox-js"):
@@ -83,11 +83,95 @@ def test_worker_name_is_not_a_resource():
         registry.resolve_resource("vxsandbox.worker.JsSandbox")
 
 
+def failing_import(error: Exception):
+    """An entry point's load() that raises ``error``."""
+    def load():
+        raise error
+    return load
+
+
+class FakeEntryPoint:
+    """An importlib.metadata entry point of a fake distribution, counting its imports."""
+
+    def __init__(self, name: str, value: str, result=None, error: Exception | None = None) -> None:
+        self.name, self.value, self.result, self.failure = name, value, result, error
+        self.dist = type("Dist", (), {"name": f"dist-of-{name}", "version": "7.0"})()
+        self.loads = 0
+
+    def load(self):
+        self.loads += 1
+        if self.failure is not None:
+            raise self.failure
+        return self.result
+
+
+@pytest.fixture
+def fake_groups(monkeypatch):
+    """Replace every entry point group with fakes; returns the dict to fill, by group."""
+    groups: dict[str, list[FakeEntryPoint]] = {}
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: groups.get(group, []))
+    registry.clear_cache()
+    yield groups
+    registry.clear_cache()
+
+
+def test_one_loader_for_resources_workers_and_hooks(fake_groups):
+    """Every group is scanned by one loader that keeps each entry point's distribution and imports it lazily."""
+    good = FakeEntryPoint("fine", "pkg.mod:Fine", result=Sandbox)
+    bad = FakeEntryPoint("bad", "broken_pkg:Res", error=ModuleNotFoundError("No module named 'broken_pkg'"))
+    hook = FakeEntryPoint("audit", "audit_pkg")
+    fake_groups.update({registry.RESOURCES_GROUP: [good, bad], registry.WORKERS_GROUP: [],
+                        registry.HOOKS_GROUP: [hook]})
+    resources = registry.installed(registry.RESOURCES_GROUP)
+    assert (resources["fine"].target, resources["fine"].distribution, resources["fine"].version) == \
+        ("pkg.mod:Fine", "dist-of-fine", "7.0")
+    assert good.loads == bad.loads == 0
+    assert registry.resolve_resource("fine") is Sandbox
+    assert bad.loads == 0
+    for _ in range(2):
+        assert resources["bad"].error == "ModuleNotFoundError: No module named 'broken_pkg'"
+        assert resources["bad"].loaded is None
+    assert bad.loads == 1
+    assert registry.installed(registry.HOOKS_GROUP)["audit"].distribution == "dist-of-audit"
+
+
+def test_hook_plugins_come_from_the_same_loader(fake_groups):
+    """The plugin manager registers what the shared loader imported; a broken plugin's error names its dist."""
+    from vxsandbox_core.plugins import build_plugin_manager
+    plugin = type("Audit", (), {})()
+    fake_groups[registry.HOOKS_GROUP] = [FakeEntryPoint("audit", "audit_pkg", result=plugin)]
+    assert build_plugin_manager().get_plugin("audit") is plugin
+    assert registry.installed(registry.HOOKS_GROUP)["audit"].loaded is plugin
+    registry.clear_cache()
+    fake_groups[registry.HOOKS_GROUP] = [FakeEntryPoint("policy", "policy_pkg", error=ImportError("nope"))]
+    with pytest.raises(ConfigError, match="'policy' from dist-of-policy failed to import: ImportError: nope"):
+        build_plugin_manager()
+
+
+def test_every_install_hint_is_true():
+    """Each name registry.PROVIDERS sends users to install is declared by that distribution's pyproject.toml."""
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    declared: dict[tuple[str, str], str] = {}
+    for folder in (root / "DISTRIBUTIONS").read_text().split():
+        project = tomllib.loads((root / folder / "pyproject.toml").read_text())["project"]
+        for group, names in project.get("entry-points", {}).items():
+            for name in names:
+                declared[(group, name)] = project["name"]
+    for (group, name), dist in registry.PROVIDERS.items():
+        if group == registry.COMMANDS_GROUP:
+            continue
+        assert declared.get((group, name)) == dist, (group, name)
+
+
 def test_broken_plugin_is_reported_not_hidden(monkeypatch):
     """An entry point that fails to import is reported with its error, not as 'not installed'."""
-    broken = registry.Plugin(registry.RESOURCES_GROUP, "bad", "bad_pkg:Res", "bad-dist", "1.0",
-                             "ImportError: boom", None)
-    monkeypatch.setitem(registry._managers, registry.RESOURCES_GROUP, {"bad": broken})
+    broken = registry.InstalledEntryPoint(registry.RESOURCES_GROUP, "bad", "bad_pkg:Res", "bad-dist", "1.0",
+                                          failing_import(ImportError("boom")))
+    monkeypatch.setitem(registry._cache, registry.RESOURCES_GROUP, {"bad": broken})
     with pytest.raises(ConfigError, match="bad-dist failed to import: ImportError: boom"):
         registry.resolve_resource("bad")
 

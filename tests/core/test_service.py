@@ -34,7 +34,7 @@ class ServiceTests(TestCase):
     async def next_outbound(self) -> dict[str, Any]:
         d = Deferred.fromCoroutine(self.broker.get("tr.outbound"))
         d.addTimeout(10, reactor)
-        return json.loads(await d)
+        return json.loads((await d).body)
 
     async def test_message_gets_reply(self) -> None:
         """A user message runs the sandbox and its reply is published to <transport>.outbound."""
@@ -174,7 +174,7 @@ class HostileBodyTests(TestCase):
         await self.broker.publish("tr.inbound", good.to_json().encode())
         d = Deferred.fromCoroutine(self.broker.get("tr.outbound"))
         d.addTimeout(10, reactor)
-        self.assertEqual(json.loads(await d)["in_reply_to"], good["message_id"])
+        self.assertEqual(json.loads((await d).body)["in_reply_to"], good["message_id"])
 
     async def settle(self) -> None:
         for _ in range(200):
@@ -217,7 +217,7 @@ class HostileBodyTests(TestCase):
         for body in bodies:
             self.assertIn(b"\\ud800", body)
             await self.publish_inbound(body)
-        replies = [json.loads(await self.broker.get("tr.outbound")) for _ in bodies]
+        replies = [json.loads((await self.broker.get("tr.outbound")).body) for _ in bodies]
         self.assertEqual({r["content"] for r in replies}, {"echo: \ufffd half an emoji"})
         self.assertEqual(replies[0]["transport_metadata"], {"k\ufffd": "\ufffd"})
         await self.settle()

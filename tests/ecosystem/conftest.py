@@ -16,6 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "vxsandbox-resources-example"
+#: every distribution's folder (also its import package), from the one list
+DISTRIBUTIONS = (ROOT / "DISTRIBUTIONS").read_text(encoding="utf-8").split()
+
+
+def distribution_name(folder: str) -> str:
+    """The distribution a folder builds: ``vxsandbox_resources_kv`` -> ``vxsandbox-resources-kv``."""
+    return folder.replace("_", "-")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -80,8 +80,8 @@ def every_config_class() -> list[type]:
     classes: set[type] = set()
     for group in (WORKERS_GROUP, RESOURCES_GROUP):
         for plugin in installed(group).values():
-            cls = getattr(plugin.plugin, "CONFIG_CLASS", None)
-            if cls is not None and plugin.plugin.__module__.split(".")[0] in gen.PACKAGES:
+            cls = getattr(plugin.loaded, "CONFIG_CLASS", None)
+            if cls is not None and plugin.loaded.__module__.split(".")[0] in gen.PACKAGES:
                 classes.add(cls)
     todo = list(Config.__subclasses__())
     while todo:

@@ -13,11 +13,9 @@ from types import ModuleType
 
 import tomllib
 
-from .conftest import ROOT
+from .conftest import DISTRIBUTIONS, ROOT, distribution_name
 
-PROJECTS = ["."] + ["vxsandbox_core", "vxsandbox_resources_kv", "vxsandbox_resources_http",
-                    "vxsandbox_resources_log", "vxsandbox_resources_outbound", "vxsandbox_resources_contacts",
-                    "vxsandbox_js"]
+PROJECTS = [".", *DISTRIBUTIONS]
 
 
 def bump_version() -> ModuleType:
@@ -51,7 +49,7 @@ def test_bump_rewrites_every_copy(tmp_path: Path) -> None:
     shutil.copy(ROOT / "VERSION", tmp_path / "VERSION")
     assert module.mismatches(tmp_path, "0.2.0rc1")
     changed = module.write(tmp_path, "0.2.0rc1")
-    assert len(changed) == len(PROJECTS) * 2 - 1  # seven __init__.py, seven sibling pyprojects, the root one
+    assert len(changed) == len(PROJECTS) * 2 - 1  # each __init__.py and sibling pyproject, the root one
     assert module.mismatches(tmp_path, "0.2.0rc1") == []
     assert module.read_version(tmp_path) == "0.2.0rc1"
     root = (tmp_path / "pyproject.toml").read_text()
@@ -76,7 +74,7 @@ def test_changelog_starts_with_the_current_version() -> None:
 
 
 def test_every_distribution_has_complete_metadata() -> None:
-    """Description, readme, license, classifiers, keywords and project URLs are set for all eight."""
+    """Description, readme, license, classifiers, keywords and project URLs are set for every distribution."""
     for project in PROJECTS:
         meta = tomllib.loads((ROOT / project / "pyproject.toml").read_text())["project"]
         where = f"{project}/pyproject.toml"
@@ -98,3 +96,50 @@ def test_every_distribution_ships_the_same_license() -> None:
     assert "BSD 3-Clause" in text
     for project in PROJECTS[1:]:
         assert (ROOT / project / "LICENSE").read_text() == text, project
+
+
+def test_the_meta_distribution_installs_every_distribution() -> None:
+    """The root pyproject's dependencies are exactly the distributions listed in DISTRIBUTIONS, pinned."""
+    version = (ROOT / "VERSION").read_text().strip()
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(deps) == sorted(f"{distribution_name(folder)}=={version}" for folder in DISTRIBUTIONS)
+
+
+def test_every_distribution_is_a_folder_with_its_tests() -> None:
+    """Each line of DISTRIBUTIONS is a folder holding that distribution, its package, and a tests/ folder."""
+    assert len(DISTRIBUTIONS) == len(set(DISTRIBUTIONS)) >= 6
+    for folder in DISTRIBUTIONS:
+        meta = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]
+        assert meta["name"] == distribution_name(folder)
+        assert (ROOT / folder / "src" / folder / "__init__.py").is_file(), folder
+        assert (ROOT / "tests" / tox_env(folder)).is_dir(), folder
+
+
+def tox_env(folder: str) -> str:
+    """The tox environment (and tests/ folder) of a distribution folder: ``vxsandbox_js`` -> ``js``."""
+    return folder.removeprefix("vxsandbox_")
+
+
+def test_tox_has_an_environment_per_distribution() -> None:
+    """tox.ini's envlist is every distribution of DISTRIBUTIONS, in order, then 'all' (tox cannot read the file)."""
+    import configparser
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "tox.ini")
+    envlist = [e.strip() for e in ini["tox"]["envlist"].split(",")]
+    assert envlist == [tox_env(folder) for folder in DISTRIBUTIONS] + ["all"]
+
+
+def test_ruff_sees_every_distribution() -> None:
+    """ruff's first-party source folders cover every distribution's src/."""
+    src = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["src"]
+    for folder in DISTRIBUTIONS:
+        assert any(Path(folder, "src").match(pattern) for pattern in src), folder
+
+
+def test_makefile_reads_the_one_list() -> None:
+    """The Makefile takes its distributions from DISTRIBUTIONS and declares ``test:`` in one rule."""
+    text = (ROOT / "Makefile").read_text()
+    assert "DISTS := $(shell cat DISTRIBUTIONS)" in text
+    # Core is named once, for its [test] extras; no other distribution is named.
+    assert not any(folder in text for folder in DISTRIBUTIONS if folder != "vxsandbox_core")
+    assert len(re.findall(r"^test:", text, re.M)) == 1

@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 
 from vxsandbox_core.brokers import Delivery
 from vxsandbox_core.brokers.amqp import AmqpBroker
+from vxsandbox_core.brokers.amqp.admin import delete_queues, queue_length
 from vxsandbox_core.registry import resolve_worker
 from vxsandbox_core.service import WorkerService
 from vxsandbox_core.testing import hooks_with
@@ -291,7 +292,7 @@ class FaultBench:
 
     def _close_transport(self) -> Deferred[None]:
         async def close() -> None:
-            await self.transport.delete_queues(f"{self.tn}.inbound", f"{self.tn}.event", f"{self.tn}.outbound")
+            await delete_queues(self.transport, f"{self.tn}.inbound", f"{self.tn}.event", f"{self.tn}.outbound")
             await self.transport.close()
         return Deferred.fromCoroutine(close())
 
@@ -335,7 +336,7 @@ class FaultBench:
                          f"replies to {len(ids)} messages (have {len(self.replies_to(messages))})")
 
     async def dead_letters(self, queue: str = "inbound") -> int:
-        return await self.transport.queue_length(f"{self.tn}.{queue}.dead")
+        return await queue_length(self.transport, f"{self.tn}.{queue}.dead")
 
     async def assert_dead_letters(self, n: int, queue: str = "inbound", timeout: float = 10) -> None:
         """Exactly ``n`` messages reach the dead-letter queue (a reject is routed there asynchronously)."""

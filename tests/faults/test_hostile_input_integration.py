@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from twisted.trial.unittest import TestCase
 
+from vxsandbox_core.brokers.amqp.admin import queue_length
+
 from ..core.bodies import hostile_bodies, sample
 from .harness import ATTACKER, FaultBench, sleep, vumi_message
 
@@ -174,8 +176,8 @@ class HostileInputTests(FaultBench, TestCase):
                 and time.monotonic() < deadline:
             await sleep(0.05)
         self.assertEqual(dead, expected, dict(counts))
-        self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
-        self.assertEqual(await self.transport.queue_length(f"{self.tn}.event"), 0)
+        self.assertEqual(await queue_length(self.transport, f"{self.tn}.inbound"), 0)
+        self.assertEqual(await queue_length(self.transport, f"{self.tn}.event"), 0)
         await self.still_serves()
         invalid = [r for r in self.records.records if "invalid message" in r.getMessage()]
         self.assertEqual(len(invalid), counts["invalid"])

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from vxsandbox_core import hookimpl
 from vxsandbox_core.brokers.amqp import AmqpBroker
+from vxsandbox_core.brokers.amqp.admin import queue_length
 
 from ..core.test_amqp_integration import WorkerProcess, close_connection, connection_on_port
 from ..resources_kv.helpers import RedisServer
@@ -60,7 +61,7 @@ class InfrastructureTests(FaultBench, TestCase):
         await wait_until(lambda: broker.connections_made >= 2, 30, "a new connection")
         await self.wait_replies(messages, timeout=90)
         await wait_until(lambda: not service.in_flight, 30, "runs to finish")
-        self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
+        self.assertEqual(await queue_length(self.transport, f"{self.tn}.inbound"), 0)
         self.assertEqual(await self.dead_letters(), 0)
         self.assert_no_tracebacks()
 
@@ -160,5 +161,5 @@ class InfrastructureTests(FaultBench, TestCase):
         await self.start_worker()
         await self.wait_replies(messages, timeout=90)
         self.assertGreater(answered_by_first, 0)
-        self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
+        self.assertEqual(await queue_length(self.transport, f"{self.tn}.inbound"), 0)
         self.assertEqual(await self.dead_letters(), 0)

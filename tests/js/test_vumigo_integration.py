@@ -13,6 +13,7 @@ from twisted.internet.defer import DeferredQueue
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core.brokers.amqp import AmqpBroker
+from vxsandbox_core.brokers.amqp.admin import delete_queues
 from vxsandbox_core.message import Message, TransportUserMessage
 from vxsandbox_core.service import WorkerService
 from vxsandbox_core.testing import hooks_with
@@ -76,7 +77,7 @@ class VumigoOverRabbitMQTests(TestCase):
         return transport
 
     async def cleanup(self, transport: AmqpBroker) -> None:
-        await transport.delete_queues(f"{self.transport}.inbound", f"{self.transport}.event",
+        await delete_queues(transport, f"{self.transport}.inbound", f"{self.transport}.event",
                                       f"{self.transport}.outbound")
         await transport.close()
         conn = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)

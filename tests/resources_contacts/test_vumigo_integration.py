@@ -13,6 +13,7 @@ from twisted.internet.defer import DeferredQueue
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core.brokers.amqp import AmqpBroker
+from vxsandbox_core.brokers.amqp.admin import delete_queues
 from vxsandbox_core.message import TransportUserMessage
 from vxsandbox_core.service import WorkerService
 from vxsandbox_core.testing import hooks_with
@@ -74,8 +75,8 @@ class ContactsAppOverRabbitMQTests(TestCase):
         return service, transport
 
     async def cleanup(self, transport: AmqpBroker) -> None:
-        await transport.delete_queues(f"{self.transport}.inbound", f"{self.transport}.event",
-                                      f"{self.transport}.outbound")
+        await delete_queues(transport, f"{self.transport}.inbound", f"{self.transport}.event",
+                            f"{self.transport}.outbound")
         await transport.close()
         await delete_prefixed(self.prefix)
 

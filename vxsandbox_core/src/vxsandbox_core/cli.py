@@ -1,6 +1,6 @@
-"""The ``vxsandbox`` command: run a worker on RabbitMQ, check a config, list plugins, chat with an app.
+"""The ``vxsandbox`` command: run a worker on RabbitMQ, check a config, list plugins, and plugins' commands.
 
-Subcommands:
+Core's subcommands:
 
 - ``vxsandbox run -c worker.yaml [--amqp-url URL]`` runs the worker in the
   foreground until SIGTERM or SIGINT, then lets in-flight runs finish, acks
@@ -10,7 +10,10 @@ Subcommands:
 - ``vxsandbox check -c worker.yaml`` validates the config and resolves every
   name without connecting anywhere; exit 1 with the errors.
 - ``vxsandbox resources`` lists installed resource, worker and hook plugins.
-- ``vxsandbox chat ...`` runs an app interactively (from vxsandbox-js).
+
+Other distributions add commands through the ``register_commands`` hook
+(vxsandbox-js adds ``chat``); every command gets the same logging options,
+and a command that returns a coroutine runs it on the reactor.
 
 Logs go to stderr, one line per event (``--log-format json`` for machines).
 A config file that cannot be read, is not YAML or has wrong values is one
@@ -20,14 +23,14 @@ clear message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
+import inspect
 import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -89,6 +92,76 @@ def _route_twisted_logs() -> None:
                                     redirectStandardIO=False)
 
 
+# --- commands ------------------------------------------------------------------------
+
+#: what a command does with its parsed arguments: an exit status, or an awaitable of one
+#: (``None`` is 0) that runs on the reactor
+CommandFunction = Callable[[argparse.Namespace], int | None | Awaitable[int | None]]
+
+
+class Commands:
+    """The subcommands of ``vxsandbox``; the ``register_commands`` hook adds to it."""
+
+    def __init__(self, subparsers: Any) -> None:
+        self._subparsers = subparsers
+        self.names: list[str] = []
+
+    def add(self, name: str, run: CommandFunction, help: str, description: str | None = None
+            ) -> argparse.ArgumentParser:
+        """Add the subcommand ``vxsandbox NAME``; returns its parser, for its own arguments.
+
+        :param run: called with the parsed arguments after logging is set up
+            (``--log-format``, ``--log-level``: every command has them). It
+            returns the exit status, or an awaitable of it: that runs on the
+            Twisted reactor, which stops when it is done (or on SIGTERM/SIGINT).
+            Raising :class:`CliError` prints its message and exits with its code.
+        :param help: one line for ``vxsandbox --help``.
+        :raises ValueError: another command has that name.
+        """
+        if name in self.names:
+            raise ValueError(f"two plugins add the command {name!r}")
+        self.names.append(name)
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(
+            name, help=help, description=description or help, formatter_class=PlainHelpFormatter)
+        # Each command gets its own option objects (argparse parents would share them), so a
+        # command may change its defaults (chat logs warnings only) without changing the others'.
+        parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                            help="stderr log lines as text (default) or JSON objects")
+        parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+        parser.set_defaults(func=run)
+        return parser
+
+
+def run_on_reactor(command: str, work: Awaitable[int | None]) -> int:
+    """Run ``work`` on the global reactor until it finishes; returns its exit status.
+
+    SIGTERM and SIGINT stop the reactor (shutdown triggers run first); a
+    :class:`CliError` is printed as one line; any other exception is logged
+    and the status is 1.
+    """
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    async def body(reactor: Any) -> None:
+        try:
+            code = await work
+        except CliError as e:
+            print(f"vxsandbox {command}: {e}", file=sys.stderr)
+            raise SystemExit(e.exit_code) from None
+        except Exception:
+            log.exception("vxsandbox %s failed", command)
+            raise SystemExit(EXIT_ERRORS) from None
+        if code:
+            raise SystemExit(code)
+
+    _route_twisted_logs()
+    try:
+        task.react(lambda reactor: ensureDeferred(body(reactor)))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_ERRORS
+    return EXIT_OK
+
+
 # --- config files ------------------------------------------------------------------
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -119,7 +192,7 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 def amqp_url(config_amqp: Any, override: str | None) -> str:
     """The broker URL: ``--amqp-url``, then ``VXSANDBOX_AMQP_URL``, then ``amqp.url``, then the default."""
-    from .brokers.amqp import DEFAULT_URL
+    from .brokers.amqp.url import DEFAULT_URL
     if override:
         return override
     if os.environ.get(ENV_AMQP_URL):
@@ -132,9 +205,9 @@ def amqp_url(config_amqp: Any, override: str | None) -> str:
 def _distribution_of(obj: Any) -> str:
     from .registry import RESOURCES_GROUP, WORKERS_GROUP, installed
     for group in (RESOURCES_GROUP, WORKERS_GROUP):
-        for plugin in installed(group).values():
-            if plugin.plugin is obj:
-                return f"{plugin.distribution} {plugin.version}"
+        for entry_point in installed(group).values():
+            if entry_point.loaded is obj:
+                return f"{entry_point.distribution} {entry_point.version}"
     top = (getattr(obj, "__module__", "") or "").split(".")[0]
     # Editable installs are missing from packages_distributions(); their names follow the package's.
     dists = metadata.packages_distributions().get(top) or [top.replace("_", "-")]
@@ -168,7 +241,7 @@ def build(raw: dict[str, Any], url_override: str | None, worker_class: str | Non
 
     :raises ConfigError: the config is invalid or names something not installed (every error found).
     """
-    from .brokers.amqp import AmqpBroker
+    from .brokers.amqp.broker import AmqpBroker
     from .registry import resolve_worker
     raw = with_worker_class(raw, worker_class)
     worker_cls = resolve_worker(raw.get("worker", "sandbox"))
@@ -234,7 +307,7 @@ async def _serve(reactor: Any, worker: Any, broker: Any) -> None:
     await stopped
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> Awaitable[None]:
     raw = load_config_file(args.config)
     try:
         worker, broker = build(raw, args.amqp_url, args.worker_class)
@@ -243,11 +316,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for error in errors[:-1]:
             print(f"vxsandbox run: {args.config}: {error}", file=sys.stderr)
         raise CliError(f"{args.config}: {errors[-1]}") from None
-    from twisted.internet import task
-    from twisted.internet.defer import ensureDeferred
-    _route_twisted_logs()
-    task.react(lambda reactor: ensureDeferred(_serve(reactor, worker, broker)))
-    return EXIT_OK  # react exits the process itself
+    from twisted.internet import reactor
+    return _serve(reactor, worker, broker)
 
 
 # --- check ---------------------------------------------------------------------------
@@ -258,7 +328,7 @@ def check_config(raw: dict[str, Any], url_override: str | None = None, worker_cl
 
     Deprecation warnings are appended to ``warnings`` when given.
     """
-    from .brokers.amqp import AmqpUrl
+    from .brokers.amqp.url import AmqpUrl
     from .config import SandboxConfig
     from .isolation import DEFAULT_ISOLATION, check_isolation, describe_isolation
     from .registry import resolve_resource, resolve_worker
@@ -369,23 +439,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 # --- resources -----------------------------------------------------------------------
 
 def cmd_resources(args: argparse.Namespace) -> int:
-    from .plugins import ENTRY_POINT_GROUP
-    from .registry import RESOURCES_GROUP, WORKERS_GROUP, installed
+    from .registry import HOOKS_GROUP, RESOURCES_GROUP, WORKERS_GROUP, installed
     rows: list[tuple[str, str, str, str, str, str]] = []
     broken = 0
-    for kind, group in (("resource", RESOURCES_GROUP), ("worker", WORKERS_GROUP)):
-        for name, plugin in sorted(installed(group).items()):
-            rows.append((kind, name, plugin.target, plugin.distribution, plugin.version, plugin.error or ""))
-            broken += plugin.error is not None
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        error = ""
-        try:
-            ep.load()
-        except Exception as e:
-            error = f"{type(e).__name__}: {e}"
-            broken += 1
-        dist = ep.dist
-        rows.append(("hooks", ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?", error))
+    for kind, group in (("resource", RESOURCES_GROUP), ("worker", WORKERS_GROUP), ("hooks", HOOKS_GROUP)):
+        for name, entry_point in sorted(installed(group).items()):
+            rows.append((kind, name, entry_point.target, entry_point.distribution, entry_point.version,
+                         entry_point.error or ""))
+            broken += entry_point.error is not None
     if args.json:
         print(json.dumps([dict(zip(("kind", "name", "class", "distribution", "version", "error"), r, strict=True))
                           for r in rows], indent=2))
@@ -398,20 +459,6 @@ def cmd_resources(args: argparse.Namespace) -> int:
         if row[5]:
             print(f"    import error: {row[5]}")
     return EXIT_ERRORS if broken else EXIT_OK
-
-
-# --- chat ----------------------------------------------------------------------------
-
-def cmd_chat(argv: list[str]) -> int:
-    try:
-        chat = importlib.import_module("vxsandbox_js.chat")
-    except ImportError as e:
-        if e.name is not None and not e.name.startswith("vxsandbox_js"):
-            raise
-        print("vxsandbox chat needs the JavaScript sandbox: pip install vxsandbox-js", file=sys.stderr)
-        return EXIT_USAGE
-    result = chat.main(argv)
-    return int(result or 0)
 
 
 # --- entry point -----------------------------------------------------------------------
@@ -437,49 +484,75 @@ class PlainHelpFormatter(argparse.HelpFormatter):
         return plain_text(super()._expand_help(action))
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``vxsandbox``."""
+def make_parser(pm: Any = None) -> argparse.ArgumentParser:
+    """The argument parser of ``vxsandbox``: core's commands and those the plugins in ``pm`` add.
+
+    :param pm: the plugin manager whose ``register_commands`` hooks add
+        commands (default: the process-wide one).
+    """
     from . import __version__
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="stderr log lines as text (default) or JSON objects")
-    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     parser = argparse.ArgumentParser(prog="vxsandbox", description=__doc__.splitlines()[0] if __doc__ else None,
                                      formatter_class=PlainHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vxsandbox-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    run = sub.add_parser("run", parents=[common], help="run a worker against RabbitMQ (foreground)")
+    commands = Commands(sub)
+    run = commands.add("run", cmd_run, help="run a worker against RabbitMQ (foreground)")
     run.add_argument("-c", "--config", required=True, help="worker config YAML file")
     run.add_argument("--amqp-url", help=f"broker URL (default: ${ENV_AMQP_URL}, then the config's amqp.url)")
     run.add_argument("--worker-class", metavar="CLASS",
                      help="worker to run when the config names none (old configs named it on the twistd "
                           "command line), e.g. vxsandbox.worker.StandaloneJsFileSandbox or js-standalone")
-    run.set_defaults(func=cmd_run)
-    check = sub.add_parser("check", parents=[common], help="validate a worker config without starting it")
+    check = commands.add("check", cmd_check, help="validate a worker config without starting it")
     check.add_argument("-c", "--config", required=True, help="worker config YAML file")
     check.add_argument("--amqp-url", help="broker URL to check instead of the config's")
     check.add_argument("--worker-class", metavar="CLASS", help="worker to check the config for, as for run")
-    check.set_defaults(func=cmd_check)
-    res = sub.add_parser("resources", parents=[common], help="list installed resource, worker and hook plugins")
+    res = commands.add("resources", cmd_resources, help="list installed resource, worker and hook plugins")
     res.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    res.set_defaults(func=cmd_resources)
-    sub.add_parser("chat", help="run a JavaScript app interactively (vxsandbox-js); see 'vxsandbox chat --help'",
-                   add_help=False)
+    if pm is not None:
+        pm.hook.register_commands(commands=commands)
+    parser.set_defaults(commands=commands.names)
     return parser
+
+
+def _plugin_manager() -> Any:
+    """The process-wide plugin manager, or None (after saying why) when a plugin is broken."""
+    from .plugins import get_plugin_manager
+    try:
+        return get_plugin_manager()
+    except ConfigError as e:
+        # Core's own commands still work: `resources` shows the broken plugin and `run` refuses it.
+        print(f"vxsandbox: plugin commands unavailable: {e}", file=sys.stderr)
+        return None
+
+
+def _missing_command(name: str) -> str | None:
+    """What to install for a well-known command that no installed plugin added."""
+    from .registry import COMMANDS_GROUP, provider_of
+    dist = provider_of(COMMANDS_GROUP, name)
+    if dist is None:
+        return None
+    hint = f"vxsandbox {name} comes from {dist}: pip install {dist}"
+    if os.environ.get("VXSANDBOX_PLUGINS") is not None:
+        hint += " (or add its plugin to VXSANDBOX_PLUGINS)"
+    return hint
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``vxsandbox``; returns (or exits with) the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "chat":
-        # chat parses its own arguments (they belong to vxsandbox-js).
-        return _exit(cmd_chat(args_list[1:]), argv)
-    parser = make_parser()
+    parser = make_parser(_plugin_manager())
+    known = parser.get_default("commands")
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in known:
+        hint = _missing_command(args_list[0])
+        if hint is not None:
+            print(hint, file=sys.stderr)
+            return _exit(EXIT_USAGE, argv)
     args = parser.parse_args(args_list)
     setup_logging(args.log_format, args.log_level)
     try:
-        code = args.func(args)
+        result = args.func(args)
+        code = run_on_reactor(args.command, result) if inspect.isawaitable(result) else int(result or 0)
     except CliError as e:
         print(f"vxsandbox {args.command}: {e}", file=sys.stderr)
         code = e.exit_code

@@ -1,4 +1,4 @@
-"""Hook specifications: the points where plugins observe or adjust a sandbox's life.
+"""Hook specifications: the points where plugins observe or adjust a sandbox's life, or add commands.
 
 Plugins implement these with ``@vxsandbox_core.hookimpl`` and register through
 the ``vxsandbox`` entry point group. Hooks are called synchronously by pluggy;
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from .cli import Commands
     from .dispatch import SandboxApi
     from .process import SandboxResult
     from .protocol import Command
@@ -93,4 +94,19 @@ def metric_fired(sandbox_id: str, store: str, metric: str, value: float, agg: st
     :param metric: the metric name.
     :param value: the value fired.
     :param agg: how it aggregates: ``sum``, ``avg``, ``min``, ``max`` or ``last``.
+    """
+
+
+@hookspec
+def register_commands(commands: Commands) -> None:
+    """Add subcommands to the ``vxsandbox`` command line (vxsandbox-js adds ``chat`` this way).
+
+    Called once, when ``vxsandbox`` builds its argument parser; the
+    ``VXSANDBOX_PLUGINS`` allowlist applies as to every hook.
+
+    :param commands: call ``commands.add(name, run, help)``; it returns the
+        command's :class:`argparse.ArgumentParser` for its own arguments (the
+        logging options are already there). ``run(args)`` returns the exit
+        status, or an awaitable of it, which ``vxsandbox`` runs on the Twisted
+        reactor. See :class:`vxsandbox_core.cli.Commands`.
     """

@@ -18,10 +18,11 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from . import hookspecs
 from .aio import call_deferred
 from .errors import ConfigError
+from .registry import HOOKS_GROUP, installed
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "vxsandbox"
+ENTRY_POINT_GROUP = HOOKS_GROUP
 
 _manager: pluggy.PluginManager | None = None
 
@@ -45,19 +46,15 @@ def build_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
-    from importlib.metadata import entry_points
-
     allow = os.environ.get("VXSANDBOX_PLUGINS")
     allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if allowed is not None and ep.name not in allowed:
+    for name, entry_point in installed(ENTRY_POINT_GROUP).items():
+        if allowed is not None and name not in allowed:
             continue
-        try:
-            plugin = ep.load()
-        except Exception as e:
-            dist = ep.dist.name if ep.dist else "unknown distribution"
-            raise ConfigError("", f"plugin {ep.name!r} from {dist} failed to import: {e}") from e
-        pm.register(plugin, name=ep.name)
+        if entry_point.error is not None:
+            raise ConfigError("", f"plugin {name!r} from {entry_point.distribution} failed to import: "
+                                  f"{entry_point.error}")
+        pm.register(entry_point.loaded, name=name)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -1,20 +1,23 @@
-"""Resolving ``cls`` and ``worker`` names to classes: entry point, dotted path, then legacy name.
+"""Installed entry points, and resolving ``cls`` and ``worker`` names to classes.
 
-Entry points are read through one cached stevedore ``ExtensionManager`` per
-group, which records import failures instead of letting them look like a
-missing plugin. A name that resolves to nothing is a :class:`ConfigError`
-that says which distribution to ``pip install``.
+The one loader of entry points: resources (``vxsandbox.resources``), workers
+(``vxsandbox.workers``) and hook plugins (``vxsandbox``) are each scanned
+once per process with :mod:`importlib.metadata`, keeping every entry point's
+distribution; each one is imported on first use and its import error kept,
+so a broken plugin never looks like a missing one. A name resolves as an
+entry point name, then a dotted path, then a legacy Vumi name; one that
+resolves to nothing is a :class:`ConfigError` that says which distribution
+to ``pip install``.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
-
-from stevedore import ExtensionManager
 
 from .errors import ConfigError
 
@@ -22,9 +25,13 @@ log = logging.getLogger(__name__)
 
 RESOURCES_GROUP = "vxsandbox.resources"
 WORKERS_GROUP = "vxsandbox.workers"
+#: hook plugins (pluggy), which also add commands to ``vxsandbox``
+HOOKS_GROUP = "vxsandbox"
+#: not an entry point group: the key of well-known ``vxsandbox`` subcommands in :data:`PROVIDERS`
+COMMANDS_GROUP = "vxsandbox commands"
 
-#: Which distribution provides each well-known entry point name.
-DISTRIBUTIONS: dict[tuple[str, str], str] = {
+#: Which distribution provides each well-known name, to say what to ``pip install`` when it is missing.
+PROVIDERS: dict[tuple[str, str], str] = {
     (RESOURCES_GROUP, "kv"): "vxsandbox-resources-kv",
     (RESOURCES_GROUP, "http"): "vxsandbox-resources-http",
     (RESOURCES_GROUP, "log"): "vxsandbox-resources-log",
@@ -40,7 +47,14 @@ DISTRIBUTIONS: dict[tuple[str, str], str] = {
     (WORKERS_GROUP, "js"): "vxsandbox-js",
     (WORKERS_GROUP, "js-file"): "vxsandbox-js",
     (WORKERS_GROUP, "js-standalone"): "vxsandbox-js",
+    (COMMANDS_GROUP, "chat"): "vxsandbox-js",
 }
+
+
+def provider_of(group: str, name: str) -> str | None:
+    """The distribution that provides the well-known ``name`` of ``group``, or None."""
+    return PROVIDERS.get((group, name))
+
 
 _LEGACY_RESOURCES = {
     "resources.kv.RedisResource": "kv",
@@ -85,47 +99,68 @@ def _legacy_table() -> dict[str, tuple[str, str]]:
 LEGACY_NAMES: dict[str, tuple[str, str]] = _legacy_table()
 
 
-@dataclass(frozen=True)
-class Plugin:
-    """One installed entry point: its name, target, distribution and import error if any."""
+_UNLOADED = object()
+
+
+@dataclass(eq=False)
+class InstalledEntryPoint:
+    """One installed entry point: name, target and distribution; imported on first use, its error kept.
+
+    :param load: imports the target (``importlib.metadata.EntryPoint.load``).
+    """
 
     group: str
     name: str
+    #: ``module:attr`` as declared
     target: str
     distribution: str
     version: str
-    error: str | None
-    plugin: Any
+    load: Callable[[], Any] = field(repr=False)
+    _loaded: Any = field(default=_UNLOADED, init=False, repr=False)
+    _error: str | None = field(default=None, init=False, repr=False)
+
+    def _import(self) -> None:
+        if self._loaded is not _UNLOADED or self._error is not None:
+            return
+        try:
+            self._loaded = self.load()
+        except Exception as e:
+            self._error = f"{type(e).__name__}: {e}"
+            log.debug("%s entry point %r from %s failed to import", self.group, self.name, self.distribution,
+                      exc_info=True)
+
+    @property
+    def loaded(self) -> Any:
+        """The imported object, or None when it failed to import (see :attr:`error`)."""
+        self._import()
+        return None if self._loaded is _UNLOADED else self._loaded
+
+    @property
+    def error(self) -> str | None:
+        """Why the import failed (``Type: message``), or None when it worked."""
+        self._import()
+        return self._error
 
 
-_managers: dict[str, dict[str, Plugin]] = {}
+_cache: dict[str, dict[str, InstalledEntryPoint]] = {}
 
 
-def installed(group: str) -> dict[str, Plugin]:
-    """Return the entry points of ``group``, loading them once per process."""
-    if group not in _managers:
-        failures: dict[str, str] = {}
-
-        def failed(manager: Any, ep: Any, err: BaseException) -> None:
-            failures[ep.name] = f"{type(err).__name__}: {err}"
-
-        mgr: ExtensionManager[Any] = ExtensionManager(group, on_load_failure_callback=failed)
-        loaded = {ext.name: ext.plugin for ext in mgr.extensions}
-        # stevedore's cached entry points carry no distribution; importlib.metadata's do.
-        dists = {ep.name: ep.dist for ep in metadata.entry_points(group=group)}
-        plugins: dict[str, Plugin] = {}
-        for ep in mgr.list_entry_points():
-            dist = dists.get(ep.name)
-            plugins[ep.name] = Plugin(group, ep.name, ep.value, dist.name if dist else "?",
-                                      dist.version if dist else "?", failures.get(ep.name),
-                                      loaded.get(ep.name))
-        _managers[group] = plugins
-    return _managers[group]
+def installed(group: str) -> dict[str, InstalledEntryPoint]:
+    """The entry points of ``group`` by name, scanned once per process (nothing is imported yet)."""
+    if group not in _cache:
+        found: dict[str, InstalledEntryPoint] = {}
+        for ep in metadata.entry_points(group=group):
+            dist = getattr(ep, "dist", None)
+            found[ep.name] = InstalledEntryPoint(
+                group, ep.name, getattr(ep, "value", "?"), dist.name if dist else "unknown distribution",
+                dist.version if dist else "?", ep.load)
+        _cache[group] = found
+    return _cache[group]
 
 
 def clear_cache() -> None:
-    """Forget loaded entry points (tests that install plugins call this)."""
-    _managers.clear()
+    """Forget scanned entry points (tests that install or fake plugins call this)."""
+    _cache.clear()
 
 
 def _import_path(path: str) -> Any:
@@ -162,24 +197,24 @@ def resolve(group: str, name: Any, key: str) -> Any:
         if ep_name in plugins:
             return _loaded(plugins[ep_name], key)
         raise ConfigError(key, f"{name!r} is the old name of the {kind} {ep_name!r}, which is not installed; "
-                               f"pip install {DISTRIBUTIONS[(group, ep_name)]}")
+                               f"pip install {PROVIDERS[(group, ep_name)]}")
     if "." in name or ":" in name:
         try:
             return _import_path(name)
         except (ImportError, AttributeError) as e:
             raise ConfigError(key, f"cannot import {kind} class {name!r} ({e}); install the "
                                    "distribution that provides it") from None
-    dist = DISTRIBUTIONS.get((group, name))
+    dist = provider_of(group, name)
     hint = f"pip install {dist}" if dist else (
         "install the distribution that provides it; installed: " + (", ".join(sorted(plugins)) or "none"))
     raise ConfigError(key, f"{name!r} is not an installed {kind}; {hint}")
 
 
-def _loaded(plugin: Plugin, key: str) -> Any:
-    if plugin.error is not None:
-        raise ConfigError(key, f"{plugin.group} plugin {plugin.name!r} from {plugin.distribution} "
-                               f"failed to import: {plugin.error}")
-    return plugin.plugin
+def _loaded(entry_point: InstalledEntryPoint, key: str) -> Any:
+    if entry_point.error is not None:
+        raise ConfigError(key, f"{entry_point.group} plugin {entry_point.name!r} from {entry_point.distribution} "
+                               f"failed to import: {entry_point.error}")
+    return entry_point.loaded
 
 
 def resolve_resource(name: Any, key: str = "cls") -> Any:

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredQueue
@@ -39,8 +39,6 @@ from vxsandbox_core.plugins import Hooks, build_plugin_manager
 from vxsandbox_core.service import WorkerService
 
 from .worker import JsFileSandbox
-
-log = logging.getLogger("vxsandbox.chat")
 
 TRANSPORT_NAME = "chat"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -250,11 +248,12 @@ async def run_chat(session: ChatSession, lines: Iterable[str] | None, prompt: Ca
         await session.stop()
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vxsandbox chat",
-        description="Talk to a JavaScript app in the terminal, playing the user of a USSD or SMS channel. "
-                    "Commands: /new (new session), /close (hang up), /quit.")
+DESCRIPTION = ("Talk to a JavaScript app in the terminal, playing the user of a USSD or SMS channel. "
+               "Commands: /new (new session), /close (hang up), /quit.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add chat's own arguments to ``parser``."""
     parser.add_argument("app", help="the app's .js file, or its folder (package.json 'main', else app.js)")
     parser.add_argument("--script", metavar="FILE",
                         help="read the user's lines from FILE ('#' lines skipped) and print the transcript")
@@ -268,22 +267,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--app-context", default="{require: require}",
                         help="trusted JS expression giving the app's extra globals (default '{require: require}')")
     parser.add_argument("--timeout", type=float, default=10, help="seconds one run may take (default 10)")
-    parser.add_argument("-v", "--verbose", action="store_true",
+    # The transcript is the output; logs are for what went wrong unless asked for.
+    parser.set_defaults(log_level="warning")
+    parser.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="info",
                         help="show the app's info log lines too (default: warnings and errors only)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """A parser of chat's arguments alone (``vxsandbox chat`` adds them to its subcommand)."""
+    parser = argparse.ArgumentParser(prog="vxsandbox chat", description=DESCRIPTION)
+    add_arguments(parser)
     return parser
-
-
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("log %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    # The embedded broker and service narrate their start and stop; noise in a chat.
-    for name in ("vxsandbox.service", "vxsandbox.broker.memory", "stevedore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def build_session(args: argparse.Namespace, out: TextIO) -> ChatSession:
@@ -315,10 +309,11 @@ def build_session(args: argparse.Namespace, out: TextIO) -> ChatSession:
     return ChatSession(worker, broker, out, watcher, args.transport_type, args.from_addr, to_addr, echo=echo)
 
 
-def main(argv: list[str]) -> int:
-    """Run ``vxsandbox chat`` with ``argv`` (the arguments after ``chat``); returns the exit status."""
-    args = make_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+def run_command(args: argparse.Namespace) -> int | Awaitable[int]:
+    """``vxsandbox chat``: build the session (2 on a bad argument), then chat on the reactor."""
+    # The embedded broker and service narrate their start and stop; noise in a chat even with -v.
+    for name in ("vxsandbox.service", "vxsandbox.broker.memory"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     out = sys.stdout
     lines: list[str] | None = None
     try:
@@ -344,23 +339,7 @@ def main(argv: list[str]) -> int:
             out.write("you> ")
             out.flush()
 
-    from twisted.internet import reactor as global_reactor
-
-    reactor: Any = global_reactor
-    status: list[int] = []
-
-    def finished(result: Any) -> None:
-        if isinstance(result, BaseException) or hasattr(result, "getTraceback"):
-            log.error("chat failed: %s", result.getTraceback() if hasattr(result, "getTraceback") else result)
-            status.append(1)
-        else:
-            status.append(EXIT_OK)
-        reactor.stop()
-
-    def begin() -> None:
-        d = Deferred.fromCoroutine(run_chat(session, lines, prompt))
-        d.addBoth(finished)
-
-    reactor.callWhenRunning(begin)
-    reactor.run()
-    return status[0] if status else 1
+    async def chat() -> int:
+        await run_chat(session, lines, prompt)
+        return EXIT_OK
+    return chat()

@@ -1,24 +1,17 @@
 """Brokers carry Vumi messages between transports and workers: AMQP (RabbitMQ) or in memory.
 
-Both brokers share one small interface, :class:`Broker`:
-
-- ``await broker.connect()`` before anything else;
-- ``await broker.publish(routing_key, body)`` sends ``body`` to the queue
-  named ``routing_key`` (it returns once the broker holds it);
-- ``await broker.consume(routing_key, handler)`` calls ``handler(delivery)``
-  for every message on that queue, without waiting for the previous one, up
-  to the broker's prefetch count at a time; the handler settles each
-  :class:`Delivery` with ``ack()`` or ``reject()``;
-- ``await broker.close()``.
-
-A delivery rejected without requeue goes to the dead-letter queue
-``<routing_key>.dead``, so a message no worker can read is kept, not lost.
+Both brokers (:class:`~vxsandbox_core.brokers.amqp.AmqpBroker` and
+:class:`~vxsandbox_core.brokers.memory.MemoryBroker`) satisfy one interface,
+the :class:`Broker` protocol, documented below; workers, the service and
+transports use nothing else. A delivery rejected without requeue goes to the
+dead-letter queue ``<routing_key>.dead``, so a message no worker can read is
+kept, not lost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import VxSandboxError
 
@@ -60,9 +53,23 @@ class Consumer(Protocol):
         """Stop receiving new deliveries (deliveries already handed over still need settling)."""
 
 
+class Received(NamedTuple):
+    """A message taken off a queue with :meth:`Broker.get`."""
+
+    #: the message body as the publisher sent it
+    body: bytes
+    #: the message's headers (RabbitMQ's ``x-death`` on a dead letter; empty in memory)
+    headers: dict[str, Any]
+
+
 @runtime_checkable
 class Broker(Protocol):
-    """What workers and transports need from a broker."""
+    """What workers and transports need from a broker; both brokers provide exactly this.
+
+    ``connect`` first and ``close`` last; between them ``publish`` and
+    ``consume`` as often as needed, and ``get`` to read a queue nobody
+    consumes (a transport's outbound queue in tests and tools).
+    """
 
     async def connect(self) -> None:
         """Connect (and declare what is needed); returns once usable."""
@@ -71,7 +78,15 @@ class Broker(Protocol):
         """Publish ``body`` to the durable queue named ``routing_key``; returns once the broker holds it."""
 
     async def consume(self, routing_key: str, handler: Handler) -> Consumer:
-        """Call ``handler`` for each message on the queue named ``routing_key``."""
+        """Call ``handler(delivery)`` for each message on the queue ``routing_key``.
+
+        Deliveries are handed over without waiting for the previous one, up to
+        the broker's prefetch count unsettled at a time; the handler settles
+        each :class:`Delivery` with ``ack()`` or ``reject()``.
+        """
+
+    async def get(self, routing_key: str) -> Received:
+        """Take the next message off the queue ``routing_key``, waiting until there is one."""
 
     async def close(self) -> None:
         """Stop consuming and disconnect."""
@@ -82,5 +97,5 @@ def dead_letter_queue(routing_key: str) -> str:
     return routing_key + DEAD_LETTER_SUFFIX
 
 
-__all__ = ["DEAD_LETTER_SUFFIX", "Broker", "BrokerError", "Consumer", "Delivery", "Handler",
+__all__ = ["DEAD_LETTER_SUFFIX", "Broker", "BrokerError", "Consumer", "Delivery", "Handler", "Received",
            "dead_letter_queue"]

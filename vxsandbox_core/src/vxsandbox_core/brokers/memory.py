@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from ..aio import call_deferred
-from . import BrokerError, Handler, dead_letter_queue
+from . import BrokerError, Handler, Received, dead_letter_queue
 
 log = logging.getLogger("vxsandbox.broker.memory")
 
@@ -76,7 +76,7 @@ class MemoryConsumer:
 
 
 class MemoryBroker:
-    """Queues in a dict; same interface as :class:`~vxsandbox_core.brokers.amqp.AmqpBroker`.
+    """Queues in a dict, satisfying :class:`~vxsandbox_core.brokers.Broker` like the AMQP broker.
 
     :param prefetch_count: unsettled deliveries each consumer may hold.
     """
@@ -125,14 +125,14 @@ class MemoryBroker:
         queue.clear()
         return bodies
 
-    async def get(self, routing_key: str) -> bytes:
-        """Remove and return the next message of a queue, waiting for one if it is empty."""
+    async def get(self, routing_key: str) -> Received:
+        """Remove and return the next message of a queue, waiting for one if it is empty (no headers)."""
         queue = self._queue(routing_key)
         while not queue:
             d: Deferred[None] = Deferred()
             self._waiters.setdefault(routing_key, []).append(d)
             await d
-        return queue.popleft().body
+        return Received(queue.popleft().body, {})
 
     def _notify(self, routing_key: str) -> None:
         for d in self._waiters.pop(routing_key, []):
