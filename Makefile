@@ -22,7 +22,7 @@ $(VENV)/.installed: $(PKG_FILES) pyproject.toml DISTRIBUTIONS
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e "./vxsandbox_core[test]" $(foreach d,$(filter-out vxsandbox_core,$(DISTS)),-e ./$(d)) \
-		ruff tox hatchling
+		ruff mypy mypy-zope types-PyYAML tox hatchling
 	touch $@
 
 npm: $(NPM_STAMPS)
@@ -42,8 +42,10 @@ demo: $(VENV)/.installed npm
 test: $(VENV)/.tools npm services
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider
 
+## ruff, then mypy (strict: root pyproject.toml) on every distribution's src/.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(addsuffix /src,$(DISTS))
 
 ## One environment per distribution, each with only that distribution installed.
 tox: $(VENV)/.installed npm services

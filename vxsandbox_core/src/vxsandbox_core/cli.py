@@ -88,7 +88,7 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
 
 def _route_twisted_logs() -> None:
     from twisted.logger import STDLibLogObserver, globalLogBeginner
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],  # type: ignore[list-item]
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],
                                     redirectStandardIO=False)
 
 

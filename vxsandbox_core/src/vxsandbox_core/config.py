@@ -311,7 +311,38 @@ def _sandbox_map(value: dict[Any, Any]) -> dict[str, dict[str, Any]]:
 class SandboxConfig(Config):
     """Config of the generic sandbox worker (the seed's SandboxConfig options)."""
 
-    fields = (
+    worker: str
+    transport_name: str | None
+    sandbox_id: str | None
+    sandbox: dict[str, dict[str, Any]]
+    executable: str | None
+    args: list[str]
+    path: str | None
+    env: dict[str, str]
+    timeout: float
+    recv_limit: int
+    stdin_limit: int
+    rlimits: dict[int, tuple[int, int]]
+    max_log_lines_per_run: int
+    logging_resource: str | None
+    messages_per_process: int
+    prefork: int
+    max_children: int | None
+    idle_timeout: float
+    shutdown_timeout: float
+    ordered: bool
+    isolation: str
+    max_requests_per_run: int
+    max_pending_requests: int
+    send_to: dict[str, Any]
+    amqp: dict[str, Any]
+    amqp_prefetch_count: int
+    metrics_port: int | None
+    metrics_host: str
+    metrics_max_series: int
+    metrics_max_series_per_tenant: int
+
+    fields: ClassVar[tuple[Field, ...]] = (
         Field("worker", (str,), "entry point name or class path of the worker to run", "sandbox"),
         Field("transport_name", (str, type(None)), "name of the transport whose queues the worker consumes", None),
         Field("sandbox_id", (str, type(None)),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -215,16 +215,15 @@ class _HealthPage(Resource):
 
 
 class _Root(Resource):
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return notFound()  # type: ignore[no-any-return]
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
 
 
 def metrics_site(plugin: ObservabilityPlugin) -> Site:
     """The twisted.web site serving ``/metrics`` and ``/health`` for ``plugin``."""
     root = _Root()
-    # Resource declares IResource through zope.interface, which mypy does not see.
-    root.putChild(b"metrics", cast(IResource, _MetricsPage(plugin)))
-    root.putChild(b"health", cast(IResource, _HealthPage(plugin)))
+    root.putChild(b"metrics", _MetricsPage(plugin))
+    root.putChild(b"health", _HealthPage(plugin))
     site = Site(root)
     # One access-log line per Prometheus scrape would drown the worker's own log.
     site.log = lambda request: None  # type: ignore[method-assign]

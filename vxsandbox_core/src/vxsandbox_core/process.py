@@ -108,7 +108,8 @@ def queued_bytes(protocol: ProcessProtocol) -> int:
     if writer is None:
         return 0
     # Twisted's FileDescriptor offers no public count of what it still holds: these are its two buffers.
-    return len(writer.dataBuffer) - writer.offset + writer._tempDataLen
+    held: int = len(writer.dataBuffer) - writer.offset + writer._tempDataLen
+    return held
 
 
 @dataclass
@@ -299,7 +300,8 @@ class SandboxProtocol(ProcessProtocol):
             except OSError:
                 pass
             try:
-                self.transport.signalProcess("KILL")
+                if self.transport is not None:
+                    self.transport.signalProcess("KILL")
             except (twisted_error.ProcessExitedAlready, AttributeError, OSError):
                 pass
 

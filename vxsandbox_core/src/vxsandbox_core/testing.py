@@ -209,7 +209,7 @@ class StubOutboundResource(SandboxResource):
 
     async def handle_reply_to(self, api: SandboxApi, command: Command) -> Command:
         msg = api.inbound_messages.get(command.get("in_reply_to", ""))
-        if msg is None:
+        if not isinstance(msg, TransportUserMessage):
             return self.reply_error(command, "in_reply_to names no message this sandbox received")
         reply = msg.reply(command.get("content"), bool(command.get("continue_session", True)))
         await api.worker.publish_message(reply)

@@ -71,8 +71,7 @@ class JsSandboxConfig(SandboxConfig):
     node_permissions: bool
     allow_fs_read: list[str]
 
-    # SandboxConfig's own field tuple is not declared as a ClassVar, so mypy pins its length.
-    fields: ClassVar[tuple[Field, ...]] = (  # type: ignore[assignment]
+    fields: ClassVar[tuple[Field, ...]] = (
         Field("javascript", (str,), "the app's JavaScript source"),
         Field("app_context", (str, type(None)),
               "trusted JavaScript expression giving extra globals for the app, e.g. '{require: require}'",

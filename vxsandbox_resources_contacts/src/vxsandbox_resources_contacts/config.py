@@ -7,7 +7,7 @@ counts the contacts resource's contacts).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from vxsandbox_core import Config, Field
 from vxsandbox_resources_kv.config import RedisManagerConfig
@@ -51,7 +51,7 @@ class StoreConfig(Config):
     max_optouts: int
     max_contact_size: int
 
-    fields = (
+    fields: ClassVar[tuple[Field, ...]] = (
         Field("backend", (str,), "where records live: 'redis' (shared, durable) or 'memory' (this worker only)",
               "redis", _backend),
         Field("redis_manager", (dict,), "Redis connection, as the kv resource's: {url, key_prefix, "

@@ -212,7 +212,8 @@ def describe_failure(error: BaseException) -> str:
     """A one-line reason for a failed request, digging into Twisted's wrapped failures."""
     nested = getattr(error, "reasons", None)
     if nested:
-        return "; ".join(describe_failure(f.value) if isinstance(f, Failure) else str(f) for f in nested)
+        return "; ".join(describe_failure(f.value) if isinstance(f, Failure) and f.value is not None else str(f)
+                         for f in nested)
     text = str(error).strip() or type(error).__name__
     return f"{type(error).__name__}: {text}" if not isinstance(error, DestinationRefusedError) else text
 
@@ -221,7 +222,7 @@ def _find(error: BaseException, kind: type[BaseException]) -> BaseException | No
     if isinstance(error, kind):
         return error
     for f in getattr(error, "reasons", None) or ():
-        found = _find(f.value, kind) if isinstance(f, Failure) else None
+        found = _find(f.value, kind) if isinstance(f, Failure) and f.value is not None else None
         if found is not None:
             return found
     return None
@@ -258,7 +259,7 @@ class HttpClientResource(SandboxResource):
         self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self.guard = DestinationGuard(self.options.allowed_hosts, self.options.denied_hosts,
                                       self.options.allowed_hosts_only)
-        reactor = getattr(worker, "reactor", None)
+        reactor: Any = getattr(worker, "reactor", None)
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor

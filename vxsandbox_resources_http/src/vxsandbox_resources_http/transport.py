@@ -17,7 +17,7 @@ and drops the connection the moment either passes its limit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
@@ -25,6 +25,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, w
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IOpenSSLClientConnectionCreator,
+    IPushProducer,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol, connectionDone
@@ -140,7 +141,9 @@ class _HeadLimiter(ProtocolWrapper):
     factory: _HeadLimitingFactory
 
     def __init__(self, factory: _HeadLimitingFactory, wrapped: Any) -> None:
-        super().__init__(factory, wrapped)
+        # WrappingFactory is generic only in recent Twisted (twisted>=23.8 is allowed), so its
+        # subclass below stays unsubscripted and mypy is told here which wrapper it builds.
+        super().__init__(cast("WrappingFactory[_HeadLimiter]", factory), wrapped)
         self.in_head = True
         self.head_bytes = 0
         self.header_lines = 0
@@ -222,7 +225,7 @@ class HeadLimitedEndpoint:
         self.limits = limits
 
     def connect(self, factory: Any) -> Deferred[Any]:
-        d = self.endpoint.connect(_HeadLimitingFactory(factory, self.limits))
+        d: Deferred[Any] = self.endpoint.connect(_HeadLimitingFactory(factory, self.limits))
         # The Agent talks to the protocol it built (it calls its request()), not to the wrapper.
         d.addCallback(lambda wrapper: wrapper.wrappedProtocol)
         return d
@@ -294,7 +297,8 @@ class _LimitedBodyReader(Protocol):
         self.finished = None
         self.chunks = []
         if self.transport is not None:
-            self.transport.stopProducing()
+            # Response.deliverBody hands the body protocol a push producer, not a bare ITransport.
+            cast(IPushProducer, self.transport).stopProducing()
 
     def _fail(self, error: Exception) -> None:
         finished = self.finished

@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
 from .backend import INT64_MAX, INT64_MIN, WriteResult
 from .errors import IncrementOverflowError, NotAnIntegerError, QuotaExceededError
 from .keys import KeyScheme
@@ -24,7 +26,7 @@ class MemoryBackend:
     """
 
     def __init__(self, clock: Any, scheme: KeyScheme | None = None) -> None:
-        self.clock = clock
+        self.clock: IReactorTime = clock
         self.scheme = scheme or KeyScheme()
         #: value name -> (JSON text, expiry in ms or None)
         self.values: dict[str, tuple[str, int | None]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from vxsandbox_core import CommandError, SandboxResource
 from vxsandbox_core.protocol import Command
@@ -180,7 +180,7 @@ class RedisResource(SandboxResource):
                        f"{self.options.keys_per_user_hard} (keys_per_user_hard) new keys fail", logging.WARNING)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

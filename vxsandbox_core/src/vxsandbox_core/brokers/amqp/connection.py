@@ -109,7 +109,7 @@ class Connection:
         broker = self.broker
         url = broker.url
         endpoint = HostnameEndpoint(broker.reactor, url.host, url.port, timeout=10)
-        client = await endpoint.connect(_Factory(self, url, broker.reactor))  # type: ignore[arg-type]
+        client: AMQClient = await endpoint.connect(_Factory(self, url, broker.reactor))
         self.client = client
         # Small frames (acks, short replies) must not wait for Nagle's delayed ACK.
         client.transport.setTcpNoDelay(True)

@@ -73,7 +73,7 @@ def _decode_table(c: Any) -> dict[str, Any]:
 
 # txamqp 0.8 reads only four of the field types (S, I, F, t); RabbitMQ's own x-death header
 # (arrays, timestamps) or a publisher's headers would otherwise make it drop the connection.
-_txamqp_codec.Codec.decode_table = _decode_table  # type: ignore[method-assign]
+_txamqp_codec.Codec.decode_table = _decode_table
 
 
 def _decode_body(spec: Any, dec: Any) -> Body:
@@ -83,7 +83,7 @@ def _decode_body(spec: Any, dec: Any) -> Body:
 # txamqp 0.8 turns each body frame into text when it happens to be valid UTF-8, then counts
 # characters against the byte size in the header: a non-ASCII body never completes and
 # stalls every channel of the connection. Body frames are bytes.
-Body.decode = staticmethod(_decode_body)  # type: ignore[method-assign]
+Body.decode = staticmethod(_decode_body)
 
 
 class Client(AMQClient):  # type: ignore[misc]
