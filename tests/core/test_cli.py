@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from vxsandbox_core import cli, hookimpl, plugins
 from vxsandbox_core.plugins import build_plugin_manager
 from vxsandbox_core.testing import echo_worker_config
 
+from ..conftest import installed
+
 
 def vxsandbox(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
@@ -29,15 +30,6 @@ def vxsandbox(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "vxsandbox_core.cli", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
-
-
-def js_installed() -> bool:
-    """Whether vxsandbox-js is installed (its folder at the root of a checkout would fool find_spec)."""
-    try:
-        metadata.distribution("vxsandbox-js")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def write(tmp_path: Path, config: Any, name: str = "worker.yaml") -> str:
@@ -81,6 +73,7 @@ class TestCheck:
         assert "'transport_name'" in err
         assert "Traceback" not in err
 
+    @pytest.mark.distributions("vxsandbox-resources-kv", "vxsandbox-resources-log")
     def test_errors_of_every_level_in_one_run(self, tmp_path: Path) -> None:
         """check reports misspelled and wrong keys at the top level and in every resource at once."""
         config = echo_worker_config("x", timout=5, metrics_prot=9100, recv_limit="big")
@@ -211,7 +204,8 @@ class TestBadConfigFiles:
 
 
 class TestHelp:
-    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"], ["chat"]])
+    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"],
+                                         pytest.param(["chat"], marks=pytest.mark.distributions("vxsandbox-js"))])
     def test_help_is_plain_text(self, command: list[str]) -> None:
         """--help shows no reStructuredText markup (double backquotes, roles) from docstrings."""
         result = vxsandbox(*command, "--help")
@@ -239,7 +233,7 @@ class TestResources:
                                                   vxsandbox_core.__version__]
         assert rows[("resource", "config")][3] == "vxsandbox-core"
         # Each row names the distribution that provides it (the tox env of core has only core).
-        if js_installed():
+        if installed("vxsandbox-js"):
             assert rows[("hooks", "js")][2:4] == ["vxsandbox_js.commands", "vxsandbox-js"]
         else:
             assert {kind for kind, _ in rows} <= {"resource", "worker"}
@@ -355,7 +349,7 @@ class TestPluginCommands:
     def test_chat_comes_from_the_js_plugin(self) -> None:
         """chat is registered by vxsandbox-js's ``vxsandbox`` entry point when it is installed, never by core."""
         assert "chat" not in cli.make_parser(manager_with()).get_default("commands")
-        with_js = js_installed()
+        with_js = installed("vxsandbox-js")
         assert ("chat" in cli.make_parser(plugins.build_plugin_manager()).get_default("commands")) == with_js
 
     def test_a_broken_hook_plugin_leaves_core_commands_working(self, monkeypatch: pytest.MonkeyPatch, good: str,

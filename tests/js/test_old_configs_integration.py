@@ -107,6 +107,7 @@ class OldConfigTests(TestCase):
         keys = await self.redis_keys()
         assert f"{self.prefix}:sandboxes#{worker.config.sandbox_id}#users.Tea Time.+27831234567" in keys, keys
 
+    @pytest.mark.distributions("vxsandbox-resources-http")
     async def test_vxsandbox06_standalone(self) -> None:
         """A vxsandbox 0.6 StandaloneJsFileSandbox config (vxsandbox.RedisResource, ...) runs unchanged."""
         await self.run_form("vxsandbox06_standalone")

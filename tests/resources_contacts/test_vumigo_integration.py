@@ -23,7 +23,7 @@ from .helpers import delete_prefixed
 # the vumigo_v02 worker lives in vxsandbox-js, which this distribution does not depend on
 vxsandbox_js = pytest.importorskip("vxsandbox_js")
 
-pytestmark = [pytest.mark.node, pytest.mark.rabbitmq, pytest.mark.redis]
+pytestmark = [pytest.mark.node, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.distributions("vxsandbox-js")]
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 APP_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "vumigo_app")
