@@ -10,6 +10,9 @@ Core's subcommands:
 - ``vxsandbox check -c worker.yaml`` validates the config and resolves every
   name without connecting anywhere; exit 1 with the errors.
 - ``vxsandbox resources`` lists installed resource, worker and hook plugins.
+- ``vxsandbox send [CONTENT] --transport-name NAME`` publishes messages to a
+  running worker's ``<transport>.inbound`` as a transport would and prints
+  its replies (see :mod:`vxsandbox_core.send`).
 
 Other distributions add commands through the ``register_commands`` hook
 (vxsandbox-js adds ``chat``); every command gets the same logging options,
@@ -509,6 +512,9 @@ def make_parser(pm: Any = None) -> argparse.ArgumentParser:
     check.add_argument("--worker-class", metavar="CLASS", help="worker to check the config for, as for run")
     res = commands.add("resources", cmd_resources, help="list installed resource, worker and hook plugins")
     res.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from . import send
+    send.add_arguments(commands.add("send", send.run_command, help="publish messages to a running worker "
+                                    "over RabbitMQ and print its replies", description=send.DESCRIPTION))
     if pm is not None:
         pm.hook.register_commands(commands=commands)
     parser.set_defaults(commands=commands.names)
@@ -566,4 +572,7 @@ def _exit(code: int, argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    # Under ``python -m`` this file is ``__main__``, a second copy of the module: run the imported one,
+    # so a command module's ``from .cli import CliError`` is the class main() catches.
+    from vxsandbox_core.cli import main as imported_main
+    imported_main()
