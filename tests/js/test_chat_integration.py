@@ -62,7 +62,10 @@ def test_chat_command_prints_the_vumigo_transcript(tmp_path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == VUMIGO_TRANSCRIPT
-    assert done.stderr == ""
+    # The folder's package.json chose the file, and chat says so (and nothing else).
+    package = os.path.join("examples", "vumigo_app", "package.json")
+    assert done.stderr == (f"vxsandbox chat: playing {os.path.join(VUMIGO_APP, 'app.js')} "
+                           f"({package} names it as 'main')\n")
 
 
 def test_bad_config_json_is_a_usage_error() -> None:
@@ -76,11 +79,21 @@ def test_bad_config_json_is_a_usage_error() -> None:
 
 def test_find_app_takes_a_folder_or_a_file(tmp_path) -> None:
     """A folder means its package.json ``main`` (else app.js); a missing file is a chat error."""
-    assert find_app(VUMIGO_APP) == os.path.join(VUMIGO_APP, "app.js")
-    assert find_app(os.path.join(RAW_APP, "app.js")) == os.path.join(RAW_APP, "app.js")
+    assert find_app(VUMIGO_APP) == (os.path.join(VUMIGO_APP, "app.js"),
+                                    f"{os.path.join(VUMIGO_APP, 'package.json')} names it as 'main'")
+    assert find_app(RAW_APP) == (os.path.join(RAW_APP, "app.js"), None)
+    assert find_app(os.path.join(RAW_APP, "app.js")) == (os.path.join(RAW_APP, "app.js"), None)
     (tmp_path / "package.json").write_text('{"main": "lib/main.js"}')
-    with pytest.raises(ChatError, match="lib/main.js"):
+    with pytest.raises(ChatError, match="lib/main.js.*package.json names it as 'main'"):
         find_app(str(tmp_path))
+
+
+def test_find_app_prefers_go_app_js(tmp_path) -> None:
+    """A folder with go-app.js (the toolkit's built bundle) plays it, whatever package.json names."""
+    (tmp_path / "package.json").write_text('{"main": "app.js"}')
+    (tmp_path / "app.js").write_text("")
+    (tmp_path / "go-app.js").write_text("")
+    assert find_app(str(tmp_path)) == (str(tmp_path / "go-app.js"), None)
 
 
 class ChatSessionTests(TestCase):
@@ -124,4 +137,12 @@ class ChatSessionTests(TestCase):
         with open(app, "w") as f:
             f.write("api.on_inbound_message = function() { throw new Error('nope'); };\n")
         text = await self.play(app, "--transport-type", "sms", lines=["x"])
-        assert text == "you> x\n[the app's run failed: exited with 1; see the log above]\n"
+        assert text == "you> x\n[no reply: the app's run failed: exited with 1; see the log above]\n"
+
+    async def test_a_run_without_a_reply_says_so(self) -> None:
+        """A run that ends well but sends nothing is '[no reply: ...]' in the transcript, not silence."""
+        app = self.mktemp() + ".js"
+        with open(app, "w") as f:
+            f.write("api.on_inbound_message = function() { this.done(); };\n")
+        text = await self.play(app, "--transport-type", "sms", lines=["x"])
+        assert text == "you> x\n[no reply: the app's run ended without sending one]\n"

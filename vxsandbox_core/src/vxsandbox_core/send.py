@@ -52,6 +52,8 @@ class Exchange:
     replies: list[Message] = field(default_factory=list)
     #: why nothing came back (None when a reply came, or none was waited for)
     no_reply: str | None = None
+    #: anything else worth telling the user about this exchange (a failed run that still replied)
+    notes: list[str] = field(default_factory=list)
 
 
 class TransportSide:
@@ -59,19 +61,37 @@ class TransportSide:
 
     :param broker: a broker (normally RabbitMQ's); :meth:`start` connects it, :meth:`stop` closes it.
     :param transport_name: the worker's ``transport_name``.
+    :param connect_timeout: seconds :meth:`start` waits for the broker.
+    :param where: the broker's address as errors show it.
     """
 
-    def __init__(self, broker: Broker, transport_name: str) -> None:
+    def __init__(self, broker: Broker, transport_name: str, connect_timeout: float = 10,
+                 where: str = "the broker") -> None:
         self.broker = broker
         self.transport_name = transport_name
+        self.connect_timeout = connect_timeout
+        self.where = where
         self.inbound = f"{transport_name}.inbound"
         self.outbound = f"{transport_name}.outbound"
         self._replies: dict[str, list[Message]] = {}
         self._waiting: dict[str, Deferred[None]] = {}
 
     async def start(self) -> None:
-        """Connect, declare the inbound queue as the worker does, and start reading outbound."""
-        await self.broker.connect()
+        """Connect, declare the inbound queue as the worker does, and start reading outbound.
+
+        :raises SendError: the broker did not answer within ``connect_timeout`` seconds.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.defer import ensureDeferred
+        # The broker retries for ever (right for a worker); a person at a terminal wants to know.
+        connected = ensureDeferred(self.broker.connect())
+        connected.addTimeout(self.connect_timeout, reactor)
+        try:
+            await connected
+        except TimeoutError:
+            await self.broker.close()
+            raise SendError(f"cannot reach the broker at {self.where} within {self.connect_timeout:g}s "
+                            "(is RabbitMQ running?)") from None
         declare = getattr(self.broker, "declare", None)
         if declare is not None:
             # Declared the way the consuming worker declares it (with its dead-letter queue), so a
@@ -123,17 +143,20 @@ class TransportSide:
         return result
 
 
-async def connect_within(side: TransportSide, timeout: float, where: str) -> None:
-    """Start ``side``, or raise :class:`SendError` naming ``where`` when the broker does not answer in time."""
-    from twisted.internet import reactor
-    from twisted.internet.defer import ensureDeferred
-    started = ensureDeferred(side.start())
-    started.addTimeout(timeout, reactor)
+def amqp_transport_side(url: str, transport_name: str, timeout: float, who: str) -> TransportSide:
+    """A :class:`TransportSide` on RabbitMQ at ``url`` (nothing connects yet); ``who`` names the connection.
+
+    :raises SendError: the URL is not an AMQP URL.
+    """
+    from .brokers.amqp.broker import AmqpBroker
+    from .brokers.amqp.url import AmqpUrl
+    from .errors import ConfigError
     try:
-        await started
-    except TimeoutError:
-        await side.stop()
-        raise SendError(f"cannot reach the broker at {where} within {timeout:g}s (is RabbitMQ running?)") from None
+        where = AmqpUrl.parse(url).safe()
+    except ConfigError as e:
+        raise SendError(str(e)) from None
+    broker = AmqpBroker(url, prefetch_count=PREFETCH, connection_name=f"{who} {transport_name}")
+    return TransportSide(broker, transport_name, timeout, where)
 
 
 def build_message(fields: dict[str, Any], defaults: dict[str, Any], where: str) -> TransportUserMessage:
@@ -244,19 +267,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_command(args: argparse.Namespace) -> Any:
     """``vxsandbox send``: check the arguments (2 when bad), then send on the reactor."""
-    from .brokers.amqp.broker import AmqpBroker
-    from .brokers.amqp.url import AmqpUrl
     from .cli import CliError, amqp_url, load_config_file
-    from .errors import ConfigError
     raw = load_config_file(args.config) if args.config else {}
     transport = args.transport_name or raw.get("transport_name")
     if not isinstance(transport, str) or not transport:
         raise CliError("give --transport-name (or -c with a worker config that has transport_name)")
-    try:
-        url = amqp_url(raw.get("amqp"), args.amqp_url)
-        where = AmqpUrl.parse(url).safe()
-    except ConfigError as e:
-        raise CliError(str(e)) from None
     defaults: dict[str, Any] = {
         "transport_name": transport, "transport_type": args.transport_type, "from_addr": args.from_addr,
         "to_addr": args.to_addr or DEFAULT_TO.get(args.transport_type, DEFAULT_TO_OTHER),
@@ -269,14 +284,14 @@ def run_command(args: argparse.Namespace) -> Any:
             messages = read_messages(args.file, defaults)
         else:
             messages = [build_message({}, defaults, "the message")]
+        side = amqp_transport_side(amqp_url(raw.get("amqp"), args.amqp_url), transport, args.timeout,
+                                   "vxsandbox send")
     except SendError as e:
         raise CliError(str(e)) from None
-    side = TransportSide(AmqpBroker(url, prefetch_count=PREFETCH, connection_name=f"vxsandbox send {transport}"),
-                         transport)
 
     async def send() -> int:
         try:
-            await connect_within(side, args.timeout, where)
+            await side.start()
         except SendError as e:
             raise CliError(str(e)) from None
         try:
