@@ -211,7 +211,7 @@ class TestBadConfigFiles:
 
 
 class TestHelp:
-    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"], ["chat"]])
+    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"], ["send"], ["chat"]])
     def test_help_is_plain_text(self, command: list[str]) -> None:
         """--help shows no reStructuredText markup (double backquotes, roles) from docstrings."""
         result = vxsandbox(*command, "--help")
