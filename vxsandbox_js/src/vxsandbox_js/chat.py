@@ -512,8 +512,11 @@ def run_command(args: argparse.Namespace) -> int | Awaitable[int]:
     if lines is None:
         kind = "USSD session" if session.sessions else "SMS conversation"
         peer = session.peer
-        who = (peer.worker.config.javascript_file if isinstance(peer, EmbeddedPeer)
-               else f"the worker of {session.transport_name} over {args.amqp}")
+        if isinstance(peer, EmbeddedPeer):
+            # The js worker's app is inline in its config; the others name their file.
+            who = getattr(peer.worker.config, "javascript_file", None) or f"the {args.config} app"
+        else:
+            who = f"the worker of {session.transport_name} over {args.amqp}"
         session.say(f"Chatting with {who} as {session.from_addr} ({kind}; /new, /close, /quit).")
 
     def prompt() -> None:
