@@ -204,7 +204,7 @@ class TestBadConfigFiles:
 
 
 class TestHelp:
-    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"],
+    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"], ["send"],
                                          pytest.param(["chat"], marks=pytest.mark.distributions("vxsandbox-js"))])
     def test_help_is_plain_text(self, command: list[str]) -> None:
         """--help shows no reStructuredText markup (double backquotes, roles) from docstrings."""

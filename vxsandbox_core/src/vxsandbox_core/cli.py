@@ -8,8 +8,12 @@ Core's subcommands:
   ``VXSANDBOX_AMQP_URL``, else the config's ``amqp.url``, else
   ``amqp://guest:guest@127.0.0.1:5672/%2F``.
 - ``vxsandbox check -c worker.yaml`` validates the config and resolves every
-  name without connecting anywhere; exit 1 with the errors.
+  name without connecting anywhere, and shows each kv resource's effective
+  key quota; exit 1 with the errors.
 - ``vxsandbox resources`` lists installed resource, worker and hook plugins.
+- ``vxsandbox send [CONTENT] --transport-name NAME`` publishes messages to a
+  running worker's ``<transport>.inbound`` as a transport would and prints
+  its replies (see :mod:`vxsandbox_core.send`).
 
 Other distributions add commands through the ``register_commands`` hook
 (vxsandbox-js adds ``chat``); every command gets the same logging options,
@@ -375,10 +379,18 @@ def check_config(raw: dict[str, Any], url_override: str | None = None, worker_cl
             options_cls = getattr(cls, "CONFIG_CLASS", None)
             if options_cls is not None:
                 try:
-                    found_warnings.extend(options_cls(rconfig, prefix=f"sandbox.{name}.").warnings)
+                    options = options_cls(rconfig, prefix=f"sandbox.{name}.")
                 except ConfigError as e:
                     resolved_all = False
                     add(e)
+                    continue
+                found_warnings.extend(options.warnings)
+                # Any resource with a key quota (kv's) shows it settled: defaults and deprecated
+                # synonyms applied, as the worker will enforce it.
+                hard = getattr(options, "keys_per_user_hard", None)
+                if hard is not None:
+                    lines.append(f"  quota: keys_per_user_hard {hard}, keys_per_user_soft "
+                                 f"{getattr(options, 'keys_per_user_soft', None)} (keys per sandbox_id)")
     transport = getattr(config, "transport_name", None) if config is not None else raw.get("transport_name")
     if transport:
         if config is not None:
@@ -509,6 +521,9 @@ def make_parser(pm: Any = None) -> argparse.ArgumentParser:
     check.add_argument("--worker-class", metavar="CLASS", help="worker to check the config for, as for run")
     res = commands.add("resources", cmd_resources, help="list installed resource, worker and hook plugins")
     res.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from . import send
+    send.add_arguments(commands.add("send", send.run_command, help="publish messages to a running worker "
+                                    "over RabbitMQ and print its replies", description=send.DESCRIPTION))
     if pm is not None:
         pm.hook.register_commands(commands=commands)
     parser.set_defaults(commands=commands.names)
@@ -566,4 +581,7 @@ def _exit(code: int, argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    # Under ``python -m`` this file is ``__main__``, a second copy of the module: run the imported one,
+    # so a command module's ``from .cli import CliError`` is the class main() catches.
+    from vxsandbox_core.cli import main as imported_main
+    imported_main()

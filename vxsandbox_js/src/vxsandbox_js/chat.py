@@ -1,10 +1,25 @@
 """``vxsandbox chat APP.js``: talk to a JavaScript app in the terminal, playing the user of a USSD or SMS channel.
 
-The app runs as a ``js-file`` sandbox on the embedded defaults: the
-in-memory broker (through the same service that ``vxsandbox run`` uses with
-RabbitMQ), the ``kv`` resource's memory backend, ``outbound``, ``config``
-(from ``--config-json``), ``metrics`` and ``log``. Every line you type is an
-inbound message; the app's replies print as they are published.
+Three ways to meet the app:
+
+- ``vxsandbox chat APP`` runs it as a ``js-file`` sandbox on the embedded
+  defaults: the in-memory broker (through the same service that
+  ``vxsandbox run`` uses with RabbitMQ), the ``kv`` resource's memory
+  backend, ``outbound``, ``config`` (from ``--config-json``), ``metrics`` and
+  ``log``. APP is a file or a folder (its ``go-app.js``, else its
+  package.json ``main``, else ``app.js``).
+- ``vxsandbox chat -c worker.yaml [APP]`` runs the worker config as it will
+  be deployed, on the embedded defaults: the in-memory broker, and every
+  resource that has a ``backend`` option (kv, contacts, groups, optout) on
+  its memory backend; every other resource (http included) and every other
+  key as configured. APP, when given, replaces ``javascript_file``.
+- ``vxsandbox chat --amqp URL --transport-name NAME`` runs no app: it plays
+  the transport's side against a worker already running on RabbitMQ
+  (:class:`vxsandbox_core.send.TransportSide`).
+
+Every line you type is an inbound message; the app's replies print as they
+are published. When a message gets no reply the transcript says why
+(``[no reply: ...]``).
 
 USSD (the default) has sessions: chat opens one at start (``new``, as when
 the user dials), lines you type continue it (``resume``), and a reply that
@@ -22,12 +37,13 @@ tests and the README use it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredQueue
 
@@ -36,9 +52,10 @@ from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.hookspecs import hookimpl
 from vxsandbox_core.message import Message, TransportUserMessage
 from vxsandbox_core.plugins import Hooks, build_plugin_manager
+from vxsandbox_core.send import Exchange, SendError, amqp_transport_side
 from vxsandbox_core.service import WorkerService
 
-from .worker import JsFileSandbox
+from .worker import JsFileSandbox, JsSandbox
 
 TRANSPORT_NAME = "chat"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -49,24 +66,105 @@ class ChatError(Exception):
     """The chat cannot start: a bad argument, app path or config."""
 
 
-def find_app(path: str) -> str:
-    """The app's file: ``path`` itself, or for a folder its package.json ``main`` or ``app.js``.
+#: in a folder, the file vumigo_v02 projects build their app into, played before anything else
+GO_APP = "go-app.js"
+
+
+def find_app(path: str) -> tuple[str, str | None]:
+    """The app's file and, when it came from package.json, a note saying so.
+
+    ``path`` itself when a file; for a folder its ``go-app.js`` (the bundle a
+    vumigo_v02 project builds and deploys), else its package.json ``main``,
+    else ``app.js``.
 
     :raises ChatError: there is no such file.
     """
+    note = None
     if os.path.isdir(path):
         main = "app.js"
         package = os.path.join(path, "package.json")
-        if os.path.isfile(package):
+        if os.path.isfile(os.path.join(path, GO_APP)):
+            main = GO_APP
+        elif os.path.isfile(package):
             try:
                 with open(package, encoding="utf-8") as f:
-                    main = json.load(f).get("main") or main
+                    named = json.load(f).get("main")
             except (OSError, ValueError, AttributeError) as e:
                 raise ChatError(f"cannot read {package}: {e}") from None
+            if named:
+                main = named
+                note = f"{package} names it as 'main'"
         path = os.path.join(path, main)
     if not os.path.isfile(path):
-        raise ChatError(f"no app file at {path!r} (give an app's .js file or its folder)")
-    return os.path.abspath(path)
+        raise ChatError(f"no app file at {path!r}" + (f" ({note})" if note else "")
+                        + " (give an app's .js file or its folder)")
+    return os.path.abspath(path), note
+
+
+def memory_backends(sandbox: dict[str, Any]) -> list[str]:
+    """Switch every resource in ``sandbox`` that has a ``backend`` option to ``memory``; returns their names."""
+    from vxsandbox_core.registry import resolve_resource
+    switched = []
+    for name, rconfig in sandbox.items():
+        if not isinstance(rconfig, dict):
+            continue
+        try:
+            cls = resolve_resource(rconfig.get("cls"), key=f"sandbox.{name}.cls")
+        except ConfigError:
+            continue  # building the worker reports it, with every other error
+        options = getattr(cls, "CONFIG_CLASS", None)
+        if options is not None and any(f.name == "backend" for f in options.all_fields()):
+            rconfig["backend"] = "memory"
+            switched.append(name)
+    return switched
+
+
+def deployed_config(raw: dict[str, Any], path: str, app: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The worker config ``raw`` (read from ``path``) as chat plays it: the same, on the embedded defaults.
+
+    :raises ChatError: the config's worker is not a JavaScript worker.
+    """
+    from vxsandbox_core.registry import resolve_worker
+    config = copy.deepcopy(raw)
+    name = config.get("worker", "sandbox")
+    try:
+        worker_cls = resolve_worker(name)
+    except ConfigError as e:
+        raise ChatError(f"{path}: {e}") from None
+    if not (isinstance(worker_cls, type) and issubclass(worker_cls, JsSandbox)):
+        raise ChatError(f"{path}: worker {name!r} does not run JavaScript; chat plays js, js-file and "
+                        "js-standalone configs")
+    if app is not None:
+        config["javascript_file"] = app
+        if not issubclass(worker_cls, JsFileSandbox):
+            config["worker"] = "js-file"
+    config["transport_name"] = config.get("transport_name") or TRANSPORT_NAME
+    config["sandbox_id"] = config.get("sandbox_id") or "chat"
+    if args.timeout is not None:
+        config["timeout"] = args.timeout
+    if args.app_context is not None:
+        config["app_context"] = args.app_context
+    sandbox = config.get("sandbox")
+    if isinstance(sandbox, dict):
+        memory_backends(sandbox)
+        if args.config_json is not None:
+            resource = sandbox.setdefault("config", {"cls": "config"})
+            if isinstance(resource, dict):
+                values = resource.setdefault("values", {})
+                if isinstance(values, dict):
+                    values["config"] = parse_config_json(args.config_json)
+    return config
+
+
+def parse_config_json(text: str) -> Any:
+    """The value of ``--config-json``.
+
+    :raises ChatError: it is not JSON.
+    """
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ChatError(f"--config-json is not JSON: {e}") from None
 
 
 def chat_config(app: str, config_value: Any, app_context: str | None, timeout: float) -> dict[str, Any]:
@@ -89,7 +187,7 @@ def chat_config(app: str, config_value: Any, app_context: str | None, timeout: f
 
 
 class RunWatcher:
-    """A plugin that remembers why the last sandbox run failed, for the transcript."""
+    """A plugin that remembers why sandbox runs failed, for the transcript."""
 
     def __init__(self) -> None:
         self.failures: list[str] = []
@@ -100,30 +198,78 @@ class RunWatcher:
             self.failures.append(result.describe())
 
 
-class ChatSession:
-    """One user talking to one app through the embedded broker.
+class Peer(Protocol):
+    """The other end of a chat: an app on the embedded broker, or a worker over RabbitMQ."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def exchange(self, message: TransportUserMessage, timeout: float, wait: bool = True) -> Exchange: ...
+
+
+class EmbeddedPeer:
+    """A worker on the in-memory broker: each message's run finishes before its exchange returns.
 
     :param worker: the app's worker; its broker must be ``broker``.
-    :param broker: the in-memory broker.
+    """
+
+    def __init__(self, worker: JsSandbox, broker: MemoryBroker, watcher: RunWatcher, transport_name: str) -> None:
+        self.worker = worker
+        self.broker = broker
+        self.watcher = watcher
+        self.transport_name = transport_name
+        self.service = WorkerService(worker, broker, transport_name)
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+    async def exchange(self, message: TransportUserMessage, timeout: float, wait: bool = True) -> Exchange:
+        """Publish ``message``, wait for its run, and collect what the app published (``timeout`` is the worker's)."""
+        failures = len(self.watcher.failures)
+        await self.broker.publish(f"{self.transport_name}.inbound", message.to_json().encode("utf-8"))
+        if self.service.in_flight:
+            await DeferredList(list(self.service.in_flight), consumeErrors=True)
+        result = Exchange(message, [Message.from_json(body)
+                                    for body in self.broker.drain(f"{self.transport_name}.outbound")])
+        failed = [f"the app's run failed: {failure}; see the log above"
+                  for failure in self.watcher.failures[failures:]]
+        if result.replies or not wait:
+            result.notes.extend(failed)
+        elif failed:
+            result.no_reply = "; ".join(failed)
+        else:
+            result.no_reply = "the app's run ended without sending one"
+        return result
+
+
+class ChatSession:
+    """One user talking to one app: through the embedded broker, or to a worker over RabbitMQ.
+
+    :param peer: where messages go and replies come from.
     :param out: where the transcript goes.
+    :param transport_name: the transport the messages claim to come from.
     :param transport_type: ``ussd`` (sessions) or ``sms`` (none).
     :param from_addr: the user's address.
     :param to_addr: the app's address (the USSD code or SMS number).
     :param echo: print the user's lines too (they were not typed on a terminal).
+    :param timeout: seconds to wait for a reply from a worker over RabbitMQ.
     """
 
-    def __init__(self, worker: JsFileSandbox, broker: MemoryBroker, out: TextIO, watcher: RunWatcher,
+    def __init__(self, peer: Peer, out: TextIO, transport_name: str = TRANSPORT_NAME,
                  transport_type: str = "ussd", from_addr: str = "+27820000001", to_addr: str = "*120*123#",
-                 echo: bool = False) -> None:
-        self.worker = worker
-        self.broker = broker
-        self.service = WorkerService(worker, broker, TRANSPORT_NAME)
+                 echo: bool = False, timeout: float = 10) -> None:
+        self.peer = peer
         self.out = out
-        self.watcher = watcher
+        self.transport_name = transport_name
         self.transport_type = transport_type
         self.from_addr = from_addr
         self.to_addr = to_addr
         self.echo = echo
+        self.timeout = timeout
         self.in_session = False
 
     @property
@@ -135,27 +281,26 @@ class ChatSession:
         self.out.flush()
 
     async def start(self) -> None:
-        """Start the worker on the broker and, for USSD, dial in."""
-        await self.service.start()
+        """Start the peer and, for USSD, dial in."""
+        await self.peer.start()
         if self.sessions:
             await self.new_session(None)
 
     async def stop(self) -> None:
-        await self.service.stop()
+        await self.peer.stop()
 
     async def send(self, content: str | None, session_event: str | None) -> None:
-        """Publish one inbound message, wait for its run, and print what the app published."""
+        """Send one inbound message and print what came back, or why nothing did (a hang-up expects nothing)."""
         msg = TransportUserMessage(
-            to_addr=self.to_addr, from_addr=self.from_addr, transport_name=TRANSPORT_NAME,
+            to_addr=self.to_addr, from_addr=self.from_addr, transport_name=self.transport_name,
             transport_type=self.transport_type, content=content, session_event=session_event)
-        failures = len(self.watcher.failures)
-        await self.broker.publish(f"{TRANSPORT_NAME}.inbound", msg.to_json().encode("utf-8"))
-        if self.service.in_flight:
-            await DeferredList(list(self.service.in_flight), consumeErrors=True)
-        for body in self.broker.drain(f"{TRANSPORT_NAME}.outbound"):
-            self.show_reply(Message.from_json(body))
-        for failure in self.watcher.failures[failures:]:
-            self.say(f"[the app's run failed: {failure}; see the log above]")
+        exchange = await self.peer.exchange(msg, self.timeout, wait=session_event != "close")
+        for reply in exchange.replies:
+            self.show_reply(reply)
+        for note in exchange.notes:
+            self.say(f"[{note}]")
+        if exchange.no_reply is not None:
+            self.say(f"[no reply: {exchange.no_reply}]")
 
     def show_reply(self, reply: Message) -> None:
         content = reply.get("content") or ""
@@ -254,19 +399,31 @@ DESCRIPTION = ("Talk to a JavaScript app in the terminal, playing the user of a 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add chat's own arguments to ``parser``."""
-    parser.add_argument("app", help="the app's .js file, or its folder (package.json 'main', else app.js)")
+    parser.add_argument("app", nargs="?",
+                        help="the app's .js file, or its folder (go-app.js, else package.json 'main', else app.js); "
+                             "with -c, replaces the config's javascript_file")
+    parser.add_argument("-c", "--config", metavar="WORKER_YAML",
+                        help="play this worker config as deployed, on the embedded broker with kv, contacts, "
+                             "groups and optout in memory (every other resource as configured)")
+    parser.add_argument("--amqp", metavar="URL",
+                        help="run no app: play the transport's side against a worker running on RabbitMQ at URL "
+                             "(with --transport-name)")
+    parser.add_argument("--transport-name", help="with --amqp: the running worker's transport_name")
     parser.add_argument("--script", metavar="FILE",
                         help="read the user's lines from FILE ('#' lines skipped) and print the transcript")
     parser.add_argument("--config-json", metavar="JSON",
                         help="the app's config (what config.get 'config' returns), as JSON; "
-                             "default {\"name\": <app folder name>}")
+                             "default {\"name\": <app folder name>}, or the worker config's")
     parser.add_argument("--transport-type", choices=("ussd", "sms"), default="ussd",
                         help="ussd has sessions (default); sms has none")
     parser.add_argument("--from", dest="from_addr", default="+27820000001", help="the user's address")
     parser.add_argument("--to", dest="to_addr", help="the app's address (default *120*123# for ussd, 12345 for sms)")
-    parser.add_argument("--app-context", default="{require: require}",
-                        help="trusted JS expression giving the app's extra globals (default '{require: require}')")
-    parser.add_argument("--timeout", type=float, default=10, help="seconds one run may take (default 10)")
+    parser.add_argument("--app-context",
+                        help="trusted JS expression giving the app's extra globals (default '{require: require}', "
+                             "or the worker config's)")
+    parser.add_argument("--timeout", type=float,
+                        help="seconds one run may take, or with --amqp to wait for a reply (default 10, or the "
+                             "worker config's)")
     # The transcript is the output; logs are for what went wrong unless asked for.
     parser.set_defaults(log_level="warning")
     parser.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="info",
@@ -281,32 +438,55 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def build_session(args: argparse.Namespace, out: TextIO) -> ChatSession:
-    """The worker, broker and session ``args`` describe.
+    """The peer and session ``args`` describe (nothing starts yet).
 
-    :raises ChatError: the app or its config is unusable.
+    :raises ChatError: an argument, the app or its config is unusable.
     """
-    app = find_app(args.app)
-    if args.config_json is None:
-        name = os.path.basename(os.path.dirname(app)) or "app"
-        config_value: Any = {"name": name}
-    else:
+    to_addr = args.to_addr or ("*120*123#" if args.transport_type == "ussd" else "12345")
+    # Lines that were not typed on this terminal are echoed, so the transcript shows both sides.
+    echo = args.script is not None or not sys.stdin.isatty()
+    options = {"transport_type": args.transport_type, "from_addr": args.from_addr, "to_addr": to_addr,
+               "echo": echo}
+    if args.amqp is not None:
+        if args.app is not None or args.config is not None:
+            raise ChatError("--amqp talks to a worker already running; it takes no APP or -c")
+        if not args.transport_name:
+            raise ChatError("--amqp needs --transport-name: the running worker's transport_name")
+        timeout = args.timeout if args.timeout is not None else 10
         try:
-            config_value = json.loads(args.config_json)
-        except ValueError as e:
-            raise ChatError(f"--config-json is not JSON: {e}") from None
-    config = chat_config(app, config_value, args.app_context, args.timeout)
+            side = amqp_transport_side(args.amqp, args.transport_name, timeout, "vxsandbox chat")
+        except SendError as e:
+            raise ChatError(f"--amqp: {e}") from None
+        return ChatSession(side, out, args.transport_name, timeout=timeout, **options)
+    if args.transport_name is not None:
+        raise ChatError("--transport-name goes with --amqp (a worker config has its own transport_name)")
+    app = note = None
+    if args.app is not None:
+        app, note = find_app(args.app)
+    elif args.config is None:
+        raise ChatError("give the app (a .js file or its folder), -c WORKER_YAML, or --amqp URL")
+    if note is not None:
+        print(f"vxsandbox chat: playing {app} ({note})", file=sys.stderr)
+    if args.config is not None:
+        from vxsandbox_core.cli import load_config_file
+        config = deployed_config(load_config_file(args.config), args.config, app, args)
+    else:
+        assert app is not None
+        name = os.path.basename(os.path.dirname(app)) or "app"
+        config_value = {"name": name} if args.config_json is None else parse_config_json(args.config_json)
+        config = chat_config(app, config_value, args.app_context or "{require: require}",
+                             args.timeout if args.timeout is not None else 10)
     watcher = RunWatcher()
     pm = build_plugin_manager()
     pm.register(watcher)
     broker = MemoryBroker()
+    from vxsandbox_core.registry import resolve_worker
     try:
-        worker = JsFileSandbox(config, broker=broker, hooks=Hooks(pm))
+        worker = resolve_worker(config["worker"])(config, broker=broker, hooks=Hooks(pm))
     except ConfigError as e:
-        raise ChatError(str(e)) from None
-    to_addr = args.to_addr or ("*120*123#" if args.transport_type == "ussd" else "12345")
-    # Lines that were not typed on this terminal are echoed, so the transcript shows both sides.
-    echo = args.script is not None or not sys.stdin.isatty()
-    return ChatSession(worker, broker, out, watcher, args.transport_type, args.from_addr, to_addr, echo=echo)
+        raise ChatError(f"{args.config}: {e}" if args.config else str(e)) from None
+    peer = EmbeddedPeer(worker, broker, watcher, config["transport_name"])
+    return ChatSession(peer, out, config["transport_name"], **options)
 
 
 def run_command(args: argparse.Namespace) -> int | Awaitable[int]:
@@ -331,8 +511,13 @@ def run_command(args: argparse.Namespace) -> int | Awaitable[int]:
     interactive = lines is None and sys.stdin.isatty()
     if lines is None:
         kind = "USSD session" if session.sessions else "SMS conversation"
-        session.say(f"Chatting with {session.worker.config.javascript_file} as {session.from_addr} "
-                    f"({kind}; /new, /close, /quit).")
+        peer = session.peer
+        if isinstance(peer, EmbeddedPeer):
+            # The js worker's app is inline in its config; the others name their file.
+            who = getattr(peer.worker.config, "javascript_file", None) or f"the {args.config} app"
+        else:
+            who = f"the worker of {session.transport_name} over {args.amqp}"
+        session.say(f"Chatting with {who} as {session.from_addr} ({kind}; /new, /close, /quit).")
 
     def prompt() -> None:
         if interactive:
@@ -340,6 +525,10 @@ def run_command(args: argparse.Namespace) -> int | Awaitable[int]:
             out.flush()
 
     async def chat() -> int:
-        await run_chat(session, lines, prompt)
+        try:
+            await run_chat(session, lines, prompt)
+        except SendError as e:
+            print(f"vxsandbox chat: {e}", file=sys.stderr)
+            return EXIT_USAGE
         return EXIT_OK
     return chat()
