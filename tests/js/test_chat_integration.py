@@ -175,6 +175,7 @@ def test_chat_plays_the_example_worker_config(tmp_path) -> None:
     assert done.stderr == ""
 
 
+@pytest.mark.distributions("vxsandbox-resources-contacts")
 def test_chat_plays_the_contacts_app_with_contacts_in_memory(tmp_path) -> None:
     """contacts_app.js under ``chat -c contacts-worker.yaml``: contacts and groups (on Redis there) live in memory."""
     needs_vumigo()
