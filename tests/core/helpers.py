@@ -53,3 +53,19 @@ class OrderPlugin:
     @hookimpl
     def message_processed(self, sandbox_id, message, outcome, duration):
         self.calls.append(("message_processed", outcome))
+
+
+class FakeEntryPoint:
+    """An entry point of a fake distribution, as stevedore lists it, counting its imports."""
+
+    def __init__(self, name: str, value: str, result: Any = None, error: Exception | None = None,
+                 group: str = "") -> None:
+        self.name, self.value, self.group, self.result, self.failure = name, value, group, result, error
+        self.dist = type("Dist", (), {"name": f"dist-of-{name}", "version": "7.0"})()
+        self.loads = 0
+
+    def load(self) -> Any:
+        self.loads += 1
+        if self.failure is not None:
+            raise self.failure
+        return self.result
