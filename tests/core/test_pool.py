@@ -60,7 +60,7 @@ class Ended:
     @hookimpl
     def sandbox_started(self, api, pid):
         self.max_live = max(self.max_live, self.worker.pool.live)
-        self.children.append(api.protocol)
+        self.children.append(api.child)
 
     @hookimpl
     def sandbox_ended(self, api, result):

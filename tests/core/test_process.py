@@ -210,7 +210,7 @@ class StdinLimitTests(TestCase):
 
             @hookimpl
             def reply_sent(self, api, command, reply):
-                peak[0] = max(peak[0], queued_bytes(api.protocol))
+                peak[0] = max(peak[0], queued_bytes(api.child))
 
         config = python_worker_config(
             ["-c", _DEAF_CHILD, str(requests)], logging_resource="record",

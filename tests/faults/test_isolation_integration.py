@@ -353,7 +353,7 @@ class PidRecorder:
     @hookimpl
     def sandbox_started(self, api: Any, pid: int | None) -> None:
         # The command the worker spawned (reading /proc races with exec and with the child's exit).
-        self.cmdlines.append(list(api.protocol.argv))
+        self.cmdlines.append(list(api.child.argv))
 
 
 @pytest.mark.node

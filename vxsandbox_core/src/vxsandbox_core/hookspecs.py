@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from .api import SandboxApi
     from .cli import Commands
-    from .dispatch import SandboxApi
     from .process import SandboxResult
     from .protocol import Command
 

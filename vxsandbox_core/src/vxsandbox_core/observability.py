@@ -33,7 +33,7 @@ from .hookspecs import hookimpl
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
-    from .dispatch import SandboxApi
+    from .api import SandboxApi
     from .process import SandboxResult
     from .protocol import Command
 

@@ -34,7 +34,7 @@ from .errors import ConfigError, ProtocolError
 from .protocol import Command, decode, encode, make_error_reply
 
 if TYPE_CHECKING:
-    from .dispatch import SandboxApi
+    from .api import SandboxApi
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class SandboxRun:
                                 logging.WARNING)
 
 
-class SandboxProtocol(ProcessProtocol):
+class SandboxChild(ProcessProtocol):
     """One sandboxed child process: spawns it, runs messages in it, reads its requests, enforces limits.
 
     :param argv: the whole command (``prlimit ... -- program args``), see :func:`rlimit_argv`.

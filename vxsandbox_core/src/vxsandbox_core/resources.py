@@ -19,7 +19,7 @@ from .protocol import Command, make_error_reply, make_reply
 from .registry import resolve_resource
 
 if TYPE_CHECKING:
-    from .dispatch import SandboxApi
+    from .api import SandboxApi
 
 log = logging.getLogger(__name__)
 

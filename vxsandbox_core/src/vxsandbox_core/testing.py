@@ -18,8 +18,8 @@ import logging
 import sys
 from typing import Any
 
+from .api import SandboxApi
 from .config import SandboxConfig
-from .dispatch import SandboxApi
 from .message import TransportUserMessage
 from .plugins import Hooks, build_plugin_manager
 from .protocol import Command

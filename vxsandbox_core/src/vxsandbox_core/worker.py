@@ -1,7 +1,7 @@
 """The generic sandbox worker: one sandboxed child run per message or event, transport-agnostic.
 
 The worker picks the tenant (``sandbox_id``) and config for a message, builds
-a :class:`SandboxApi` and a :class:`SandboxProtocol`, runs the child to its
+a :class:`SandboxApi` and a :class:`SandboxChild`, runs the child to its
 end and reports the outcome through the plugin hooks. Brokers (AMQP or in
 memory) feed it messages and carry what it publishes.
 """
@@ -17,14 +17,14 @@ from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred, DeferredLock
 
+from .api import SandboxApi
 from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
-from .dispatch import SandboxApi
-from .errors import ConfigError, VxSandboxError
+from .errors import ConfigError, SandboxRefusedError
 from .isolation import isolation_warning, wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
 from .pool import ChildPool, cpu_soft_limit
-from .process import SandboxProtocol, SandboxResult, clamp_rlimits, find_executable, rlimit_argv
+from .process import SandboxChild, SandboxResult, clamp_rlimits, find_executable, rlimit_argv
 from .resources import SandboxResources
 
 log = logging.getLogger("vxsandbox.worker")
@@ -33,10 +33,6 @@ log = logging.getLogger("vxsandbox.worker")
 STOPPING = "worker stopping"
 #: the kill reason of runs whose message could not be written to the child
 UNDELIVERABLE = "message could not be sent"
-
-
-class SandboxRefusedError(VxSandboxError):
-    """No sandbox can be run for this message (e.g. it names no sandbox_id)."""
 
 
 class Sandbox:
@@ -133,19 +129,19 @@ class Sandbox:
         shape = repr((self.sandbox_args(api), sorted(config.env.items()), config.path)).encode()
         return (api.sandbox_id, hashlib.sha256(shape).hexdigest())
 
-    def sandbox_protocol_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxProtocol:
+    def child_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxChild:
         """Build (not spawn) a child for ``api``'s config; ``msg`` is None for a pre-started spare."""
         config = api.config
         argv = rlimit_argv(self.rlimits) + [self.executable, *self.sandbox_args(api)]
         argv = wrap_command(config, argv, self.read_paths(api))
-        return SandboxProtocol(argv, dict(config.env), config.path, config.recv_limit,
+        return SandboxChild(argv, dict(config.env), config.path, config.recv_limit,
                                max_runs=config.messages_per_process,
                                max_requests=config.max_requests_per_run,
                                max_pending=config.max_pending_requests,
                                stdin_limit=config.stdin_limit, reactor=self.reactor)
 
-    def _spawn_child(self, api: SandboxApi | None) -> SandboxProtocol:
-        child = self.sandbox_protocol_for_message(None, api or self._template_api())
+    def _spawn_child(self, api: SandboxApi | None) -> SandboxChild:
+        child = self.child_for_message(None, api or self._template_api())
         child.spawn()
         return child
 

@@ -14,8 +14,8 @@ import resource
 from collections.abc import Hashable
 from typing import Any, ClassVar, cast
 
+from vxsandbox_core.api import SandboxApi
 from vxsandbox_core.config import Field, MiB, SandboxConfig, string_list
-from vxsandbox_core.dispatch import SandboxApi
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import Message
 from vxsandbox_core.process import SandboxResult

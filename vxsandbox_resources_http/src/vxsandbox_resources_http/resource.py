@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 
-from vxsandbox_core.dispatch import CommandError
+from vxsandbox_core.errors import CommandError
 from vxsandbox_core.protocol import Command
 from vxsandbox_core.resources import SandboxResource
 
@@ -41,7 +41,7 @@ from .transport import (
 )
 
 if TYPE_CHECKING:
-    from vxsandbox_core.dispatch import SandboxApi
+    from vxsandbox_core.api import SandboxApi
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import Field, ResourceConfig, string_map
-from ..dispatch import CommandError
-from ..errors import ConfigError
+from ..errors import CommandError, ConfigError
 from ..protocol import Command
 from ..resources import SandboxResource
 
 if TYPE_CHECKING:
-    from ..dispatch import SandboxApi
+    from ..api import SandboxApi
 
 
 class ConfigResourceConfig(ResourceConfig):

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import Field, ResourceConfig, positive
-from ..dispatch import CommandError
+from ..errors import CommandError
 from ..protocol import Command
 from ..resources import SandboxResource
 
 if TYPE_CHECKING:
-    from ..dispatch import SandboxApi
+    from ..api import SandboxApi
 
 #: the aggregators Vumi's metrics knew
 AGGREGATORS = ("sum", "avg", "min", "max", "last")

@@ -15,7 +15,7 @@ from ..protocol import Command
 from ..resources import SandboxResource
 
 if TYPE_CHECKING:
-    from ..dispatch import SandboxApi
+    from ..api import SandboxApi
 
 
 class RunResource(SandboxResource):
