@@ -32,8 +32,12 @@ class OrderPlugin:
         self.calls: list[tuple[str, Any]] = []
 
     @hookimpl
-    def sandbox_started(self, api, pid):
-        self.calls.append(("sandbox_started", pid))
+    def child_started(self, api, pid):
+        self.calls.append(("child_started", pid))
+
+    @hookimpl
+    def run_started(self, api):
+        self.calls.append(("run_started", api.sandbox_id))
 
     @hookimpl
     def command_received(self, api, command):
@@ -47,8 +51,8 @@ class OrderPlugin:
         self.calls.append(("reply_sent", reply["cmd"]))
 
     @hookimpl
-    def sandbox_ended(self, api, result):
-        self.calls.append(("sandbox_ended", result.describe()))
+    def run_ended(self, api, result):
+        self.calls.append(("run_ended", result.describe()))
 
     @hookimpl
     def message_processed(self, sandbox_id, message, outcome, duration):

@@ -207,7 +207,7 @@ class PluginTests(TestCase):
     def test_failed_run_without_kill(self) -> None:
         """A run that exits non-zero on its own is counted as failed, not as a kill."""
         plugin = ObservabilityPlugin()
-        plugin.sandbox_ended(api=FakeSandboxApi(), result=SandboxResult(3, None, None, False, 0.2))
+        plugin.run_ended(api=FakeSandboxApi(), result=SandboxResult(3, None, None, False, 0.2))
         assert plugin.registry.get_sample_value("vxsandbox_sandbox_runs_total", {"result": "failed"}) == 1
         assert plugin.registry.get_sample_value("vxsandbox_sandbox_kills_total", {"reason": "timeout"}) is None
 

@@ -24,10 +24,10 @@ class HookTests(TestCase):
         self.assertEqual(outcome, "ok")
         names = [name for name, _ in plugin.calls]
         self.assertEqual(names, [
-            "sandbox_started",
+            "child_started", "run_started",
             "command_received", "reply_sent",      # record.one
             "command_received", "reply_sent",      # record.replies (the child's report)
-            "sandbox_ended", "message_processed",
+            "run_ended", "message_processed",
         ])
         self.assertIsInstance(plugin.calls[0][1], int)
         self.assertEqual(plugin.calls[-1], ("message_processed", "ok"))
@@ -62,7 +62,7 @@ class HookTests(TestCase):
         """An observer hook that raises is logged and the run still succeeds."""
         class Broken:
             @hookimpl
-            def sandbox_started(self, api, pid):
+            def child_started(self, api, pid):
                 raise RuntimeError("observer bug")
 
             @hookimpl

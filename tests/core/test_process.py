@@ -38,7 +38,7 @@ class ProcessTests(TestCase):
 
         class Plugin:
             @hookimpl
-            def sandbox_ended(self, api, result):
+            def run_ended(self, api, result):
                 results.append(result)
 
         worker = Sandbox(python_worker_config(["-c", "import time; time.sleep(30)"], timeout=0.3),
@@ -205,7 +205,7 @@ class StdinLimitTests(TestCase):
 
         class Plugin:
             @hookimpl
-            def sandbox_ended(self, api, result):
+            def run_ended(self, api, result):
                 results.append(result)
 
             @hookimpl

@@ -351,7 +351,7 @@ class PidRecorder:
         self.cmdlines: list[list[str]] = []
 
     @hookimpl
-    def sandbox_started(self, api: Any, pid: int | None) -> None:
+    def child_started(self, api: Any, pid: int | None) -> None:
         # The command the worker spawned (reading /proc races with exec and with the child's exit).
         self.cmdlines.append(list(api.child.argv))
 

@@ -120,12 +120,12 @@ class ObservabilityPlugin:
         self.message_duration.observe(duration)
 
     @hookimpl
-    def sandbox_started(self, api: SandboxApi, pid: int | None) -> None:
+    def child_started(self, api: SandboxApi, pid: int | None) -> None:
         """Count a spawn."""
         self.spawns.inc()
 
     @hookimpl
-    def sandbox_ended(self, api: SandboxApi, result: SandboxResult) -> None:
+    def run_ended(self, api: SandboxApi, result: SandboxResult) -> None:
         """Record the run's duration and how it ended, and count a kill by its reason."""
         self.run_duration.observe(result.duration)
         if result.kill_reason is not None:

@@ -231,12 +231,13 @@ class Sandbox:
         try:
             run = child.start_run(api, api.config.timeout)
             if fresh:
-                self.hooks.notify("sandbox_started", api=api, pid=child.pid)
+                self.hooks.notify("child_started", api=api, pid=child.pid)
                 try:
                     await self.resources.sandbox_init(api)
                 except Exception as e:
                     log.exception("[%s] sandbox_init failed", api.sandbox_id)
                     api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
+            self.hooks.notify("run_started", api=api)
             if not run.called:
                 try:
                     deliver(api)
@@ -249,7 +250,7 @@ class Sandbox:
             # None: the wait itself failed (cancelled, or a bug above); the child cannot be trusted.
             self.pool.release(child, key, result)
         if undeliverable is not None:
-            self.hooks.notify("sandbox_ended", api=api, result=result)
+            self.hooks.notify("run_ended", api=api, result=result)
             raise SandboxRefusedError(f"the message could not be sent to the sandbox: "
                                       f"{type(undeliverable).__name__}: {undeliverable}")
         if not result.ok:
@@ -257,7 +258,7 @@ class Sandbox:
             if result.kill_reason is None:
                 # A kill explains itself to the owner; a crash or an outside signal needs saying.
                 api.log(f"sandbox run {result.describe()}", logging.ERROR)
-        self.hooks.notify("sandbox_ended", api=api, result=result)
+        self.hooks.notify("run_ended", api=api, result=result)
         return result
 
     # --- publishing (used by the outbound resource) -----------------------------------
