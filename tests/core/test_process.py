@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 from vxsandbox_core import Sandbox, hookimpl
 from vxsandbox_core.config import SandboxConfig
 from vxsandbox_core.errors import ConfigError
-from vxsandbox_core.process import clamp_rlimits
+from vxsandbox_core.rlimits import clamp_rlimits
 from vxsandbox_core.testing import hooks_with, make_user_message, python_worker_config
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -187,7 +186,3 @@ class ChildPool:
         return cpu_seconds(child.pid) > self.cpu_limit / 2
 
 
-def cpu_soft_limit(limits: dict[int, tuple[int, int]]) -> float | None:
-    """The RLIMIT_CPU soft limit among ``limits``, or None when unlimited or unset."""
-    soft = limits.get(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, 0))[0]
-    return None if soft == resource.RLIM_INFINITY else float(soft)

@@ -18,14 +18,15 @@ from typing import Any, ClassVar
 from twisted.internet.defer import Deferred, DeferredLock
 
 from .api import SandboxApi
-from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
+from .config import SandboxConfig
 from .errors import ConfigError, SandboxRefusedError
 from .isolation import isolation_warning, wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
-from .pool import ChildPool, cpu_soft_limit
-from .process import SandboxChild, SandboxResult, clamp_rlimits, find_executable, rlimit_argv
+from .pool import ChildPool
+from .process import SandboxChild, SandboxResult, find_executable
 from .resources import SandboxResources
+from .rlimits import DEFAULT_RLIMITS, clamp_rlimits, cpu_soft_limit, effective_rlimits, rlimit_argv
 
 log = logging.getLogger("vxsandbox.worker")
 
