@@ -31,7 +31,7 @@ MAX_SECONDS = 100 * 365 * 24 * 3600
 _MISSING = object()
 
 
-class RedisResource(SandboxResource):
+class KVResource(SandboxResource):
     """Key-value storage for sandboxes, in Redis (``backend: redis``) or in memory (``backend: memory``).
 
     Each sandbox_id sees only its own keys. Options are those of
@@ -203,3 +203,7 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+#: The name old configs and Vumi's own use (``vxsandbox.RedisResource``); kv is not only Redis.
+RedisResource = KVResource
