@@ -28,6 +28,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .aio import default_reactor
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -241,9 +242,7 @@ class ObservabilityServer:
 
     def __init__(self, plugin: ObservabilityPlugin, port: int, interface: str = "",
                  reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self.plugin = plugin
         self.requested_port = port
         self.interface = interface

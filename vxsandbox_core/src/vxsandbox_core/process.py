@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from .aio import default_reactor
 from .errors import ConfigError, ProtocolError
 from .protocol import Command, decode, encode, make_error_reply
 
@@ -142,9 +143,7 @@ class SandboxChild(ProcessProtocol):
     def __init__(self, argv: list[str], env: dict[str, str], path: str | None, recv_limit: int,
                  max_runs: int = 1, max_requests: int = 10000, max_pending: int = 100,
                  stdin_limit: int = 8 * 1024 * 1024, reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self.reactor = reactor
         self.argv = argv
         self.env = env

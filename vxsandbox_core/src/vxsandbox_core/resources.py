@@ -4,16 +4,22 @@ A resource subclasses :class:`SandboxResource` and defines ``handle_<command>``
 methods taking ``(api, command)`` and returning a reply (or ``None`` for no
 reply), directly, as a Deferred or from an ``async def``. Resources live for
 the worker's lifetime; per-run state belongs on the :class:`SandboxApi`.
+
+The base class is the resource author's toolkit: it parses the options of
+``CONFIG_CLASS`` into ``self.options``, gives ``self.reactor``, and builds
+replies; a handler fails a request by raising :class:`CommandError`, whose
+reason should describe a wrong value with :func:`describe_type`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 
-from .aio import call_deferred
+from .aio import call_deferred, default_reactor
+from .config import ResourceConfig
 from .errors import ConfigError, raise_config_errors
 from .protocol import Command, make_error_reply, make_reply
 from .registry import resolve_resource
@@ -30,12 +36,22 @@ class SandboxResource:
     :param name: the name the sandbox uses (the key under ``sandbox`` in the config).
     :param worker: the worker that owns the resource.
     :param config: the resource's config mapping (including ``cls``).
+    :raises ConfigError: ``config`` does not fit ``CONFIG_CLASS``; the error names ``sandbox.<name>.<key>``.
     """
+
+    #: the options this resource takes (a :class:`ResourceConfig` subclass); parsed into ``self.options``
+    CONFIG_CLASS: ClassVar[type[ResourceConfig]] = ResourceConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         self.name = name
         self.worker = worker
         self.config = config
+        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
+
+    @property
+    def reactor(self) -> Any:
+        """The worker's reactor (tests give theirs a ``task.Clock``), else Twisted's global one."""
+        return default_reactor(getattr(self.worker, "reactor", None))
 
     def setup(self) -> Any:
         """Prepare shared state (connections, pools) when the worker starts; may return a Deferred."""

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred, DeferredLock
 
+from .aio import default_reactor
 from .api import SandboxApi
 from .config import SandboxConfig
 from .errors import ConfigError, SandboxRefusedError
@@ -56,9 +57,7 @@ class Sandbox:
         self.config = config if isinstance(config, SandboxConfig) else self.CONFIG_CLASS(config)
         self.broker = broker
         self.hooks = hooks if hooks is not None else Hooks()
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self.reactor = reactor
         self.executable = self.find_executable()
         self.rlimits = clamp_rlimits(effective_rlimits(self.config.rlimits, self.DEFAULT_RLIMITS))

@@ -31,14 +31,12 @@ if TYPE_CHECKING:
 class _StoreResource(SandboxResource):
     """A resource backed by a :class:`ContactsStore` built from its config."""
 
-    CONFIG_CLASS: type[StoreConfig] = StoreConfig
+    CONFIG_CLASS = StoreConfig
+    options: StoreConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
-        clock = getattr(worker, "reactor", None)
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = self.reactor
         self.store: ContactsStore
         if self.options.backend == "memory":
             key_prefix = self.options.redis.key_prefix

@@ -252,19 +252,14 @@ class HttpClientResource(SandboxResource):
     """
 
     CONFIG_CLASS = HttpClientConfig
+    options: HttpClientConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self.guard = DestinationGuard(self.options.allowed_hosts, self.options.denied_hosts,
                                       self.options.allowed_hosts_only)
-        reactor = getattr(worker, "reactor", None)
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
-        self.reactor = reactor
         #: how host names are resolved (an ``IHostnameResolver``; the reactor's, which never blocks it)
-        self.resolver = reactor.nameResolver
+        self.resolver = self.reactor.nameResolver
         #: trust roots for https (``None``: the platform's); tests and private CAs set their own
         self.trust_root: Any = None
         self._in_flight: set[Deferred[Any]] = set()

@@ -39,13 +39,11 @@ class KVResource(SandboxResource):
     """
 
     CONFIG_CLASS = KVConfig
+    options: KVConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
-        clock = getattr(worker, "reactor", None)
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = self.reactor
         self.backend: KVBackend
         if self.options.backend == "memory":
             redis = self.options.redis

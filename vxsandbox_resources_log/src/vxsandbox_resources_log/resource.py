@@ -80,11 +80,11 @@ class LoggingResource(SandboxResource):
     the other commands log at their own level.
     """
 
-    CONFIG_CLASS: type[LoggingConfig] = LoggingConfig
+    CONFIG_CLASS = LoggingConfig
+    options: LoggingConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         # One shared logger: a logger per sandbox_id would never be freed by the logging module.
         self.logger = logging.getLogger(self.options.logger)
 

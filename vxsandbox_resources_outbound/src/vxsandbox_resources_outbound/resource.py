@@ -49,11 +49,11 @@ class OutboundResource(SandboxResource):
     broker's reason.
     """
 
-    CONFIG_CLASS: type[OutboundConfig] = OutboundConfig
+    CONFIG_CLASS = OutboundConfig
+    options: OutboundConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self.allowed_helper_metadata = frozenset(self.options.allowed_helper_metadata)
 
     # --- fields -------------------------------------------------------------------

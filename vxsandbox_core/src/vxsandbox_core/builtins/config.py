@@ -44,11 +44,11 @@ class ConfigResource(SandboxResource):
     """
 
     CONFIG_CLASS = ConfigResourceConfig
+    options: ConfigResourceConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
         prefix = f"sandbox.{name}."
-        self.options = self.CONFIG_CLASS(config, prefix=prefix)
         self.values: dict[str, str] = {}
         for key, value in self.options.values.items():
             if not isinstance(key, str):

@@ -110,11 +110,11 @@ class MetricsResource(SandboxResource):
     failed reply that says what is wrong.
     """
 
-    CONFIG_CLASS: type[MetricsConfig] = MetricsConfig
+    CONFIG_CLASS = MetricsConfig
+    options: MetricsConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self._aggregates: dict[tuple[str, str, str, str], AggregatedMetric] = {}
         #: how many aggregates each sandbox_id holds
         self._per_tenant: Counter[str] = Counter()
