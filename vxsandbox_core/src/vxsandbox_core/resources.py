@@ -13,6 +13,7 @@ reason should describe a wrong value with :func:`describe_type`.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,6 +29,34 @@ if TYPE_CHECKING:
     from .api import SandboxApi
 
 log = logging.getLogger(__name__)
+
+
+def describe_type(value: Any) -> str:
+    """Describe a wrong value from a request as the app's author sees it: its JSON type, and the value when short.
+
+    For example ``a string "10"``, ``a number 1.5``, ``a boolean true``,
+    ``null``, or ``an array`` when its JSON is too long to quote. Every
+    resource's error replies say ``got <this>``.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        name = "a boolean"
+    elif isinstance(value, (int, float)):
+        name = "a number"
+    elif isinstance(value, str):
+        name = "a string"
+    elif isinstance(value, (list, tuple)):
+        name = "an array"
+    elif isinstance(value, dict):
+        name = "an object"
+    else:
+        return f"a {type(value).__name__}"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return name
+    return f"{name} {text}" if len(text) <= 40 else name
 
 
 class SandboxResource:

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core import CommandError, SandboxResource
+from vxsandbox_core import CommandError, SandboxResource, describe_type
 from vxsandbox_core.protocol import Command
 from vxsandbox_resources_kv import BackendUnavailableError
 
@@ -102,7 +102,8 @@ class ContactsResource(_StoreResource):
 
     async def _existing(self, api: SandboxApi, key: Any) -> dict[str, Any]:
         if not isinstance(key, str):
-            raise CommandError(f"'key' needs to be specified and be a string (the contact's key), got {key!r}")
+            raise CommandError("'key' needs to be specified and be a string (the contact's key), "
+                               f"got {describe_type(key)}")
         contact = await self.store.get_contact(api.sandbox_id, key)
         if contact is None:
             raise CommandError("Contact not found")

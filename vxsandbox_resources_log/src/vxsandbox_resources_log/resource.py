@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from vxsandbox_core import Field, ResourceConfig, SandboxResource
+from vxsandbox_core import Field, ResourceConfig, SandboxResource, describe_type
 from vxsandbox_core.aio import call_deferred
 from vxsandbox_core.protocol import Command
 
@@ -124,7 +124,8 @@ class LoggingResource(SandboxResource):
             level = logging.INFO
         elif not isinstance(level, int) or isinstance(level, bool) or level < 0:
             return self.reply_error(command, f"'level' must be a non-negative integer log level "
-                                    f"(10 debug, 20 info, 30 warning, 40 error, 50 critical), got {level!r}")
+                                    "(10 debug, 20 info, 30 warning, 40 error, 50 critical), "
+                                    f"got {describe_type(level)}")
         return await self.log_command(api, command, level)
 
     async def handle_debug(self, api: SandboxApi, command: Command) -> Command:

@@ -12,7 +12,15 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core import CommandError, Field, MessageError, ResourceConfig, SandboxRefusedError, SandboxResource
+from vxsandbox_core import (
+    CommandError,
+    Field,
+    MessageError,
+    ResourceConfig,
+    SandboxRefusedError,
+    SandboxResource,
+    describe_type,
+)
 from vxsandbox_core.config import string_list
 from vxsandbox_core.message import TransportUserMessage
 from vxsandbox_core.protocol import Command
@@ -64,7 +72,7 @@ class OutboundResource(SandboxResource):
             raise CommandError("'content' is required (a string, or null for no content)")
         content = command["content"]
         if content is not None and not isinstance(content, str):
-            raise CommandError(f"'content' must be a string or null, got {_kind(content)}")
+            raise CommandError(f"'content' must be a string or null, got {describe_type(content)}")
         return content
 
     def in_reply_to(self, api: SandboxApi, command: Command) -> TransportUserMessage:
@@ -83,7 +91,7 @@ class OutboundResource(SandboxResource):
         """The ``continue_session`` field: a boolean, default true."""
         value = command.get("continue_session", True)
         if not isinstance(value, bool):
-            raise CommandError(f"'continue_session' must be true or false, got {_kind(value)}")
+            raise CommandError(f"'continue_session' must be true or false, got {describe_type(value)}")
         return value
 
     def helper_metadata(self, command: Command) -> dict[str, Any]:
@@ -92,7 +100,7 @@ class OutboundResource(SandboxResource):
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise CommandError(f"'helper_metadata' must be an object or null, got {_kind(value)}")
+            raise CommandError(f"'helper_metadata' must be an object or null, got {describe_type(value)}")
         for key in sorted(value):
             if key not in self.allowed_helper_metadata:
                 allowed = ", ".join(sorted(self.allowed_helper_metadata)) or "none"
@@ -210,15 +218,4 @@ class OutboundResource(SandboxResource):
 
 def _got(command: Command, key: str) -> str:
     """Describe what a request carried for ``key``: nothing, or the wrong value."""
-    return _kind(command[key]) if key in command else "nothing"
-
-
-def _kind(value: Any) -> str:
-    """Describe a wrong value for a reason: missing, its JSON type, and the value when short."""
-    if value is None:
-        return "null"
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "a list", dict: "an object"}
-    name = names.get(type(value), type(value).__name__)
-    text = repr(value)
-    return f"{name} {text}" if len(text) <= 40 else name
+    return describe_type(command[key]) if key in command else "nothing"

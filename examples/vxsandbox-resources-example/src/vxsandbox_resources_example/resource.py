@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core import CommandError, Field, ResourceConfig, SandboxResource
+from vxsandbox_core import CommandError, Field, ResourceConfig, SandboxResource, describe_type
 from vxsandbox_core.config import positive
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class TimeResource(SandboxResource):
         if unix is None:
             unix = self.clock()
         elif isinstance(unix, bool) or not isinstance(unix, (int, float)):
-            raise CommandError(f"'unix' must be a number of seconds, got {unix!r}")
+            raise CommandError(f"'unix' must be a number of seconds, got {describe_type(unix)}")
         try:
             text = self._moment(unix).strftime(pattern)
         except (ValueError, OverflowError, OSError) as e:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..config import Field, ResourceConfig, string_map
 from ..errors import CommandError, ConfigError
 from ..protocol import Command
-from ..resources import SandboxResource
+from ..resources import SandboxResource, describe_type
 
 if TYPE_CHECKING:
     from ..api import SandboxApi
@@ -73,5 +73,5 @@ class ConfigResource(SandboxResource):
         """Reply with the value of ``key``, null when it is not configured."""
         key = command.get("key")
         if not isinstance(key, str):
-            raise CommandError(f"'key' must be a string, got {key!r}")
+            raise CommandError(f"'key' must be a string, got {describe_type(key)}")
         return self.reply(command, value=self.values.get(key))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Field, ResourceConfig, positive
 from ..errors import CommandError
 from ..protocol import Command
-from ..resources import SandboxResource
+from ..resources import SandboxResource, describe_type
 
 if TYPE_CHECKING:
     from ..api import SandboxApi
@@ -68,7 +68,7 @@ def _name(command: Command, field: str, default: str | None = None) -> str:
     if name is None:
         raise CommandError(f"missing {field} name")
     if not isinstance(name, str):
-        raise CommandError(f"invalid type for {field} name: {name!r}")
+        raise CommandError(f"invalid type for {field} name: expected a string, got {describe_type(name)}")
     if NAME_RE.fullmatch(name) is None:
         raise CommandError(f"invalid {field} name {name!r}: expected a letter, then up to 100 "
                            "letters, digits, '.', '_' or '-'")
@@ -78,11 +78,11 @@ def _name(command: Command, field: str, default: str | None = None) -> str:
 def _value(command: Command) -> float:
     value = command.get("value")
     if isinstance(value, bool):
-        raise CommandError(f"invalid metric value {value!r}")
+        raise CommandError(f"invalid metric value: expected a number, got {describe_type(value)}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise CommandError(f"invalid metric value {value!r}") from None
+        raise CommandError(f"invalid metric value: expected a number, got {describe_type(value)}") from None
     if not math.isfinite(number):
         raise CommandError(f"invalid metric value {value!r}: must be a finite number")
     return number
