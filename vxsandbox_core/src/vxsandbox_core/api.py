@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .config import SandboxConfig
     from .message import Message
     from .process import SandboxChild
-    from .resources import SandboxResources
+    from .resources import SandboxResource, SandboxResources
 
 log = logging.getLogger("vxsandbox.sandbox")
 
@@ -152,14 +152,24 @@ class SandboxApi:
         resource_name, sep, rest = command["cmd"].partition(".")
         if not sep:
             resource_name, rest = "", command["cmd"]
-        resource = self.resources.get(resource_name)
-        request = dict(command, cmd=rest, full_cmd=command["cmd"])
+        return await self.call_resource(self.resources.get(resource_name),
+                                        dict(command, cmd=rest, full_cmd=command["cmd"]))
+
+    async def call_resource(self, resource: SandboxResource, request: Command) -> Command | None:
+        """Have ``resource`` answer ``request`` (its ``cmd`` without the resource's name) in this run.
+
+        The one place a :class:`CommandError` from a handler becomes an error
+        reply carrying its reason; any other exception is logged as a bug in
+        the resource and also answered with an error reply. Unit tests call
+        this to drive a resource as a child would.
+        """
+        full_cmd = request.get("full_cmd", request["cmd"])
         try:
             return await resource.dispatch_request(self, request)
         except CommandError as e:
-            return make_error_reply(command, e.reason)
+            return make_error_reply(request, e.reason)
         except Exception as e:
-            log.exception("[%s] resource %r failed on %r", self.sandbox_id, resource_name, command["cmd"])
-            reason = f"{command['cmd']} failed: {type(e).__name__}: {e}"
+            log.exception("[%s] resource %r failed on %r", self.sandbox_id, resource.name, full_cmd)
+            reason = f"{full_cmd} failed: {type(e).__name__}: {e}"
             self.log(reason, logging.ERROR)
-            return make_error_reply(command, reason)
+            return make_error_reply(request, reason)

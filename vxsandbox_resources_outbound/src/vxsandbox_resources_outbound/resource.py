@@ -190,13 +190,10 @@ class OutboundResource(SandboxResource):
         return await self._send(api, command, default_endpoint=None)
 
     async def _reply(self, api: SandboxApi, command: Command, group: bool) -> Command:
-        try:
-            content = self.content(command)
-            original = self.in_reply_to(api, command)
-            continue_session = self.continue_session(command)
-            helper_metadata = self.helper_metadata(command)
-        except CommandError as e:
-            return self.reply_error(command, e.reason)
+        content = self.content(command)
+        original = self.in_reply_to(api, command)
+        continue_session = self.continue_session(command)
+        helper_metadata = self.helper_metadata(command)
         build = original.reply_group if group else original.reply
         fields: dict[str, Any] = {}
         if helper_metadata:
@@ -205,14 +202,11 @@ class OutboundResource(SandboxResource):
         return await self.publish(api, command, msg, None)
 
     async def _send(self, api: SandboxApi, command: Command, default_endpoint: str | None) -> Command:
-        try:
-            content = self.content(command)
-            to_addr = self.to_addr(command)
-            endpoint = self.endpoint(command, default_endpoint)
-            helper_metadata = self.helper_metadata(command)
-            msg = self.new_message(to_addr, content, endpoint, helper_metadata)
-        except CommandError as e:
-            return self.reply_error(command, e.reason)
+        content = self.content(command)
+        to_addr = self.to_addr(command)
+        endpoint = self.endpoint(command, default_endpoint)
+        helper_metadata = self.helper_metadata(command)
+        msg = self.new_message(to_addr, content, endpoint, helper_metadata)
         return await self.publish(api, command, msg, endpoint)
 
 
