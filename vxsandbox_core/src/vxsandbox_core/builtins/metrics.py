@@ -49,9 +49,11 @@ class AggregatedMetric:
     count: int
 
     def add(self, value: float) -> None:
-        """Fold one fired value into the aggregate."""
+        """Fold one fired value into the aggregate (the metrics resource and the Prometheus exporter both do)."""
         self.count += 1
-        if self.agg == "sum":
+        if self.count == 1:
+            self.value = value
+        elif self.agg == "sum":
             self.value += value
         elif self.agg == "avg":
             self.value += (value - self.value) / self.count
