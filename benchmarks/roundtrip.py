@@ -55,7 +55,7 @@ from txamqp.client import TwistedDelegate
 from txamqp.content import Content
 from txamqp.protocol import AMQClient
 
-from vxsandbox_core.process import rlimit_argv
+from vxsandbox_core.rlimits import rlimit_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VUMIGO_APP = os.path.join(ROOT, "examples", "vumigo_app", "app.js")

@@ -70,7 +70,7 @@ class Kills:
         self.ends: Counter[str] = Counter()
 
     @hookimpl
-    def sandbox_ended(self, api: Any, result: Any) -> None:
+    def run_ended(self, api: Any, result: Any) -> None:
         self.ends[result.describe()] += 1
 
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from importlib import metadata
 
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
+
+# stevedore caches entry point scans under $XDG_CACHE_HOME/python-entrypoints, read when it is
+# imported: a cache of its own keeps a run from reading (or leaving) the user's, here and in every
+# child it starts. pip keeps the user's cache, or every fresh venv downloads its dependencies again.
+os.environ.setdefault("PIP_CACHE_DIR", os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                                    "pip"))
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vxsandbox-tests-cache-")
 
 SERVICES = {
     "rabbitmq": ("127.0.0.1", 5672, "RabbitMQ on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)"),

@@ -32,8 +32,12 @@ class OrderPlugin:
         self.calls: list[tuple[str, Any]] = []
 
     @hookimpl
-    def sandbox_started(self, api, pid):
-        self.calls.append(("sandbox_started", pid))
+    def child_started(self, api, pid):
+        self.calls.append(("child_started", pid))
+
+    @hookimpl
+    def run_started(self, api):
+        self.calls.append(("run_started", api.sandbox_id))
 
     @hookimpl
     def command_received(self, api, command):
@@ -47,9 +51,25 @@ class OrderPlugin:
         self.calls.append(("reply_sent", reply["cmd"]))
 
     @hookimpl
-    def sandbox_ended(self, api, result):
-        self.calls.append(("sandbox_ended", result.describe()))
+    def run_ended(self, api, result):
+        self.calls.append(("run_ended", result.describe()))
 
     @hookimpl
     def message_processed(self, sandbox_id, message, outcome, duration):
         self.calls.append(("message_processed", outcome))
+
+
+class FakeEntryPoint:
+    """An entry point of a fake distribution, as stevedore lists it, counting its imports."""
+
+    def __init__(self, name: str, value: str, result: Any = None, error: Exception | None = None,
+                 group: str = "") -> None:
+        self.name, self.value, self.group, self.result, self.failure = name, value, group, result, error
+        self.dist = type("Dist", (), {"name": f"dist-of-{name}", "version": "7.0"})()
+        self.loads = 0
+
+    def load(self) -> Any:
+        self.loads += 1
+        if self.failure is not None:
+            raise self.failure
+        return self.result

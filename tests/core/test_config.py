@@ -7,8 +7,9 @@ import resource
 
 import pytest
 
-from vxsandbox_core.config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits, parse_rlimits
+from vxsandbox_core.config import SandboxConfig
 from vxsandbox_core.errors import ConfigError, ConfigErrors
+from vxsandbox_core.rlimits import DEFAULT_RLIMITS, effective_rlimits, parse_rlimits
 
 
 def test_defaults_are_the_seeds():

@@ -187,6 +187,22 @@ class PluginTests(TestCase):
                                                      {"sandbox_id": "t", "store": "s", "metric": "m", "agg": agg})
             assert value == expected, agg
 
+    def test_exporter_and_metrics_resource_fold_alike(self) -> None:
+        """The Prometheus gauge of an app metric equals the metrics resource's aggregate of the same fires."""
+        from vxsandbox_core.builtins import MetricsResource
+        plugin = ObservabilityPlugin()
+        resource = MetricsResource("metrics", None, {"cls": "metrics"})
+        api = FakeSandboxApi(sandbox_id="t")
+        values = [4.0, -2.5, 7.0, 0.5]
+        for agg in ("sum", "avg", "min", "max", "last"):
+            for v in values:
+                plugin.metric_fired(sandbox_id="t", store="s", metric=agg, value=v, agg=agg)
+                resource.handle_fire(api, {"cmd": "fire", "cmd_id": "1", "metric": agg, "value": v, "agg": agg})
+        folded = {a.metric: a.value for a in resource.aggregates()}
+        exported = {agg: plugin.registry.get_sample_value(
+            "vxsandbox_app_metric", {"sandbox_id": "t", "store": "s", "metric": agg, "agg": agg}) for agg in folded}
+        assert exported == folded and set(folded) == {"sum", "avg", "min", "max", "last"}
+
     def test_unknown_commands_share_one_label(self) -> None:
         """Command names a resource does not implement are counted under ``other``, not verbatim."""
         plugin = ObservabilityPlugin()
@@ -207,7 +223,7 @@ class PluginTests(TestCase):
     def test_failed_run_without_kill(self) -> None:
         """A run that exits non-zero on its own is counted as failed, not as a kill."""
         plugin = ObservabilityPlugin()
-        plugin.sandbox_ended(api=FakeSandboxApi(), result=SandboxResult(3, None, None, False, 0.2))
+        plugin.run_ended(api=FakeSandboxApi(), result=SandboxResult(3, None, None, False, 0.2))
         assert plugin.registry.get_sample_value("vxsandbox_sandbox_runs_total", {"result": "failed"}) == 1
         assert plugin.registry.get_sample_value("vxsandbox_sandbox_kills_total", {"reason": "timeout"}) is None
 

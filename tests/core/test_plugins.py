@@ -11,7 +11,7 @@ from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.plugins import build_plugin_manager
 from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
 
-from .helpers import OrderPlugin
+from .helpers import FakeEntryPoint, OrderPlugin
 
 
 class HookTests(TestCase):
@@ -24,10 +24,10 @@ class HookTests(TestCase):
         self.assertEqual(outcome, "ok")
         names = [name for name, _ in plugin.calls]
         self.assertEqual(names, [
-            "sandbox_started",
+            "child_started", "run_started",
             "command_received", "reply_sent",      # record.one
             "command_received", "reply_sent",      # record.replies (the child's report)
-            "sandbox_ended", "message_processed",
+            "run_ended", "message_processed",
         ])
         self.assertIsInstance(plugin.calls[0][1], int)
         self.assertEqual(plugin.calls[-1], ("message_processed", "ok"))
@@ -62,7 +62,7 @@ class HookTests(TestCase):
         """An observer hook that raises is logged and the run still succeeds."""
         class Broken:
             @hookimpl
-            def sandbox_started(self, api, pid):
+            def child_started(self, api, pid):
                 raise RuntimeError("observer bug")
 
             @hookimpl
@@ -88,46 +88,21 @@ def test_misspelled_hook_stops_startup():
         pm.check_pending()
 
 
-@pytest.fixture
-def rescan():
-    """Entry points faked by a test are scanned afresh, and forgotten after it."""
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
-
-
-def test_plugin_failing_to_import_stops_startup(monkeypatch, rescan):
+def test_plugin_failing_to_import_stops_startup(fake_groups):
     """A plugin entry point that cannot be imported is a startup error naming it."""
-    class EP:
-        name = "policy"
-        dist = None
-
-        def load(self):
-            raise ImportError("no module named policy_plugin")
-
-    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [EP()])
+    fake_groups[registry.HOOKS_GROUP] = [FakeEntryPoint("policy", "policy_plugin",
+                                                        error=ImportError("no module named policy_plugin"))]
     with pytest.raises(ConfigError, match="policy"):
         build_plugin_manager()
 
 
-def test_allowlist_env_var_limits_plugins(monkeypatch, rescan):
+def test_allowlist_env_var_limits_plugins(monkeypatch, fake_groups):
     """VXSANDBOX_PLUGINS names the only entry points that load."""
-    loaded = []
-
-    class EP:
-        dist = None
-
-        def __init__(self, name):
-            self.name = name
-
-        def load(self):
-            loaded.append(self.name)
-            return type(self.name, (), {})()
-
-    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [EP("a"), EP("b")])
+    a, b = (FakeEntryPoint(name, f"{name}_plugin", result=type(name, (), {})()) for name in "ab")
+    fake_groups[registry.HOOKS_GROUP] = [a, b]
     monkeypatch.setenv("VXSANDBOX_PLUGINS", "b")
     build_plugin_manager()
-    assert loaded == ["b"]
+    assert (a.loads, b.loads) == (0, 1)
 
 
 def test_every_hook_is_documented():

@@ -49,21 +49,28 @@ for line in sys.stdin:
 
 
 class Ended:
-    """Collects sandbox_ended results and the most children ever alive."""
+    """Collects run_ended results, the most children ever alive and the order of the life hooks."""
 
     def __init__(self) -> None:
+        self.hooks = []
         self.results = []
         self.max_live = 0
         self.worker = None
         self.children = []
 
     @hookimpl
-    def sandbox_started(self, api, pid):
+    def child_started(self, api, pid):
+        self.hooks.append("child_started")
         self.max_live = max(self.max_live, self.worker.pool.live)
-        self.children.append(api.protocol)
+        self.children.append(api.child)
 
     @hookimpl
-    def sandbox_ended(self, api, result):
+    def run_started(self, api):
+        self.hooks.append("run_started")
+
+    @hookimpl
+    def run_ended(self, api, result):
+        self.hooks.append("run_ended")
         self.results.append(result)
 
 
@@ -95,6 +102,14 @@ class PoolTests(TestCase):
         self.assertEqual(len({s["pid"] for s in seen}), 1)
         self.assertEqual([s["seen"] for s in seen], [1, 2, 3])
         self.assertEqual((worker.pool.spawned, worker.pool.reused), (1, 2))
+
+    async def test_child_hooks_fire_per_child_and_run_hooks_per_run(self):
+        """A warm child fires child_started once; each of its runs fires run_started and then run_ended."""
+        worker, plugin = self.make_worker()
+        await worker.setup()
+        for _ in range(3):
+            self.assertEqual(await self.send(worker, "hi"), "ok")
+        self.assertEqual(plugin.hooks, ["child_started"] + ["run_started", "run_ended"] * 3)
 
     async def test_messages_per_process_retires_the_child(self):
         """After messages_per_process runs the child is replaced."""

@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 from vxsandbox_core import Sandbox, hookimpl
 from vxsandbox_core.config import SandboxConfig
 from vxsandbox_core.errors import ConfigError
-from vxsandbox_core.process import clamp_rlimits
+from vxsandbox_core.rlimits import clamp_rlimits
 from vxsandbox_core.testing import hooks_with, make_user_message, python_worker_config
 
 
@@ -38,7 +38,7 @@ class ProcessTests(TestCase):
 
         class Plugin:
             @hookimpl
-            def sandbox_ended(self, api, result):
+            def run_ended(self, api, result):
                 results.append(result)
 
         worker = Sandbox(python_worker_config(["-c", "import time; time.sleep(30)"], timeout=0.3),
@@ -205,12 +205,12 @@ class StdinLimitTests(TestCase):
 
         class Plugin:
             @hookimpl
-            def sandbox_ended(self, api, result):
+            def run_ended(self, api, result):
                 results.append(result)
 
             @hookimpl
             def reply_sent(self, api, command, reply):
-                peak[0] = max(peak[0], queued_bytes(api.protocol))
+                peak[0] = max(peak[0], queued_bytes(api.child))
 
         config = python_worker_config(
             ["-c", _DEAF_CHILD, str(requests)], logging_resource="record",

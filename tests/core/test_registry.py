@@ -10,6 +10,8 @@ from vxsandbox_core.resources import SandboxResources
 from vxsandbox_core.testing import RecordingResource
 from vxsandbox_core.worker import Sandbox
 
+from .helpers import FakeEntryPoint
+
 
 def test_worker_resolves_by_entry_point_name():
     """The entry point name 'sandbox' gives the generic worker class."""
@@ -90,31 +92,6 @@ def failing_import(error: Exception):
     return load
 
 
-class FakeEntryPoint:
-    """An importlib.metadata entry point of a fake distribution, counting its imports."""
-
-    def __init__(self, name: str, value: str, result=None, error: Exception | None = None) -> None:
-        self.name, self.value, self.result, self.failure = name, value, result, error
-        self.dist = type("Dist", (), {"name": f"dist-of-{name}", "version": "7.0"})()
-        self.loads = 0
-
-    def load(self):
-        self.loads += 1
-        if self.failure is not None:
-            raise self.failure
-        return self.result
-
-
-@pytest.fixture
-def fake_groups(monkeypatch):
-    """Replace every entry point group with fakes; returns the dict to fill, by group."""
-    groups: dict[str, list[FakeEntryPoint]] = {}
-    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: groups.get(group, []))
-    registry.clear_cache()
-    yield groups
-    registry.clear_cache()
-
-
 def test_one_loader_for_resources_workers_and_hooks(fake_groups):
     """Every group is scanned by one loader that keeps each entry point's distribution and imports it lazily."""
     good = FakeEntryPoint("fine", "pkg.mod:Fine", result=Sandbox)
@@ -180,3 +157,22 @@ def test_resources_built_from_config_name_bad_key():
     """A resource config without cls names the key in the error."""
     with pytest.raises(ConfigError, match="sandbox.kv.cls"):
         SandboxResources(None, {"kv": {"cls": "nosuch_mod.X"}})
+
+
+def test_a_broken_plugin_is_recorded_not_logged_by_stevedore(fake_groups, caplog):
+    """stevedore's own "Could not load" error is not logged: the loader records the import error instead."""
+    fake_groups[registry.RESOURCES_GROUP] = [FakeEntryPoint("bad", "bad_pkg:Res", error=ImportError("gone"))]
+    with caplog.at_level("DEBUG", logger="stevedore"), pytest.raises(ConfigError, match="ImportError: gone"):
+        registry.resolve_resource("bad")
+    assert not [r for r in caplog.records if r.name.startswith("stevedore") and r.levelname == "ERROR"]
+
+
+def test_stevedore_caches_outside_the_users_home():
+    """The tests' entry point scans are cached in a folder of their own, not ~/.cache/python-entrypoints."""
+    import os
+
+    from stevedore import _cache
+    assert not _cache._c._dir.startswith(os.path.expanduser("~/.cache"))
+    registry.clear_cache()
+    assert "sandbox" in registry.installed(registry.WORKERS_GROUP)
+    assert os.listdir(_cache._c._dir)

@@ -35,7 +35,7 @@ class Pids:
         self.pids: dict[str, list[int]] = {}
 
     @hookimpl
-    def sandbox_started(self, api: Any, pid: int | None) -> None:
+    def child_started(self, api: Any, pid: int | None) -> None:
         if pid is not None:
             self.pids.setdefault(api.sandbox_id, []).append(pid)
 

@@ -29,7 +29,6 @@ from tests.js.helpers import js_config
 from vxsandbox_core import hookimpl, isolation
 from vxsandbox_core.config import SandboxConfig
 from vxsandbox_core.isolation import (
-    DEFAULT_MAX_PROCESSES,
     SANDBOX_UID_BASE,
     check_isolation,
     describe_isolation,
@@ -38,7 +37,7 @@ from vxsandbox_core.isolation import (
     isolation_warning,
     wrap_command,
 )
-from vxsandbox_core.process import rlimit_argv
+from vxsandbox_core.rlimits import DEFAULT_MAX_PROCESSES, rlimit_argv
 from vxsandbox_core.testing import (
     RecordingBroker,
     hooks_with,
@@ -351,9 +350,9 @@ class PidRecorder:
         self.cmdlines: list[list[str]] = []
 
     @hookimpl
-    def sandbox_started(self, api: Any, pid: int | None) -> None:
+    def child_started(self, api: Any, pid: int | None) -> None:
         # The command the worker spawned (reading /proc races with exec and with the child's exit).
-        self.cmdlines.append(list(api.protocol.argv))
+        self.cmdlines.append(list(api.child.argv))
 
 
 @pytest.mark.node

@@ -28,7 +28,7 @@ class EndRecorder:
         self.metrics: list[tuple[str, str, str, float, str]] = []
 
     @hookimpl
-    def sandbox_ended(self, api: Any, result: Any) -> None:
+    def run_ended(self, api: Any, result: Any) -> None:
         self.results.append(result)
 
     @hookimpl

@@ -12,7 +12,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core import ConfigError
-from vxsandbox_core.dispatch import CommandError
+from vxsandbox_core.errors import CommandError
 from vxsandbox_resources_http import HttpClientResource
 
 from .helpers import ScriptedResolver, run_child

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from vxsandbox_core import ConfigError
-from vxsandbox_resources_kv import KVConfig, RedisResource
+from vxsandbox_resources_kv import KVConfig, KVResource
 
 
 def test_defaults() -> None:
@@ -61,7 +61,7 @@ def test_deprecated_keys_per_user_sets_hard_and_warns(caplog: pytest.LogCaptureF
 def test_bad_options_name_their_key(raw: dict[str, object], key: str, text: str) -> None:
     """Every bad option is a ConfigError naming the full key and what was expected."""
     with pytest.raises(ConfigError) as e:
-        RedisResource("kv", None, {"cls": "kv", **raw})
+        KVResource("kv", None, {"cls": "kv", **raw})
     assert e.value.key == key
     assert text in str(e.value)
 
@@ -81,7 +81,7 @@ def test_vumi_redis_manager_forms(manager: dict[str, object], expected: tuple[ob
 
 def test_key_separator_joins_prefix_and_key() -> None:
     """key_separator stands between key_prefix and the rest of every key, as in Vumi."""
-    resource = RedisResource("kv", None, {"cls": "kv", "backend": "memory",
+    resource = KVResource("kv", None, {"cls": "kv", "backend": "memory",
                                           "redis_manager": {"key_prefix": "go", "key_separator": "#"}})
     assert resource.backend.scheme.data_key("t", "k") == "go#sandboxes#t#k"
 
@@ -98,6 +98,6 @@ def test_fake_redis_becomes_the_memory_backend(caplog: pytest.LogCaptureFixture)
 def test_misspelled_redis_manager_is_refused_not_db_zero() -> None:
     """A misspelled redis_manager is an error, not a silent fall back to Redis db 0."""
     with pytest.raises(ConfigError) as e:
-        RedisResource("kv", None, {"cls": "kv", "redis_manger": {"db": 3}})
+        KVResource("kv", None, {"cls": "kv", "redis_manger": {"db": 3}})
     assert "config key 'sandbox.kv.redis_manger': is not a config key here; did you mean 'redis_manager'?" \
         == str(e.value)

@@ -12,10 +12,10 @@ from vxsandbox_core import CommandError
 from vxsandbox_core.testing import FakeSandboxApi
 from vxsandbox_resources_kv import (
     IncrementOverflowError,
+    KVResource,
     MemoryBackend,
     NotAnIntegerError,
     QuotaExceededError,
-    RedisResource,
     WriteResult,
 )
 
@@ -97,7 +97,7 @@ class MemoryResourceClockTests(SynchronousTestCase):
     def test_expiry_follows_the_workers_reactor(self) -> None:
         """A value set for 10 s through the resource disappears when the worker's clock passes 10 s."""
         clock = Clock()
-        resource = RedisResource("kv", FakeWorker(clock), {"cls": "kv", "backend": "memory"})
+        resource = KVResource("kv", FakeWorker(clock), {"cls": "kv", "backend": "memory"})
         api = FakeSandboxApi(sandbox_id="s")
 
         def call(**command: Any) -> Any:
@@ -111,7 +111,7 @@ class MemoryResourceClockTests(SynchronousTestCase):
 
     def test_soft_warning_goes_to_the_api(self) -> None:
         """Crossing the soft limit is reported through the run's api once, not again for later keys."""
-        resource = RedisResource("kv", FakeWorker(Clock()),
+        resource = KVResource("kv", FakeWorker(Clock()),
                                  {"cls": "kv", "backend": "memory", "keys_per_user_hard": 3,
                                   "keys_per_user_soft": 1})
         api = FakeSandboxApi(sandbox_id="s")

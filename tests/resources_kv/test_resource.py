@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from vxsandbox_resources_kv import MemoryBackend, RedisResource
+from vxsandbox_resources_kv import KVResource, MemoryBackend
 
 from .cases import KVCommandCases
 
@@ -19,5 +19,15 @@ class MemoryBackendCommandTests(KVCommandCases, TestCase):
 
     def test_memory_backend_is_chosen(self) -> None:
         """backend: memory builds the in-memory backend, which needs no Redis."""
-        resource = RedisResource("kv", None, {"cls": "kv", "backend": "memory"})
+        resource = KVResource("kv", None, {"cls": "kv", "backend": "memory"})
         assert isinstance(resource.backend, MemoryBackend)
+
+
+def test_kv_is_named_for_kv_and_old_names_still_resolve():
+    """The entry point kv and the old class paths all resolve to KVResource; RedisResource is its alias."""
+    from vxsandbox_core.registry import resolve_resource
+    from vxsandbox_resources_kv import KVResource, RedisResource
+    assert RedisResource is KVResource
+    for name in ("kv", "vxsandbox.RedisResource", "vumi.application.sandbox.RedisResource",
+                 "vxsandbox_resources_kv:RedisResource"):
+        assert resolve_resource(name) is KVResource

@@ -387,8 +387,8 @@ class OutboundUnitTests(TestCase):
 
     def test_error_reply_has_protocol_fields(self):
         """An error reply carries cmd, cmd_id, reply true, success false and a reason."""
-        reply = self.successResultOf(self.resource.dispatch_request(
-            self.api, {"cmd": "reply_to", "cmd_id": "9", "content": 1, "in_reply_to": "msg-1"}))
+        reply = self.successResultOf(Deferred.fromCoroutine(self.api.call_resource(
+            self.resource, {"cmd": "reply_to", "cmd_id": "9", "content": 1, "in_reply_to": "msg-1"})))
         self.assertEqual({k: reply[k] for k in ("cmd", "cmd_id", "reply", "success")},
                          {"cmd": "reply_to", "cmd_id": "9", "reply": True, "success": False})
         self.assertEqual(reply["reason"], "'content' must be a string or null, got a number 1")

@@ -1,17 +1,27 @@
-"""vxsandbox-core: the sandbox process protocol, command dispatch, plugins and the generic worker."""
+"""vxsandbox-core: the sandbox JSON-line protocol, command dispatch, plugins and the generic worker."""
 
+from .api import SandboxApi
 from .config import Config, Field, ResourceConfig, SandboxConfig
-from .dispatch import CommandError, SandboxApi
-from .errors import ConfigError, ConfigErrors, MessageError, ProtocolError, VxSandboxError
+from .errors import (
+    BrokerError,
+    CommandError,
+    ConfigError,
+    ConfigErrors,
+    MessageError,
+    ProtocolError,
+    SandboxRefusedError,
+    VxSandboxError,
+)
 from .hookspecs import hookimpl
 from .message import TransportEvent, TransportUserMessage
-from .process import SandboxProtocol, SandboxResult
-from .resources import SandboxResource, SandboxResources
-from .worker import Sandbox, SandboxRefusedError
+from .process import SandboxChild, SandboxResult
+from .resources import SandboxResource, SandboxResources, describe_type
+from .worker import Sandbox
 
 __version__ = "1.0.0"
 
 __all__ = [
+    "BrokerError",
     "CommandError",
     "Config",
     "ConfigError",
@@ -22,8 +32,8 @@ __all__ = [
     "ResourceConfig",
     "Sandbox",
     "SandboxApi",
+    "SandboxChild",
     "SandboxConfig",
-    "SandboxProtocol",
     "SandboxRefusedError",
     "SandboxResource",
     "SandboxResources",
@@ -32,5 +42,6 @@ __all__ = [
     "TransportUserMessage",
     "VxSandboxError",
     "__version__",
+    "describe_type",
     "hookimpl",
 ]

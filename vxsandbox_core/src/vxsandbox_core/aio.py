@@ -1,4 +1,4 @@
-"""Where coroutines meet Deferreds: call anything and get a Deferred back."""
+"""Where code meets Twisted: call anything and get a Deferred back; the reactor to use."""
 
 from __future__ import annotations
 
@@ -21,3 +21,16 @@ def call_deferred(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[
         return ensureDeferred(result) if inspect.iscoroutine(result) else result
 
     return maybeDeferred(call)
+
+
+def default_reactor(reactor: Any = None) -> Any:
+    """``reactor`` when given (tests pass a ``task.Clock`` or a fake), else Twisted's global reactor.
+
+    The global one is imported only here and only when needed: importing it
+    installs Twisted's default reactor, which a command that wants another
+    one must not have done first.
+    """
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as installed
+    return installed

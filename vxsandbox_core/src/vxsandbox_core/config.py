@@ -14,30 +14,15 @@ from __future__ import annotations
 
 import difflib
 import logging
-import resource as _resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import ConfigError, raise_config_errors
 from .isolation import check_isolation
+from .rlimits import MiB, parse_rlimits
 
 log = logging.getLogger("vxsandbox.config")
-
-MiB = 1024 * 1024
-
-#: The seed's restrictive defaults, applied unless the config overrides them.
-DEFAULT_RLIMITS: dict[str, int] = {
-    "RLIMIT_CORE": 1 * MiB,
-    "RLIMIT_CPU": 60,
-    "RLIMIT_FSIZE": 1 * MiB,
-    "RLIMIT_DATA": 64 * MiB,
-    "RLIMIT_STACK": 1 * MiB,
-    "RLIMIT_RSS": 10 * MiB,
-    "RLIMIT_NOFILE": 15,
-    "RLIMIT_MEMLOCK": 64 * 1024,
-    "RLIMIT_AS": 196 * MiB,
-}
 
 _MISSING = object()
 
@@ -111,63 +96,6 @@ def string_map(value: dict[Any, Any]) -> dict[str, str]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValueError("expected a mapping of strings to strings")
     return value
-
-
-def _rlimit_number(name: Any) -> int:
-    if isinstance(name, int) and not isinstance(name, bool):
-        known = {getattr(_resource, n) for n in dir(_resource) if n.startswith("RLIMIT_")}
-        if name not in known:
-            raise ValueError(f"unknown rlimit number {name}")
-        return name
-    if isinstance(name, str):
-        upper = name.upper()
-        attr = upper if upper.startswith("RLIMIT_") else "RLIMIT_" + upper
-        number = getattr(_resource, attr, None)
-        if isinstance(number, int):
-            return number
-        if upper.isdigit():
-            return _rlimit_number(int(upper))
-    raise ValueError(f"unknown rlimit {name!r}; expected a name such as RLIMIT_AS or a number")
-
-
-def _rlimit_value(name: Any, value: Any) -> tuple[int, int]:
-    def one(v: Any) -> int:
-        if v is None or v == "unlimited":
-            return _resource.RLIM_INFINITY
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-            return v
-        raise ValueError(f"rlimit {name!r} value {value!r} is not a non-negative integer, "
-                         "'unlimited', or a [soft, hard] pair of them")
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"rlimit {name!r} value {value!r} must be [soft, hard]")
-        soft, hard = one(value[0]), one(value[1])
-    else:
-        soft = hard = one(value)
-    if hard != _resource.RLIM_INFINITY and (soft == _resource.RLIM_INFINITY or soft > hard):
-        raise ValueError(f"rlimit {name!r} soft limit exceeds its hard limit")
-    return soft, hard
-
-
-def parse_rlimits(value: dict[Any, Any]) -> dict[int, tuple[int, int]]:
-    """Turn the ``rlimits`` mapping into ``{RLIMIT number: (soft, hard)}``.
-
-    Names may be given with or without the ``RLIMIT_`` prefix, in any case, or
-    as numbers; values as one integer (soft and hard alike), a ``[soft, hard]``
-    pair, or ``null`` / ``"unlimited"`` for no limit.
-    """
-    limits: dict[int, tuple[int, int]] = {}
-    for name, limit in value.items():
-        limits[_rlimit_number(name)] = _rlimit_value(name, limit)
-    return limits
-
-
-def effective_rlimits(overrides: dict[int, tuple[int, int]],
-                      defaults: dict[str, int] | None = None) -> dict[int, tuple[int, int]]:
-    """Merge the defaults with the configured limits."""
-    merged = parse_rlimits(DEFAULT_RLIMITS if defaults is None else defaults)
-    merged.update(overrides)
-    return merged
 
 
 class Config:

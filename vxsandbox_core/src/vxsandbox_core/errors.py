@@ -1,4 +1,4 @@
-"""Errors raised by vxsandbox-core; every one derives from VxSandboxError."""
+"""Every error vxsandbox-core raises on purpose; each one derives from VxSandboxError."""
 
 from __future__ import annotations
 
@@ -52,3 +52,24 @@ class ProtocolError(VxSandboxError):
 
 class MessageError(VxSandboxError):
     """A Vumi message body is not valid: bad JSON, missing or mistyped fields."""
+
+
+class CommandError(VxSandboxError):
+    """Raised by a resource handler to fail a request with ``reason`` as the reply's reason.
+
+    Any other exception also fails the request, but is logged with its
+    traceback for the operator as a bug in the resource. Only command
+    dispatch turns it into the error reply.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SandboxRefusedError(VxSandboxError):
+    """No sandbox can be run for this message (e.g. it names no sandbox_id)."""
+
+
+class BrokerError(VxSandboxError):
+    """The broker refused an operation or is not connected."""

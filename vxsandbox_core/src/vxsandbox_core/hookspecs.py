@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from .api import SandboxApi
     from .cli import Commands
-    from .dispatch import SandboxApi
     from .process import SandboxResult
     from .protocol import Command
 
@@ -24,7 +24,7 @@ hookimpl = pluggy.HookimplMarker("vxsandbox")
 
 
 @hookspec
-def sandbox_started(api: SandboxApi, pid: int | None) -> None:
+def child_started(api: SandboxApi, pid: int | None) -> None:
     """Observe a sandboxed child taken into service for its first run (spawned now, or pre-started).
 
     A warm child serving later messages does not fire this again.
@@ -36,8 +36,19 @@ def sandbox_started(api: SandboxApi, pid: int | None) -> None:
 
 
 @hookspec
-def sandbox_ended(api: SandboxApi, result: SandboxResult) -> None:
-    """Observe the end of a sandbox run (one message or event).
+def run_started(api: SandboxApi) -> None:
+    """Observe the start of a sandbox run (one message or event), once its child is ready.
+
+    Fires for every run, in a new child or a warm one, just before the
+    message is written to the child; :func:`run_ended` always follows.
+
+    :param api: the run's API; ``api.sandbox_id`` names the tenant.
+    """
+
+
+@hookspec
+def run_ended(api: SandboxApi, result: SandboxResult) -> None:
+    """Observe the end of a sandbox run (one message or event), started by :func:`run_started`.
 
     :param api: the run's API.
     :param result: how it ended: ``finished`` (the app said done),

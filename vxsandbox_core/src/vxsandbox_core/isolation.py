@@ -43,21 +43,18 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import resource
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .rlimits import process_limit, with_process_limit
 
 #: the values ``isolation`` accepts
 ISOLATION_MODES = ("auto", "none", "bwrap")
 #: the isolation of a config that does not set one
 DEFAULT_ISOLATION = "auto"
-#: processes (threads count too) one jailed child may have unless ``rlimits`` sets ``RLIMIT_NPROC``;
-#: Node 20 starts about a dozen threads
-DEFAULT_MAX_PROCESSES = 64
 #: bytes of the private ``/tmp`` (tmpfs lives in RAM, so it must be bounded)
 TMP_SIZE = 16 * 1024 * 1024
 #: first uid handed to children of a root worker, and how many are rotated through; far above
@@ -210,7 +207,7 @@ def wrap_command(config: Any, argv: list[str], read_paths: list[str]) -> list[st
 def _jail(bwrap: str, config: Any, argv: list[str], read_paths: list[str]) -> list[str]:
     workdir = _config_value(config, "path")
     paths = [*read_paths, *([workdir] if isinstance(workdir, str) and workdir else [])]
-    limited = _with_process_limit(argv, _max_processes(config))
+    limited = with_process_limit(argv, process_limit(_config_value(config, "rlimits")))
     if os.geteuid() == 0:
         inner = _unprivileged(limited)
         # As root bwrap sets the jail up without a user namespace (one would keep the child's real
@@ -272,27 +269,6 @@ def _config_value(config: Any, key: str) -> Any:
     if isinstance(config, Mapping):
         return config.get(key)
     return getattr(config, key, None)
-
-
-def _max_processes(config: Any) -> int | None:
-    """The configured ``RLIMIT_NPROC`` hard limit, None when the config sets none."""
-    limits = _config_value(config, "rlimits") or {}
-    for name in limits:
-        if name == resource.RLIMIT_NPROC or str(name).upper() in ("NPROC", "RLIMIT_NPROC"):
-            return None
-    return DEFAULT_MAX_PROCESSES
-
-
-def _with_process_limit(argv: list[str], max_processes: int | None) -> list[str]:
-    """``argv`` with ``RLIMIT_NPROC`` set, unless the config (hence ``argv``) sets its own."""
-    if max_processes is None or any(a.startswith("--nproc") for a in argv):
-        return list(argv)
-    option = f"--nproc={max_processes}:{max_processes}"
-    if argv and os.path.basename(argv[0]) == "prlimit" and "--" in argv:
-        end = argv.index("--")
-        return [*argv[:end], option, *argv[end:]]
-    prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
-    return [prlimit, option, "--", *argv]
 
 
 def _program_paths(argv: list[str]) -> list[str]:

@@ -28,12 +28,14 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .aio import default_reactor
+from .builtins.metrics import AggregatedMetric
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
-    from .dispatch import SandboxApi
+    from .api import SandboxApi
     from .process import SandboxResult
     from .protocol import Command
 
@@ -109,8 +111,8 @@ class ObservabilityPlugin:
         self._series = 0
         connected = Gauge("vxsandbox_broker_connected", "1 while the broker connection is up", registry=r)
         connected.set_function(lambda: 1.0 if broker_connected(self.broker) else 0.0)
-        # Running (count, aggregate) per app metric, for aggregators a gauge cannot fold by itself.
-        self._aggregates: dict[tuple[str, str, str, str], tuple[int, float]] = {}
+        # The running aggregate per app metric, folded as the metrics resource folds it (a gauge cannot).
+        self._aggregates: dict[tuple[str, str, str, str], AggregatedMetric] = {}
 
     @hookimpl
     def message_processed(self, sandbox_id: str | None, message: Any, outcome: str, duration: float) -> None:
@@ -120,12 +122,12 @@ class ObservabilityPlugin:
         self.message_duration.observe(duration)
 
     @hookimpl
-    def sandbox_started(self, api: SandboxApi, pid: int | None) -> None:
+    def child_started(self, api: SandboxApi, pid: int | None) -> None:
         """Count a spawn."""
         self.spawns.inc()
 
     @hookimpl
-    def sandbox_ended(self, api: SandboxApi, result: SandboxResult) -> None:
+    def run_ended(self, api: SandboxApi, result: SandboxResult) -> None:
         """Record the run's duration and how it ended, and count a kill by its reason."""
         self.run_duration.observe(result.duration)
         if result.kill_reason is not None:
@@ -163,21 +165,11 @@ class ObservabilityPlugin:
                 self._series += 1
                 self._series_per_tenant[sandbox_id] = self._series_per_tenant.get(sandbox_id, 0) + 1
         self.app_fires.labels(*key).inc()
-        count, current = self._aggregates.get(key, (0, 0.0))
-        if count == 0:
-            folded = value
-        elif agg == "sum":
-            folded = current + value
-        elif agg == "avg":
-            folded = current + (value - current) / (count + 1)
-        elif agg == "min":
-            folded = min(current, value)
-        elif agg == "max":
-            folded = max(current, value)
-        else:
-            folded = value
-        self._aggregates[key] = (count + 1, folded)
-        self.app_values.labels(*key).set(folded)
+        aggregate = self._aggregates.get(key)
+        if aggregate is None:
+            aggregate = self._aggregates[key] = AggregatedMetric(*key, value=0.0, count=0)
+        aggregate.add(value)
+        self.app_values.labels(*key).set(aggregate.value)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Whether the worker is healthy, and the JSON body ``/health`` answers with."""
@@ -240,9 +232,7 @@ class ObservabilityServer:
 
     def __init__(self, plugin: ObservabilityPlugin, port: int, interface: str = "",
                  reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self.plugin = plugin
         self.requested_port = port
         self.interface = interface

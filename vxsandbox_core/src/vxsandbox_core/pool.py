@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
-from .process import SandboxProtocol, SandboxResult
+from .process import SandboxChild, SandboxResult
 
 log = logging.getLogger("vxsandbox.pool")
 
@@ -49,7 +48,7 @@ class ChildPool:
         child that has used half of it is retired rather than killed mid-run by the kernel.
     """
 
-    def __init__(self, spawn: Callable[[Any], SandboxProtocol], max_children: int, idle_timeout: float,
+    def __init__(self, spawn: Callable[[Any], SandboxChild], max_children: int, idle_timeout: float,
                  prefork: int, cpu_limit: float | None, reactor: Any) -> None:
         self.spawn = spawn
         self.max_children = max_children
@@ -57,24 +56,24 @@ class ChildPool:
         self.prefork = prefork
         self.cpu_limit = cpu_limit
         self.reactor = reactor
-        self.busy: set[SandboxProtocol] = set()
+        self.busy: set[SandboxChild] = set()
         #: idle children, least recently used first, each with its key and reaping timer
-        self.idle: OrderedDict[SandboxProtocol, tuple[Hashable, Any]] = OrderedDict()
-        self.spares: list[SandboxProtocol] = []
+        self.idle: OrderedDict[SandboxChild, tuple[Hashable, Any]] = OrderedDict()
+        self.spares: list[SandboxChild] = []
         self._waiting: list[Deferred[None]] = []
         #: every child spawned and not yet ended, retiring ones included
-        self.alive: set[SandboxProtocol] = set()
+        self.alive: set[SandboxChild] = set()
         self.spawned = 0
         self.reused = 0
         #: when each child's CPU time was last read (reading /proc costs more than the rest of a release)
-        self._cpu_checked: dict[SandboxProtocol, float] = {}
+        self._cpu_checked: dict[SandboxChild, float] = {}
 
     @property
     def live(self) -> int:
         """Children alive or starting: busy, idle and spare."""
         return len(self.busy) + len(self.idle) + len(self.spares)
 
-    async def acquire(self, key: Hashable, api: Any, spare_ok: bool) -> tuple[SandboxProtocol, bool]:
+    async def acquire(self, key: Hashable, api: Any, spare_ok: bool) -> tuple[SandboxChild, bool]:
         """A child for a run of ``key``: an idle warm one, else a spare, else a new one.
 
         Returns ``(child, fresh)``; a fresh child has not been initialised for any tenant yet.
@@ -107,7 +106,7 @@ class ChildPool:
             self._top_up()
             return child, True
 
-    def release(self, child: SandboxProtocol, key: Hashable, result: SandboxResult | None) -> None:
+    def release(self, child: SandboxChild, key: Hashable, result: SandboxResult | None) -> None:
         """Take a child back after its run: keep it warm, or retire it (always when ``result`` is None)."""
         self.busy.discard(child)
         if result is not None and not result.retired and child.reusable and not self._cpu_worn(child):
@@ -135,26 +134,26 @@ class ChildPool:
 
     # --- internals ------------------------------------------------------------------
 
-    def _spawn(self, api: Any) -> SandboxProtocol:
+    def _spawn(self, api: Any) -> SandboxChild:
         child = self.spawn(api)
         self.spawned += 1
         self.alive.add(child)
         child.wait_ended().addCallback(lambda _: self._ended(child))
         return child
 
-    def _take_idle(self, child: SandboxProtocol) -> SandboxProtocol:
+    def _take_idle(self, child: SandboxChild) -> SandboxChild:
         key, timer = self.idle.pop(child)
         if timer.active():
             timer.cancel()
         return child
 
-    def _reap(self, child: SandboxProtocol) -> None:
+    def _reap(self, child: SandboxChild) -> None:
         if child in self.idle:
             self.idle.pop(child)
             child.retire()
             self._wake()
 
-    def _ended(self, child: SandboxProtocol) -> None:
+    def _ended(self, child: SandboxChild) -> None:
         # A child may die while idle or spare (a crash, an outside SIGKILL): forget it.
         self.alive.discard(child)
         self._cpu_checked.pop(child, None)
@@ -174,7 +173,7 @@ class ChildPool:
         while len(self.spares) < self.prefork and self.live < self.max_children:
             self.spares.append(self._spawn(None))
 
-    def _cpu_worn(self, child: SandboxProtocol) -> bool:
+    def _cpu_worn(self, child: SandboxChild) -> bool:
         if self.cpu_limit is None:
             return False
         # Between two reads a child on two cores can use at most a quarter of the limit, so
@@ -187,7 +186,3 @@ class ChildPool:
         return cpu_seconds(child.pid) > self.cpu_limit / 2
 
 
-def cpu_soft_limit(limits: dict[int, tuple[int, int]]) -> float | None:
-    """The RLIMIT_CPU soft limit among ``limits``, or None when unlimited or unset."""
-    soft = limits.get(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, 0))[0]
-    return None if soft == resource.RLIM_INFINITY else float(soft)

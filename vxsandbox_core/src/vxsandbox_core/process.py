@@ -1,9 +1,7 @@
 """Spawning a sandboxed child with rlimits, and running messages in it under a timeout and an output limit.
 
-Limits are applied by util-linux's ``prlimit``, which sets them and then
-execs the program, so they hold from the child's first instruction and cost
-under a millisecond. A limit is never raised above what the worker itself
-has: the child gets ``min(requested, worker's own)`` for soft and hard.
+The child's command starts with the ``prlimit`` arguments of
+:mod:`vxsandbox_core.rlimits`, so its limits hold from its first instruction.
 
 A child serves one *run* (one message or event) at a time. A cold child
 serves one run and is killed when it ends; a warm child (``max_runs`` > 1)
@@ -16,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import shutil
 import signal
 import time
@@ -30,64 +27,14 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from .aio import default_reactor
 from .errors import ConfigError, ProtocolError
 from .protocol import Command, decode, encode, make_error_reply
 
 if TYPE_CHECKING:
-    from .dispatch import SandboxApi
+    from .api import SandboxApi
 
 log = logging.getLogger(__name__)
-
-_PRLIMIT_OPTIONS = {
-    getattr(resource, "RLIMIT_" + name.upper()): name
-    for name in ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
-                 "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
-    if hasattr(resource, "RLIMIT_" + name.upper())
-}
-_INF = resource.RLIM_INFINITY
-
-
-def _min_limit(a: int, b: int) -> int:
-    if a == _INF:
-        return b
-    if b == _INF:
-        return a
-    return min(a, b)
-
-
-def clamp_rlimits(limits: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
-    """Lower each requested limit to the worker's own, so a config can never raise one."""
-    clamped = {}
-    for number, (soft, hard) in limits.items():
-        own_soft, own_hard = resource.getrlimit(number)
-        new_hard = _min_limit(hard, own_hard)
-        clamped[number] = (_min_limit(_min_limit(soft, own_soft), new_hard), new_hard)
-    return clamped
-
-
-def find_prlimit() -> str:
-    """Return the path of util-linux's ``prlimit``.
-
-    :raises ConfigError: it is not installed.
-    """
-    path = shutil.which("prlimit") or next(
-        (p for p in ("/usr/bin/prlimit", "/bin/prlimit") if os.access(p, os.X_OK)), None)
-    if path is None:
-        raise ConfigError("rlimits", "applying rlimits needs the 'prlimit' program from util-linux, "
-                                     "which is not on PATH (apt-get install util-linux)")
-    return path
-
-
-def rlimit_argv(limits: dict[int, tuple[int, int]]) -> list[str]:
-    """The ``prlimit`` arguments that apply ``limits`` (already clamped) to the program after them."""
-    def fmt(v: int) -> str:
-        return "unlimited" if v == _INF else str(v)
-    argv = [find_prlimit()]
-    for number, (soft, hard) in sorted(limits.items()):
-        argv.append(f"--{_PRLIMIT_OPTIONS[number]}={fmt(soft)}:{fmt(hard)}")
-    argv.append("--")
-    return argv
-
 
 def find_executable(executable: str, key: str = "executable") -> str:
     """Resolve a program name on PATH (the child's empty environment has no PATH to search)."""
@@ -181,7 +128,7 @@ class SandboxRun:
                                 logging.WARNING)
 
 
-class SandboxProtocol(ProcessProtocol):
+class SandboxChild(ProcessProtocol):
     """One sandboxed child process: spawns it, runs messages in it, reads its requests, enforces limits.
 
     :param argv: the whole command (``prlimit ... -- program args``), see :func:`rlimit_argv`.
@@ -197,9 +144,7 @@ class SandboxProtocol(ProcessProtocol):
     def __init__(self, argv: list[str], env: dict[str, str], path: str | None, recv_limit: int,
                  max_runs: int = 1, max_requests: int = 10000, max_pending: int = 100,
                  stdin_limit: int = 8 * 1024 * 1024, reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self.reactor = reactor
         self.argv = argv
         self.env = env

@@ -1,13 +1,14 @@
 """Installed entry points, and resolving ``cls`` and ``worker`` names to classes.
 
 The one loader of entry points: resources (``vxsandbox.resources``), workers
-(``vxsandbox.workers``) and hook plugins (``vxsandbox``) are each scanned
-once per process with :mod:`importlib.metadata`, keeping every entry point's
-distribution; each one is imported on first use and its import error kept,
-so a broken plugin never looks like a missing one. A name resolves as an
-entry point name, then a dotted path, then a legacy Vumi name; one that
-resolves to nothing is a :class:`ConfigError` that says which distribution
-to ``pip install``.
+(``vxsandbox.workers``) and hook plugins (``vxsandbox``) are listed through
+stevedore without importing anything, keeping every entry point's
+distribution; each one is imported on first use (a stevedore
+``NamedExtensionManager`` for that one name) and its import error kept, so a
+broken plugin never looks like a missing one. A name resolves as an entry
+point name, then a dotted path, then a legacy Vumi name; one that resolves
+to nothing is a :class:`ConfigError` that says which distribution to
+``pip install``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+
+from stevedore import ExtensionManager, NamedExtensionManager
 
 from .errors import ConfigError
 
@@ -106,7 +109,7 @@ _UNLOADED = object()
 class InstalledEntryPoint:
     """One installed entry point: name, target and distribution; imported on first use, its error kept.
 
-    :param load: imports the target (``importlib.metadata.EntryPoint.load``).
+    :param load: imports the target (through stevedore for an installed entry point).
     """
 
     group: str
@@ -143,24 +146,64 @@ class InstalledEntryPoint:
 
 
 _cache: dict[str, dict[str, InstalledEntryPoint]] = {}
+_declared_by: dict[tuple[str, str, str], metadata.Distribution] | None = None
 
 
 def installed(group: str) -> dict[str, InstalledEntryPoint]:
-    """The entry points of ``group`` by name, scanned once per process (nothing is imported yet)."""
+    """The entry points of ``group`` by name, listed once per process (nothing is imported yet)."""
     if group not in _cache:
         found: dict[str, InstalledEntryPoint] = {}
-        for ep in metadata.entry_points(group=group):
-            dist = getattr(ep, "dist", None)
+        # names=[] lists the group and imports none of it.
+        for ep in NamedExtensionManager(group, names=[], on_missing_entrypoints_callback=None).list_entry_points():
+            if ep.name in found:
+                continue
+            dist = _distribution(ep)
             found[ep.name] = InstalledEntryPoint(
-                group, ep.name, getattr(ep, "value", "?"), dist.name if dist else "unknown distribution",
-                dist.version if dist else "?", ep.load)
+                group, ep.name, ep.value, dist.name if dist else "unknown distribution",
+                dist.version if dist else "?", _loader(group, ep.name))
         _cache[group] = found
     return _cache[group]
 
 
+def _distribution(ep: metadata.EntryPoint) -> metadata.Distribution | None:
+    """The distribution that declares ``ep``.
+
+    stevedore's cached listing drops ``ep.dist``; packages_distributions()
+    cannot name an editable install (it lists no modules), so the
+    distributions' own entry point declarations are read, once.
+    """
+    dist = getattr(ep, "dist", None)
+    if dist is not None:
+        return dist  # type: ignore[no-any-return]
+    global _declared_by
+    if _declared_by is None:
+        _declared_by = {}
+        for candidate in metadata.distributions():
+            for declared in candidate.entry_points:
+                _declared_by.setdefault((declared.group, declared.name, declared.value), candidate)
+    return _declared_by.get((ep.group, ep.name, ep.value))
+
+
+def _loader(group: str, name: str) -> Callable[[], Any]:
+    def load() -> Any:
+        failures: list[BaseException] = []
+        # A failure callback, because stevedore otherwise logs the error and carries on as if
+        # the plugin were not installed.
+        manager: NamedExtensionManager[Any] = NamedExtensionManager(
+            group, names=[name], on_missing_entrypoints_callback=None,
+            on_load_failure_callback=lambda _manager, _ep, error: failures.append(error))
+        if failures:
+            raise failures[0]
+        return manager[name].plugin
+    return load
+
+
 def clear_cache() -> None:
-    """Forget scanned entry points (tests that install or fake plugins call this)."""
+    """Forget listed entry points (tests that install or fake plugins call this)."""
+    global _declared_by
     _cache.clear()
+    _declared_by = None
+    ExtensionManager.ENTRY_POINT_CACHE.clear()
 
 
 def _import_path(path: str) -> Any:

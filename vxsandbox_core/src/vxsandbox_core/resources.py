@@ -4,24 +4,59 @@ A resource subclasses :class:`SandboxResource` and defines ``handle_<command>``
 methods taking ``(api, command)`` and returning a reply (or ``None`` for no
 reply), directly, as a Deferred or from an ``async def``. Resources live for
 the worker's lifetime; per-run state belongs on the :class:`SandboxApi`.
+
+The base class is the resource author's toolkit: it parses the options of
+``CONFIG_CLASS`` into ``self.options``, gives ``self.reactor``, and builds
+replies; a handler fails a request by raising :class:`CommandError`, whose
+reason should describe a wrong value with :func:`describe_type`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 
-from .aio import call_deferred
+from .aio import call_deferred, default_reactor
+from .config import ResourceConfig
 from .errors import ConfigError, raise_config_errors
 from .protocol import Command, make_error_reply, make_reply
 from .registry import resolve_resource
 
 if TYPE_CHECKING:
-    from .dispatch import SandboxApi
+    from .api import SandboxApi
 
 log = logging.getLogger(__name__)
+
+
+def describe_type(value: Any) -> str:
+    """Describe a wrong value from a request as the app's author sees it: its JSON type, and the value when short.
+
+    For example ``a string "10"``, ``a number 1.5``, ``a boolean true``,
+    ``null``, or ``an array`` when its JSON is too long to quote. Every
+    resource's error replies say ``got <this>``.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        name = "a boolean"
+    elif isinstance(value, (int, float)):
+        name = "a number"
+    elif isinstance(value, str):
+        name = "a string"
+    elif isinstance(value, (list, tuple)):
+        name = "an array"
+    elif isinstance(value, dict):
+        name = "an object"
+    else:
+        return f"a {type(value).__name__}"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return name
+    return f"{name} {text}" if len(text) <= 40 else name
 
 
 class SandboxResource:
@@ -30,12 +65,22 @@ class SandboxResource:
     :param name: the name the sandbox uses (the key under ``sandbox`` in the config).
     :param worker: the worker that owns the resource.
     :param config: the resource's config mapping (including ``cls``).
+    :raises ConfigError: ``config`` does not fit ``CONFIG_CLASS``; the error names ``sandbox.<name>.<key>``.
     """
+
+    #: the options this resource takes (a :class:`ResourceConfig` subclass); parsed into ``self.options``
+    CONFIG_CLASS: ClassVar[type[ResourceConfig]] = ResourceConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         self.name = name
         self.worker = worker
         self.config = config
+        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
+
+    @property
+    def reactor(self) -> Any:
+        """The worker's reactor (tests give theirs a ``task.Clock``), else Twisted's global one."""
+        return default_reactor(getattr(self.worker, "reactor", None))
 
     def setup(self) -> Any:
         """Prepare shared state (connections, pools) when the worker starts; may return a Deferred."""

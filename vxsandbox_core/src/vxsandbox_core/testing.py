@@ -18,8 +18,8 @@ import logging
 import sys
 from typing import Any
 
+from .api import SandboxApi
 from .config import SandboxConfig
-from .dispatch import SandboxApi
 from .message import TransportUserMessage
 from .plugins import Hooks, build_plugin_manager
 from .protocol import Command
@@ -163,10 +163,11 @@ def hooks_with(*plugins: Any) -> Hooks:
 class FakeSandboxApi(SandboxApi):
     """A :class:`SandboxApi` with no child: records what would be sent, logged and killed.
 
-    Use it to call a resource's handlers directly in unit tests::
+    Use it to drive a resource as a child would in unit tests (a
+    :class:`~vxsandbox_core.errors.CommandError` comes back as an error reply)::
 
-        api = FakeSandboxApi(worker, resource_config={...})
-        reply = await resource.dispatch_request(api, {"cmd": "get", "cmd_id": "1", "key": "a"})
+        api = FakeSandboxApi(worker)
+        reply = await api.call_resource(resource, {"cmd": "get", "cmd_id": "1", "key": "a"})
     """
 
     def __init__(self, worker: Any = None, sandbox_id: str = "test-sandbox",

@@ -1,7 +1,7 @@
 """The generic sandbox worker: one sandboxed child run per message or event, transport-agnostic.
 
 The worker picks the tenant (``sandbox_id``) and config for a message, builds
-a :class:`SandboxApi` and a :class:`SandboxProtocol`, runs the child to its
+a :class:`SandboxApi` and a :class:`SandboxChild`, runs the child to its
 end and reports the outcome through the plugin hooks. Brokers (AMQP or in
 memory) feed it messages and carry what it publishes.
 """
@@ -17,15 +17,17 @@ from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred, DeferredLock
 
-from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
-from .dispatch import SandboxApi
-from .errors import ConfigError, VxSandboxError
+from .aio import default_reactor
+from .api import SandboxApi
+from .config import SandboxConfig
+from .errors import ConfigError, SandboxRefusedError
 from .isolation import isolation_warning, wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
-from .pool import ChildPool, cpu_soft_limit
-from .process import SandboxProtocol, SandboxResult, clamp_rlimits, find_executable, rlimit_argv
+from .pool import ChildPool
+from .process import SandboxChild, SandboxResult, find_executable
 from .resources import SandboxResources
+from .rlimits import DEFAULT_RLIMITS, clamp_rlimits, cpu_soft_limit, effective_rlimits, rlimit_argv
 
 log = logging.getLogger("vxsandbox.worker")
 
@@ -33,10 +35,6 @@ log = logging.getLogger("vxsandbox.worker")
 STOPPING = "worker stopping"
 #: the kill reason of runs whose message could not be written to the child
 UNDELIVERABLE = "message could not be sent"
-
-
-class SandboxRefusedError(VxSandboxError):
-    """No sandbox can be run for this message (e.g. it names no sandbox_id)."""
 
 
 class Sandbox:
@@ -59,9 +57,7 @@ class Sandbox:
         self.config = config if isinstance(config, SandboxConfig) else self.CONFIG_CLASS(config)
         self.broker = broker
         self.hooks = hooks if hooks is not None else Hooks()
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self.reactor = reactor
         self.executable = self.find_executable()
         self.rlimits = clamp_rlimits(effective_rlimits(self.config.rlimits, self.DEFAULT_RLIMITS))
@@ -133,19 +129,19 @@ class Sandbox:
         shape = repr((self.sandbox_args(api), sorted(config.env.items()), config.path)).encode()
         return (api.sandbox_id, hashlib.sha256(shape).hexdigest())
 
-    def sandbox_protocol_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxProtocol:
+    def child_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxChild:
         """Build (not spawn) a child for ``api``'s config; ``msg`` is None for a pre-started spare."""
         config = api.config
         argv = rlimit_argv(self.rlimits) + [self.executable, *self.sandbox_args(api)]
         argv = wrap_command(config, argv, self.read_paths(api))
-        return SandboxProtocol(argv, dict(config.env), config.path, config.recv_limit,
+        return SandboxChild(argv, dict(config.env), config.path, config.recv_limit,
                                max_runs=config.messages_per_process,
                                max_requests=config.max_requests_per_run,
                                max_pending=config.max_pending_requests,
                                stdin_limit=config.stdin_limit, reactor=self.reactor)
 
-    def _spawn_child(self, api: SandboxApi | None) -> SandboxProtocol:
-        child = self.sandbox_protocol_for_message(None, api or self._template_api())
+    def _spawn_child(self, api: SandboxApi | None) -> SandboxChild:
+        child = self.child_for_message(None, api or self._template_api())
         child.spawn()
         return child
 
@@ -235,12 +231,13 @@ class Sandbox:
         try:
             run = child.start_run(api, api.config.timeout)
             if fresh:
-                self.hooks.notify("sandbox_started", api=api, pid=child.pid)
+                self.hooks.notify("child_started", api=api, pid=child.pid)
                 try:
                     await self.resources.sandbox_init(api)
                 except Exception as e:
                     log.exception("[%s] sandbox_init failed", api.sandbox_id)
                     api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
+            self.hooks.notify("run_started", api=api)
             if not run.called:
                 try:
                     deliver(api)
@@ -253,7 +250,7 @@ class Sandbox:
             # None: the wait itself failed (cancelled, or a bug above); the child cannot be trusted.
             self.pool.release(child, key, result)
         if undeliverable is not None:
-            self.hooks.notify("sandbox_ended", api=api, result=result)
+            self.hooks.notify("run_ended", api=api, result=result)
             raise SandboxRefusedError(f"the message could not be sent to the sandbox: "
                                       f"{type(undeliverable).__name__}: {undeliverable}")
         if not result.ok:
@@ -261,7 +258,7 @@ class Sandbox:
             if result.kill_reason is None:
                 # A kill explains itself to the owner; a crash or an outside signal needs saying.
                 api.log(f"sandbox run {result.describe()}", logging.ERROR)
-        self.hooks.notify("sandbox_ended", api=api, result=result)
+        self.hooks.notify("run_ended", api=api, result=result)
         return result
 
     # --- publishing (used by the outbound resource) -----------------------------------

@@ -193,7 +193,7 @@ class RunWatcher:
         self.failures: list[str] = []
 
     @hookimpl
-    def sandbox_ended(self, api: Any, result: Any) -> None:
+    def run_ended(self, api: Any, result: Any) -> None:
         if not result.ok:
             self.failures.append(result.describe())
 

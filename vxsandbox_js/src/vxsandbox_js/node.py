@@ -24,6 +24,7 @@ from functools import lru_cache
 from importlib import resources
 
 from vxsandbox_core.errors import ConfigError
+from vxsandbox_core.process import find_executable
 
 #: Where node usually lives when it is not on PATH.
 USUAL_LOCATIONS = (
@@ -70,14 +71,7 @@ def find_node(executable: str | None = None) -> str:
     :raises ConfigError: nothing suitable was found.
     """
     if executable is not None:
-        if os.sep in executable:
-            if not os.access(executable, os.X_OK):
-                raise ConfigError("executable", f"{executable!r} is not an executable file")
-            return os.path.abspath(executable)
-        found = shutil.which(executable)
-        if found is None:
-            raise ConfigError("executable", f"no program named {executable!r} on PATH")
-        return os.path.abspath(found)
+        return os.path.abspath(find_executable(executable))
     for name in ("node", "nodejs"):
         found = shutil.which(name)
         if found is not None:

@@ -11,7 +11,7 @@ from vxsandbox_core.resources import SandboxResource
 MAX_SHOWN = 500
 
 if TYPE_CHECKING:
-    from vxsandbox_core.dispatch import SandboxApi
+    from vxsandbox_core.api import SandboxApi
 
 
 class JsSandboxResource(SandboxResource):
@@ -47,7 +47,7 @@ class JsSandboxResource(SandboxResource):
         message = (f"Node's permission model refused the app {kind} of {path!r}: only the app, the packages "
                    f"its node_modules resolution loads and the worker config's allow_fs_read may be read; "
                    f"add the path to allow_fs_read if the app must read it")
-        run = getattr(api.protocol, "run", None)
+        run = getattr(api.child, "run", None)
         if run is not None:
             run.report_once("access denied", message)
         else:

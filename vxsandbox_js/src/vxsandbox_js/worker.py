@@ -14,11 +14,12 @@ import resource
 from collections.abc import Hashable
 from typing import Any, ClassVar, cast
 
-from vxsandbox_core.config import Field, MiB, SandboxConfig, string_list
-from vxsandbox_core.dispatch import SandboxApi
+from vxsandbox_core.api import SandboxApi
+from vxsandbox_core.config import Field, SandboxConfig, positive, string_list
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import Message
 from vxsandbox_core.process import SandboxResult
+from vxsandbox_core.rlimits import MiB
 from vxsandbox_core.worker import Sandbox
 
 from .node import NodeVersion, find_node, hardening_flags, node_version, runner_path
@@ -50,11 +51,6 @@ NODE_MIN_ADDRESS_SPACE = 800 * MiB
 DEFAULT_MAX_OLD_SPACE_SIZE = 64
 
 
-def _positive_int(value: int) -> int:
-    if value <= 0:
-        raise ValueError("expected a positive number of MiB")
-    return value
-
 
 class JsSandboxConfig(SandboxConfig):
     """Config of the ``js`` worker: the generic options plus the app and the Node.js hardening."""
@@ -85,7 +81,7 @@ class JsSandboxConfig(SandboxConfig):
               "log"),
         Field("max_old_space_size", (int, type(None)),
               "MiB of V8 heap the app may use (node's --max-old-space-size); null for V8's default",
-              DEFAULT_MAX_OLD_SPACE_SIZE, _positive_int),
+              DEFAULT_MAX_OLD_SPACE_SIZE, positive),
         Field("node_permissions", (bool,),
               "run under Node's permission model where the node version has it (Node 20 and newer)", True),
         Field("allow_fs_read", (list,), "extra files or directories the app may read under the permission model",

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from vxsandbox_core import Config, Field
+from vxsandbox_core import Field, ResourceConfig
+from vxsandbox_core.config import positive
 from vxsandbox_resources_kv.config import RedisManagerConfig
 
 from .model import DELIVERY_CLASSES
 
 KiB = 1024
 
-
-def _positive_int(value: int) -> int:
-    if value <= 0:
-        raise ValueError("expected a positive integer")
-    return value
 
 
 def _backend(value: str) -> str:
@@ -41,7 +37,7 @@ def _address_type(value: str) -> str:
     return value
 
 
-class StoreConfig(Config):
+class StoreConfig(ResourceConfig):
     """Options every resource of this distribution takes (the mapping under ``sandbox.<name>``)."""
 
     backend: str
@@ -57,11 +53,11 @@ class StoreConfig(Config):
         Field("redis_manager", (dict,), "Redis connection, as the kv resource's: {url, key_prefix, "
               "connect_timeout, command_timeout, reconnect_max_delay}", dict),
         Field("max_contacts", (int,), "most contacts one sandbox_id may hold; creating one past it fails "
-              "with 'Too many contacts'", 10000, _positive_int),
-        Field("max_groups", (int,), "most groups one sandbox_id may hold", 1000, _positive_int),
-        Field("max_optouts", (int,), "most opt-outs one sandbox_id may hold", 100000, _positive_int),
+              "with 'Too many contacts'", 10000, positive),
+        Field("max_groups", (int,), "most groups one sandbox_id may hold", 1000, positive),
+        Field("max_optouts", (int,), "most opt-outs one sandbox_id may hold", 100000, positive),
         Field("max_contact_size", (int,), "most bytes in one contact, serialised as JSON", 64 * KiB,
-              _positive_int),
+              positive),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:

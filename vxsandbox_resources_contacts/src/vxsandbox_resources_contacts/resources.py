@@ -12,7 +12,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core import CommandError, SandboxResource
+from vxsandbox_core import CommandError, SandboxResource, describe_type
 from vxsandbox_core.protocol import Command
 from vxsandbox_resources_kv import BackendUnavailableError
 
@@ -31,14 +31,12 @@ if TYPE_CHECKING:
 class _StoreResource(SandboxResource):
     """A resource backed by a :class:`ContactsStore` built from its config."""
 
-    CONFIG_CLASS: type[StoreConfig] = StoreConfig
+    CONFIG_CLASS = StoreConfig
+    options: StoreConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
-        clock = getattr(worker, "reactor", None)
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = self.reactor
         self.store: ContactsStore
         if self.options.backend == "memory":
             key_prefix = self.options.redis.key_prefix
@@ -104,7 +102,8 @@ class ContactsResource(_StoreResource):
 
     async def _existing(self, api: SandboxApi, key: Any) -> dict[str, Any]:
         if not isinstance(key, str):
-            raise CommandError(f"'key' needs to be specified and be a string (the contact's key), got {key!r}")
+            raise CommandError("'key' needs to be specified and be a string (the contact's key), "
+                               f"got {describe_type(key)}")
         contact = await self.store.get_contact(api.sandbox_id, key)
         if contact is None:
             raise CommandError("Contact not found")

@@ -24,9 +24,9 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 
-from vxsandbox_core.dispatch import CommandError
+from vxsandbox_core.errors import CommandError
 from vxsandbox_core.protocol import Command
-from vxsandbox_core.resources import SandboxResource
+from vxsandbox_core.resources import SandboxResource, describe_type
 
 from .config import HttpClientConfig
 from .errors import DataLimitError, DestinationRefusedError
@@ -41,7 +41,7 @@ from .transport import (
 )
 
 if TYPE_CHECKING:
-    from vxsandbox_core.dispatch import SandboxApi
+    from vxsandbox_core.api import SandboxApi
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _fail(field: str, problem: str) -> CommandError:
 def _parse_url(command: Command) -> tuple[str, str]:
     url = command.get("url")
     if not isinstance(url, str) or not url.strip():
-        raise _fail("url", f"expected a non-empty string (the URL to request), got {url!r}")
+        raise _fail("url", f"expected a non-empty string (the URL to request), got {describe_type(url)}")
     try:
         parsed = hyperlink.URL.from_text(url.strip())
     except (hyperlink.URLParseError, ValueError) as e:
@@ -93,12 +93,12 @@ def _parse_headers(command: Command) -> Headers:
     if raw is None:
         return headers
     if not isinstance(raw, dict):
-        raise _fail("headers", f"expected a mapping of header names to lists of strings, got {raw!r}")
+        raise _fail("headers", f"expected a mapping of header names to lists of strings, got {describe_type(raw)}")
     for name, values in raw.items():
         if not name or not set(name) <= _TOKEN_CHARS:
             raise _fail("headers", f"{name!r} is not a valid header name")
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise _fail(f"headers[{name!r}]", f"expected a list of strings, got {values!r}")
+            raise _fail(f"headers[{name!r}]", f"expected a list of strings, got {describe_type(values)}")
         for value in values:
             # Twisted would quietly turn these into spaces; a header the app did not write is worse than an error.
             if any(c in value for c in "\r\n\0"):
@@ -113,15 +113,15 @@ def _parse_files(command: Command) -> dict[str, tuple[str, str, bytes]] | None:
         return None
     if not isinstance(raw, dict):
         raise _fail("files", "expected a mapping of field names to "
-                             f"{{file_name, content_type, data (base64)}}, got {raw!r}")
+                             f"{{file_name, content_type, data (base64)}}, got {describe_type(raw)}")
     files = {}
     for name, spec in raw.items():
         where = f"files[{name!r}]"
         if not isinstance(spec, dict):
-            raise _fail(where, f"expected a mapping with file_name, content_type and data, got {spec!r}")
+            raise _fail(where, f"expected a mapping with file_name, content_type and data, got {describe_type(spec)}")
         for key in ("file_name", "content_type", "data"):
             if not isinstance(spec.get(key), str):
-                raise _fail(f"{where}.{key}", f"expected a string, got {spec.get(key)!r}")
+                raise _fail(f"{where}.{key}", f"expected a string, got {describe_type(spec.get(key))}")
         try:
             content = base64.b64decode(spec["data"], validate=True)
         except (binascii.Error, ValueError):
@@ -135,7 +135,8 @@ def _parse_tls(command: Command, trust_root: Any) -> TlsSettings:
     options = command.get("verify_options")
     if options is not None:
         if not isinstance(options, list) or not options:
-            raise _fail("verify_options", f"expected a non-empty list of {', '.join(VERIFY_OPTIONS)}, got {options!r}")
+            raise _fail("verify_options", f"expected a non-empty list of {', '.join(VERIFY_OPTIONS)}, "
+                                          f"got {describe_type(options)}")
         unknown = [o for o in options if o not in VERIFY_OPTIONS]
         if unknown:
             raise _fail("verify_options", f"unknown option(s) {unknown!r}; expected {', '.join(VERIFY_OPTIONS)}")
@@ -253,19 +254,14 @@ class HttpClientResource(SandboxResource):
     """
 
     CONFIG_CLASS = HttpClientConfig
+    options: HttpClientConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self.guard = DestinationGuard(self.options.allowed_hosts, self.options.denied_hosts,
                                       self.options.allowed_hosts_only)
-        reactor: Any = getattr(worker, "reactor", None)
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
-        self.reactor = reactor
         #: how host names are resolved (an ``IHostnameResolver``; the reactor's, which never blocks it)
-        self.resolver = reactor.nameResolver
+        self.resolver = self.reactor.nameResolver
         #: trust roots for https (``None``: the platform's); tests and private CAs set their own
         self.trust_root: Any = None
         self._in_flight: set[Deferred[Any]] = set()

@@ -12,7 +12,7 @@ from .errors import (
 from .keys import KeyScheme
 from .memory import MemoryBackend
 from .redis_backend import RedisBackend
-from .resource import RedisResource
+from .resource import KVResource, RedisResource
 
 __version__ = "1.0.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "KVBackend",
     "KVConfig",
     "KVError",
+    "KVResource",
     "KeyScheme",
     "MemoryBackend",
     "NotAnIntegerError",

@@ -10,21 +10,12 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from vxsandbox_core import Config, ConfigError, Field, ResourceConfig
+from vxsandbox_core.config import positive
 from vxsandbox_core.errors import raise_config_errors
 
 KiB = 1024
 
 
-def _positive_int(value: int) -> int:
-    if value <= 0:
-        raise ValueError("expected a positive integer")
-    return value
-
-
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("expected a positive number")
-    return value
 
 
 def _backend(value: str) -> str:
@@ -96,11 +87,11 @@ class RedisManagerConfig(Config):
         Field("key_prefix", (str,), "prefix of every key this resource writes (followed by key_separator)", ""),
         Field("key_separator", (str,), "what follows key_prefix in every key, as in Vumi's redis_manager", ":",
               _separator),
-        Field("connect_timeout", (int, float), "seconds to wait for a connection to Redis", 5, _positive),
+        Field("connect_timeout", (int, float), "seconds to wait for a connection to Redis", 5, positive),
         Field("command_timeout", (int, float),
-              "seconds a command may wait for Redis before failing with 'kv backend unavailable'", 5, _positive),
+              "seconds a command may wait for Redis before failing with 'kv backend unavailable'", 5, positive),
         Field("reconnect_max_delay", (int, float),
-              "most seconds between attempts to reconnect to Redis while it is down", 5, _positive),
+              "most seconds between attempts to reconnect to Redis while it is down", 5, positive),
     )
 
     deprecated_keys: ClassVar[dict[str, str]] = {
@@ -144,12 +135,12 @@ class KVConfig(ResourceConfig):
         Field("redis_manager", (dict,), "Redis connection (backend redis): {url (or host, port, db, password), "
               "key_prefix, key_separator, connect_timeout, command_timeout, reconnect_max_delay}", dict),
         Field("keys_per_user_hard", (int,), "most keys one sandbox_id may hold; a new key past it fails "
-              "with 'Too many keys'", 100, _positive_int),
-        Field("keys_per_user", (int,), "deprecated synonym of keys_per_user_hard", None, _positive_int),
+              "with 'Too many keys'", 100, positive),
+        Field("keys_per_user", (int,), "deprecated synonym of keys_per_user_hard", None, positive),
         Field("keys_per_user_soft", (int, type(None)), "key count whose crossing logs one warning to the "
-              "operator and the owner (default 80% of keys_per_user_hard)", None, _positive_int),
-        Field("max_key_length", (int,), "most bytes (UTF-8) in a key", 1 * KiB, _positive_int),
-        Field("max_value_size", (int,), "most bytes in a value, serialised as JSON", 256 * KiB, _positive_int),
+              "operator and the owner (default 80% of keys_per_user_hard)", None, positive),
+        Field("max_key_length", (int,), "most bytes (UTF-8) in a key", 1 * KiB, positive),
+        Field("max_value_size", (int,), "most bytes in a value, serialised as JSON", 256 * KiB, positive),
     )
 
     def validate(self) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from vxsandbox_core import CommandError, SandboxResource
+from vxsandbox_core import CommandError, SandboxResource, describe_type
 from vxsandbox_core.protocol import Command
 
 from .backend import INT64_MAX, INT64_MIN, KVBackend, WriteResult
@@ -31,7 +31,7 @@ MAX_SECONDS = 100 * 365 * 24 * 3600
 _MISSING = object()
 
 
-class RedisResource(SandboxResource):
+class KVResource(SandboxResource):
     """Key-value storage for sandboxes, in Redis (``backend: redis``) or in memory (``backend: memory``).
 
     Each sandbox_id sees only its own keys. Options are those of
@@ -39,13 +39,11 @@ class RedisResource(SandboxResource):
     """
 
     CONFIG_CLASS = KVConfig
+    options: KVConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
-        clock = getattr(worker, "reactor", None)
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = self.reactor
         self.backend: KVBackend
         if self.options.backend == "memory":
             redis = self.options.redis
@@ -90,7 +88,7 @@ class RedisResource(SandboxResource):
         key = self._key(command)
         amount = command.get("amount", 1)
         if not _is_int(amount):
-            raise CommandError(f"'amount' must be an integer, got {_describe(amount)}")
+            raise CommandError(f"'amount' must be an integer, got {describe_type(amount)}")
         if not INT64_MIN <= amount <= INT64_MAX:
             raise CommandError(f"'amount' must be a signed 64-bit integer, got {amount}")
         try:
@@ -111,7 +109,7 @@ class RedisResource(SandboxResource):
         if key is _MISSING:
             raise CommandError("'key' is required (a string)")
         if not isinstance(key, str):
-            raise CommandError(f"'key' must be a string, got {_describe(key)}")
+            raise CommandError(f"'key' must be a string, got {describe_type(key)}")
         if not key:
             raise CommandError("'key' must not be empty")
         try:
@@ -147,7 +145,7 @@ class RedisResource(SandboxResource):
         if seconds is None:
             return None
         if not _is_int(seconds):
-            raise CommandError(f"'seconds' must be an integer or null, got {_describe(seconds)}")
+            raise CommandError(f"'seconds' must be an integer or null, got {describe_type(seconds)}")
         if not 0 < seconds <= MAX_SECONDS:
             raise CommandError(f"'seconds' must be between 1 and {MAX_SECONDS} (or null for no expiry), "
                                f"got {seconds}")
@@ -184,22 +182,5 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _describe(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=repr)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{_json_type(value)} {text}"
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+#: The name old configs and Vumi's own use (``vxsandbox.RedisResource``); kv is not only Redis.
+RedisResource = KVResource

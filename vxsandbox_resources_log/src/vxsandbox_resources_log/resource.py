@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from vxsandbox_core import Field, ResourceConfig, SandboxResource
+from vxsandbox_core import Field, ResourceConfig, SandboxResource, describe_type
 from vxsandbox_core.aio import call_deferred
 from vxsandbox_core.protocol import Command
 
@@ -80,11 +80,11 @@ class LoggingResource(SandboxResource):
     the other commands log at their own level.
     """
 
-    CONFIG_CLASS: type[LoggingConfig] = LoggingConfig
+    CONFIG_CLASS = LoggingConfig
+    options: LoggingConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         # One shared logger: a logger per sandbox_id would never be freed by the logging module.
         self.logger = logging.getLogger(self.options.logger)
 
@@ -124,7 +124,8 @@ class LoggingResource(SandboxResource):
             level = logging.INFO
         elif not isinstance(level, int) or isinstance(level, bool) or level < 0:
             return self.reply_error(command, f"'level' must be a non-negative integer log level "
-                                    f"(10 debug, 20 info, 30 warning, 40 error, 50 critical), got {level!r}")
+                                    "(10 debug, 20 info, 30 warning, 40 error, 50 critical), "
+                                    f"got {describe_type(level)}")
         return await self.log_command(api, command, level)
 
     async def handle_debug(self, api: SandboxApi, command: Command) -> Command:

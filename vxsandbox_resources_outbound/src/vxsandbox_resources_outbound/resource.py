@@ -12,7 +12,15 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core import CommandError, Field, MessageError, ResourceConfig, SandboxRefusedError, SandboxResource
+from vxsandbox_core import (
+    CommandError,
+    Field,
+    MessageError,
+    ResourceConfig,
+    SandboxRefusedError,
+    SandboxResource,
+    describe_type,
+)
 from vxsandbox_core.config import string_list
 from vxsandbox_core.message import TransportUserMessage
 from vxsandbox_core.protocol import Command
@@ -49,11 +57,11 @@ class OutboundResource(SandboxResource):
     broker's reason.
     """
 
-    CONFIG_CLASS: type[OutboundConfig] = OutboundConfig
+    CONFIG_CLASS = OutboundConfig
+    options: OutboundConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self.allowed_helper_metadata = frozenset(self.options.allowed_helper_metadata)
 
     # --- fields -------------------------------------------------------------------
@@ -64,7 +72,7 @@ class OutboundResource(SandboxResource):
             raise CommandError("'content' is required (a string, or null for no content)")
         content = command["content"]
         if content is not None and not isinstance(content, str):
-            raise CommandError(f"'content' must be a string or null, got {_kind(content)}")
+            raise CommandError(f"'content' must be a string or null, got {describe_type(content)}")
         return content
 
     def in_reply_to(self, api: SandboxApi, command: Command) -> TransportUserMessage:
@@ -83,7 +91,7 @@ class OutboundResource(SandboxResource):
         """The ``continue_session`` field: a boolean, default true."""
         value = command.get("continue_session", True)
         if not isinstance(value, bool):
-            raise CommandError(f"'continue_session' must be true or false, got {_kind(value)}")
+            raise CommandError(f"'continue_session' must be true or false, got {describe_type(value)}")
         return value
 
     def helper_metadata(self, command: Command) -> dict[str, Any]:
@@ -92,7 +100,7 @@ class OutboundResource(SandboxResource):
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise CommandError(f"'helper_metadata' must be an object or null, got {_kind(value)}")
+            raise CommandError(f"'helper_metadata' must be an object or null, got {describe_type(value)}")
         for key in sorted(value):
             if key not in self.allowed_helper_metadata:
                 allowed = ", ".join(sorted(self.allowed_helper_metadata)) or "none"
@@ -182,13 +190,10 @@ class OutboundResource(SandboxResource):
         return await self._send(api, command, default_endpoint=None)
 
     async def _reply(self, api: SandboxApi, command: Command, group: bool) -> Command:
-        try:
-            content = self.content(command)
-            original = self.in_reply_to(api, command)
-            continue_session = self.continue_session(command)
-            helper_metadata = self.helper_metadata(command)
-        except CommandError as e:
-            return self.reply_error(command, e.reason)
+        content = self.content(command)
+        original = self.in_reply_to(api, command)
+        continue_session = self.continue_session(command)
+        helper_metadata = self.helper_metadata(command)
         build = original.reply_group if group else original.reply
         fields: dict[str, Any] = {}
         if helper_metadata:
@@ -197,28 +202,14 @@ class OutboundResource(SandboxResource):
         return await self.publish(api, command, msg, None)
 
     async def _send(self, api: SandboxApi, command: Command, default_endpoint: str | None) -> Command:
-        try:
-            content = self.content(command)
-            to_addr = self.to_addr(command)
-            endpoint = self.endpoint(command, default_endpoint)
-            helper_metadata = self.helper_metadata(command)
-            msg = self.new_message(to_addr, content, endpoint, helper_metadata)
-        except CommandError as e:
-            return self.reply_error(command, e.reason)
+        content = self.content(command)
+        to_addr = self.to_addr(command)
+        endpoint = self.endpoint(command, default_endpoint)
+        helper_metadata = self.helper_metadata(command)
+        msg = self.new_message(to_addr, content, endpoint, helper_metadata)
         return await self.publish(api, command, msg, endpoint)
 
 
 def _got(command: Command, key: str) -> str:
     """Describe what a request carried for ``key``: nothing, or the wrong value."""
-    return _kind(command[key]) if key in command else "nothing"
-
-
-def _kind(value: Any) -> str:
-    """Describe a wrong value for a reason: missing, its JSON type, and the value when short."""
-    if value is None:
-        return "null"
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "a list", dict: "an object"}
-    name = names.get(type(value), type(value).__name__)
-    text = repr(value)
-    return f"{name} {text}" if len(text) <= 40 else name
+    return describe_type(command[key]) if key in command else "nothing"

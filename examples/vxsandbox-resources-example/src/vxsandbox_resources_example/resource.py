@@ -19,7 +19,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core import CommandError, Config, Field, SandboxResource
+from vxsandbox_core import CommandError, Field, ResourceConfig, SandboxResource, describe_type
+from vxsandbox_core.config import positive
 
 if TYPE_CHECKING:
     from vxsandbox_core import SandboxApi
@@ -34,23 +35,17 @@ def _offset(value: int) -> int:
     return value
 
 
-def _positive(value: int) -> int:
-    if value <= 0:
-        raise ValueError("expected a positive number")
-    return value
 
-
-class TimeConfig(Config):
+class TimeConfig(ResourceConfig):
     """Options of the ``time`` resource (under ``sandbox.<name>`` in the worker config)."""
 
     offset_minutes: int
     max_format_length: int
 
     fields = (
-        Field("cls", (str,), "the resource class: time", "time"),
         Field("offset_minutes", (int,), "minutes east of UTC that replies are given in (e.g. 120 for SAST)",
               0, _offset),
-        Field("max_format_length", (int,), "longest strftime pattern time.format accepts", 100, _positive),
+        Field("max_format_length", (int,), "longest strftime pattern time.format accepts", 100, positive),
     )
 
 
@@ -61,10 +56,10 @@ class TimeResource(SandboxResource):
     """
 
     CONFIG_CLASS = TimeConfig
+    options: TimeConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self.zone = timezone(timedelta(minutes=self.options.offset_minutes))
         self.clock: Callable[[], float] = time.time
 
@@ -88,7 +83,7 @@ class TimeResource(SandboxResource):
         if unix is None:
             unix = self.clock()
         elif isinstance(unix, bool) or not isinstance(unix, (int, float)):
-            raise CommandError(f"'unix' must be a number of seconds, got {unix!r}")
+            raise CommandError(f"'unix' must be a number of seconds, got {describe_type(unix)}")
         try:
             text = self._moment(unix).strftime(pattern)
         except (ValueError, OverflowError, OSError) as e:

@@ -13,14 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ..errors import VxSandboxError
+from ..errors import BrokerError
 
 #: suffix of the queue that keeps what was rejected from a queue
 DEAD_LETTER_SUFFIX = ".dead"
-
-
-class BrokerError(VxSandboxError):
-    """The broker refused an operation or is not connected."""
 
 
 class Delivery(Protocol):

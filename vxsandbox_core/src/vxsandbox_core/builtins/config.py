@@ -12,13 +12,12 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import Field, ResourceConfig, string_map
-from ..dispatch import CommandError
-from ..errors import ConfigError
+from ..errors import CommandError, ConfigError
 from ..protocol import Command
-from ..resources import SandboxResource
+from ..resources import SandboxResource, describe_type
 
 if TYPE_CHECKING:
-    from ..dispatch import SandboxApi
+    from ..api import SandboxApi
 
 
 class ConfigResourceConfig(ResourceConfig):
@@ -45,11 +44,11 @@ class ConfigResource(SandboxResource):
     """
 
     CONFIG_CLASS = ConfigResourceConfig
+    options: ConfigResourceConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
         prefix = f"sandbox.{name}."
-        self.options = self.CONFIG_CLASS(config, prefix=prefix)
         self.values: dict[str, str] = {}
         for key, value in self.options.values.items():
             if not isinstance(key, str):
@@ -74,5 +73,5 @@ class ConfigResource(SandboxResource):
         """Reply with the value of ``key``, null when it is not configured."""
         key = command.get("key")
         if not isinstance(key, str):
-            raise CommandError(f"'key' must be a string, got {key!r}")
+            raise CommandError(f"'key' must be a string, got {describe_type(key)}")
         return self.reply(command, value=self.values.get(key))

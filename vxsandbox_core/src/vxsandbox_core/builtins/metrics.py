@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import Field, ResourceConfig, positive
-from ..dispatch import CommandError
+from ..errors import CommandError
 from ..protocol import Command
-from ..resources import SandboxResource
+from ..resources import SandboxResource, describe_type
 
 if TYPE_CHECKING:
-    from ..dispatch import SandboxApi
+    from ..api import SandboxApi
 
 #: the aggregators Vumi's metrics knew
 AGGREGATORS = ("sum", "avg", "min", "max", "last")
@@ -49,9 +49,11 @@ class AggregatedMetric:
     count: int
 
     def add(self, value: float) -> None:
-        """Fold one fired value into the aggregate."""
+        """Fold one fired value into the aggregate (the metrics resource and the Prometheus exporter both do)."""
         self.count += 1
-        if self.agg == "sum":
+        if self.count == 1:
+            self.value = value
+        elif self.agg == "sum":
             self.value += value
         elif self.agg == "avg":
             self.value += (value - self.value) / self.count
@@ -68,7 +70,7 @@ def _name(command: Command, field: str, default: str | None = None) -> str:
     if name is None:
         raise CommandError(f"missing {field} name")
     if not isinstance(name, str):
-        raise CommandError(f"invalid type for {field} name: {name!r}")
+        raise CommandError(f"invalid type for {field} name: expected a string, got {describe_type(name)}")
     if NAME_RE.fullmatch(name) is None:
         raise CommandError(f"invalid {field} name {name!r}: expected a letter, then up to 100 "
                            "letters, digits, '.', '_' or '-'")
@@ -78,11 +80,11 @@ def _name(command: Command, field: str, default: str | None = None) -> str:
 def _value(command: Command) -> float:
     value = command.get("value")
     if isinstance(value, bool):
-        raise CommandError(f"invalid metric value {value!r}")
+        raise CommandError(f"invalid metric value: expected a number, got {describe_type(value)}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise CommandError(f"invalid metric value {value!r}") from None
+        raise CommandError(f"invalid metric value: expected a number, got {describe_type(value)}") from None
     if not math.isfinite(number):
         raise CommandError(f"invalid metric value {value!r}: must be a finite number")
     return number
@@ -110,11 +112,11 @@ class MetricsResource(SandboxResource):
     failed reply that says what is wrong.
     """
 
-    CONFIG_CLASS: type[MetricsConfig] = MetricsConfig
+    CONFIG_CLASS = MetricsConfig
+    options: MetricsConfig
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
-        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
         self._aggregates: dict[tuple[str, str, str, str], AggregatedMetric] = {}
         #: how many aggregates each sandbox_id holds
         self._per_tenant: Counter[str] = Counter()

@@ -27,7 +27,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from txamqp.client import Closed
 
-from ...aio import call_deferred
+from ...aio import call_deferred, default_reactor
 from .. import BrokerError, Handler, Received
 from .connection import Connection, ConnectionLostError
 from .url import DEFAULT_URL, AmqpUrl
@@ -69,9 +69,7 @@ class AmqpBroker:
 
     def __init__(self, url: str = DEFAULT_URL, prefetch_count: int = 20, connection_name: str | None = None,
                  reactor: Any = None, min_backoff: float = 0.2, max_backoff: float = 15.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
+        reactor = default_reactor(reactor)
         self.url = AmqpUrl.parse(url)
         self.prefetch_count = prefetch_count
         self.connection_name = connection_name or f"vxsandbox pid {os.getpid()}"

@@ -13,29 +13,17 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 
 from .aio import call_deferred
-from .errors import VxSandboxError
+from .errors import CommandError
 from .plugins import Hooks
 from .protocol import Command, make_command, make_error_reply
 
 if TYPE_CHECKING:
     from .config import SandboxConfig
     from .message import Message
-    from .process import SandboxProtocol
-    from .resources import SandboxResources
+    from .process import SandboxChild
+    from .resources import SandboxResource, SandboxResources
 
 log = logging.getLogger("vxsandbox.sandbox")
-
-
-class CommandError(VxSandboxError):
-    """Raised by a resource handler to fail a request with ``reason`` as the reply's reason.
-
-    Any other exception also fails the request, but is logged with its
-    traceback for the operator as a bug in the resource.
-    """
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 class SandboxApi:
@@ -55,7 +43,7 @@ class SandboxApi:
         self.sandbox_id = sandbox_id
         self.worker = worker
         self.hooks = hooks
-        self.protocol: SandboxProtocol | None = None
+        self.child: SandboxChild | None = None
         self.logging_resource = (resources.get(config.logging_resource)
                                  if config.logging_resource else None)
         #: messages this run received, by message_id (outbound may only answer these)
@@ -66,38 +54,38 @@ class SandboxApi:
         self.log_lines = 0
         self.log_lines_dropped = 0
 
-    def set_sandbox(self, protocol: SandboxProtocol) -> None:
+    def set_sandbox(self, child: SandboxChild) -> None:
         """Attach the child this run talks to."""
-        self.protocol = protocol
+        self.child = child
 
     # --- to the child -----------------------------------------------------------
 
-    def _child(self) -> SandboxProtocol | None:
+    def _child(self) -> SandboxChild | None:
         # A warm child outlives this run: only act on it while this run is its current one,
         # so nothing from an ended run can reach (or kill) the next tenant message.
-        protocol = self.protocol
-        if protocol is None or protocol.run is None or protocol.run.api is not self:
+        child = self.child
+        if child is None or child.run is None or child.run.api is not self:
             return None
-        return protocol
+        return child
 
     def sandbox_send(self, command: Command) -> bool:
         """Send a command to the child; False when this run has ended (the command is dropped)."""
-        protocol = self._child()
-        return protocol is not None and protocol.send(command)
+        child = self._child()
+        return child is not None and child.send(command)
 
     def sandbox_kill(self, reason: str, explanation: str | None = None) -> None:
         """Kill the child, reporting ``explanation`` (if given) to the app's owner and the operator."""
         if explanation is not None:
             self.report(explanation, logging.ERROR)
-        protocol = self._child()
-        if protocol is not None:
-            protocol.kill(reason)
+        child = self._child()
+        if child is not None:
+            child.kill(reason)
 
     def sandbox_finish(self) -> None:
         """End this run because the app said it is done; the run counts as a success."""
-        protocol = self._child()
-        if protocol is not None:
-            protocol.finish()
+        child = self._child()
+        if child is not None:
+            child.finish()
 
     def sandbox_inbound_message(self, msg: Message) -> None:
         """Hand a user message to the child as ``inbound-message``."""
@@ -164,14 +152,24 @@ class SandboxApi:
         resource_name, sep, rest = command["cmd"].partition(".")
         if not sep:
             resource_name, rest = "", command["cmd"]
-        resource = self.resources.get(resource_name)
-        request = dict(command, cmd=rest, full_cmd=command["cmd"])
+        return await self.call_resource(self.resources.get(resource_name),
+                                        dict(command, cmd=rest, full_cmd=command["cmd"]))
+
+    async def call_resource(self, resource: SandboxResource, request: Command) -> Command | None:
+        """Have ``resource`` answer ``request`` (its ``cmd`` without the resource's name) in this run.
+
+        The one place a :class:`CommandError` from a handler becomes an error
+        reply carrying its reason; any other exception is logged as a bug in
+        the resource and also answered with an error reply. Unit tests call
+        this to drive a resource as a child would.
+        """
+        full_cmd = request.get("full_cmd", request["cmd"])
         try:
             return await resource.dispatch_request(self, request)
         except CommandError as e:
-            return make_error_reply(command, e.reason)
+            return make_error_reply(request, e.reason)
         except Exception as e:
-            log.exception("[%s] resource %r failed on %r", self.sandbox_id, resource_name, command["cmd"])
-            reason = f"{command['cmd']} failed: {type(e).__name__}: {e}"
+            log.exception("[%s] resource %r failed on %r", self.sandbox_id, resource.name, full_cmd)
+            reason = f"{full_cmd} failed: {type(e).__name__}: {e}"
             self.log(reason, logging.ERROR)
-            return make_error_reply(command, reason)
+            return make_error_reply(request, reason)
