@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, TimeoutError
 
+from .aio import default_reactor
 from .brokers import Broker, Delivery
 from .errors import MessageError
 from .message import Message, TransportUserMessage
@@ -81,11 +82,10 @@ class TransportSide:
 
         :raises SendError: the broker did not answer within ``connect_timeout`` seconds.
         """
-        from twisted.internet import reactor
         from twisted.internet.defer import ensureDeferred
         # The broker retries for ever (right for a worker); a person at a terminal wants to know.
         connected = ensureDeferred(self.broker.connect())
-        connected.addTimeout(self.connect_timeout, reactor)
+        connected.addTimeout(self.connect_timeout, default_reactor())
         try:
             await connected
         except TimeoutError:
@@ -122,7 +122,6 @@ class TransportSide:
 
         :param wait: False publishes without waiting (a hang-up expects no answer).
         """
-        from twisted.internet import reactor
         message_id = message["message_id"]
         self._replies[message_id] = []
         waiter: Deferred[None] = Deferred()
@@ -132,7 +131,7 @@ class TransportSide:
         if not wait:
             self._waiting.pop(message_id, None)
             return result
-        waiter.addTimeout(timeout, reactor)
+        waiter.addTimeout(timeout, default_reactor())
         try:
             await waiter
         except TimeoutError:
