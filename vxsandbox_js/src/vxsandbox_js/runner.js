@@ -34,6 +34,12 @@ const vm = require('vm');
 const Module = require('module');
 const util = require('util');
 
+// Set up by the worker on the command line (--code-cache=DIR, --preload=JSON): compiled code
+// cached by the worker, and the app's modules loaded before any message. See those two files.
+const compileCache = require('./compile_cache.js');
+compileCache.start(process.argv);
+require('./preload.js')(process.argv);
+
 // How long a fatal error waits for the log resource to acknowledge the report before exiting.
 const FATAL_LOG_WAIT_MS = 2000;
 const READ_SIZE = 65536;
@@ -239,7 +245,7 @@ function Runner() {
         }
         self.app = {
             filename: filename,
-            script: new vm.Script(String(command.javascript || ''), {filename: filename}),
+            script: compileCache.script(String(command.javascript || ''), filename),
             context: function () {
                 if (makeContext === null) {
                     return {};
