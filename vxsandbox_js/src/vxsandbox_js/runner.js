@@ -37,8 +37,9 @@ const util = require('util');
 // Set up by the worker on the command line (--code-cache=DIR, --preload=JSON): compiled code
 // cached by the worker, and the app's modules loaded before any message. See those two files.
 const compileCache = require('./compile_cache.js');
+const preload = require('./preload.js');
 compileCache.start(process.argv);
-require('./preload.js')(process.argv);
+preload(process.argv);
 
 // How long a fatal error waits for the log resource to acknowledge the report before exiting.
 const FATAL_LOG_WAIT_MS = 2000;
