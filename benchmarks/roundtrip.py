@@ -156,7 +156,9 @@ function local(name, fields) {
         kv.set(fields.key, value);
         return {success: true, value: value};
     }
-    if (name === 'config.get') { return {success: true, value: config[fields.key] === undefined ? null : config[fields.key]}; }
+    if (name === 'config.get') {
+        return {success: true, value: config[fields.key] === undefined ? null : config[fields.key]};
+    }
     if (name.startsWith('log.') || name === 'metrics.fire') { return {success: true}; }
     return {success: false, reason: 'no stand-in for ' + name};
 }
