@@ -11,9 +11,23 @@
 // then gets a fresh vm context in which the app's code runs again, whose globals are a fresh
 // `api`, `console` (routed to the log resource, since stdout is the protocol channel), the timer
 // functions and whatever the trusted `app_context` expression gives (e.g. `{require: require}`).
-// So a warm runner serving many messages of one tenant carries no global state from one message
-// to the next; when the app calls `api.done()` its timers are cleared and its old `api` goes
-// quiet. Modules loaded through `require` stay cached for the process, as in any Node program.
+//
+// The runner exposes nothing of its own realm to the app (Node's `vm` is no security boundary
+// by itself: any object or function of the runner's realm leads to its `Function`, and from
+// there to `process`). The context is made from a null-prototype object, and `api`, `console`,
+// the timers, replies, errors and everything else the app touches are built by a bootstrap
+// evaluated inside the context. The only link back is one host function that takes and returns
+// primitives, never throws, and is never reachable by app code; the runner calls into the
+// context only with strings and numbers (replies and commands as JSON text), and what the app
+// throws is described as a string inside its own realm. Timers are the app realm's functions
+// whose real handles the runner keeps by number, so they die with the run. A warm runner
+// serving many messages of one tenant therefore carries no state from one message to the next.
+//
+// `app_context` is trusted configuration: what it hands over (`require`, `process`, modules)
+// belongs to the runner's realm and gives the app all of it, as the operator chose. Modules
+// loaded through `require` stay cached for the process, as in any Node program. For untrusted
+// code that is given `require`, the OS jail (`isolation: bwrap`) is the wall, not this runner.
+//
 // An uncaught exception or an unhandled promise rejection is logged through the `log` resource
 // and ends the process with exit status 1, so a broken app never waits for the worker's timeout.
 //
@@ -66,91 +80,547 @@ function writeAll(fd, buffer) {
     }
 }
 
-function writeCommand(command) {
+function writeLine(text) {
     // Synchronous, so nothing written is lost by a later process.exit.
-    writeAll(1, Buffer.from(JSON.stringify(command) + '\n', 'utf8'));
+    writeAll(1, Buffer.from(text + '\n', 'utf8'));
 }
 
-function SandboxApi(runner, session) {
-    const self = this;
+function writeCommand(command) {
+    writeLine(JSON.stringify(command));
+}
 
-    self.request = function (cmd, fields, callback) {
-        if (session.closed) {
+// Everything the app touches is made by this function, evaluated inside the app's own context
+// (its source is compiled once as a vm.Script and run in each new context), so every object,
+// function, reply and error the app can reach belongs to its own realm. Its one link to the
+// runner is `host(op, a, b, c)`: it takes and returns primitives only and never throws; it is
+// kept in this closure and never handed to app code, and neither is anything caught from it
+// (entering it on an exhausted stack throws the runner's RangeError, which is dropped here).
+// The runner calls in only with strings and numbers, and gets back undefined or a string: the
+// description of what the app threw. Nothing here may refer to the runner's variables.
+function bootstrap(host, runnerFile) {
+    'use strict';
+    const global = globalThis;
+    const apply = Reflect.apply;
+    const assign = Object.assign;
+    const create = Object.create;
+    const keys = Object.keys;
+    const getPrototypeOf = Object.getPrototypeOf;
+    const isArray = Array.isArray;
+    const stringify = JSON.stringify;
+    const parse = JSON.parse;
+    const toStr = String;
+    const toNum = Number;
+    const ErrorCtor = Error;
+    const RangeErrorCtor = RangeError;
+    const TypeErrorCtor = TypeError;
+    const DateCtor = Date;
+    const RegExpCtor = RegExp;
+    const dateToISO = Date.prototype.toISOString;
+    const regexpToString = RegExp.prototype.toString;
+    const symbolToString = Symbol.prototype.toString;
+    const errorToString = Error.prototype.toString;
+    const functionToString = Function.prototype.toString;
+    const split = String.prototype.split;
+    const indexOf = String.prototype.indexOf;
+    const replace = String.prototype.replace;
+    const join = Array.prototype.join;
+    const push = Array.prototype.push;
+    const test = RegExp.prototype.test;
+    const objectPrototype = Object.prototype;
+    const toInt = parseInt;
+    const toFloat = parseFloat;
+    const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+    const NODE_FRAME = /\(node:|at node:/;
+    const FORMAT = /%[sdifjoOc%]/g;
+    const TIMER_MAX = 2147483647;
+
+    function call(op, a, b, c) {
+        let result;
+        try {
+            result = host(op, a, b, c);
+        } catch {
+            throw new RangeErrorCtor('Maximum call stack size exceeded');
+        }
+        if (result === false) {
+            throw new RangeErrorCtor('Maximum call stack size exceeded');
+        }
+        if (result === undefined) {
+            throw new TypeErrorCtor('the runner refused ' + op + ': not a JSON object on one line');
+        }
+        return result;
+    }
+
+    // --- describing values (console lines, errors) -------------------------------------
+
+    function isError(value) {
+        for (let p = value; p !== null; p = getPrototypeOf(p)) {
+            if (p === ErrorCtor.prototype) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    function quote(text) {
+        return "'" + apply(replace, text, [/['\\\n]/g, function (c) { return c === '\n' ? '\\n' : '\\' + c; }]) + "'";
+    }
+
+    function primitive(value, nested) {
+        switch (typeof value) {
+        case 'string': return nested ? quote(value) : value;
+        case 'number': return value === 0 && 1 / value < 0 ? '-0' : toStr(value);
+        case 'bigint': return toStr(value) + 'n';
+        case 'symbol': return apply(symbolToString, value, []);
+        default: return toStr(value);
+        }
+    }
+
+    function inspect(value, depth, seen) {
+        if (value === null || (typeof value !== 'object' && typeof value !== 'function')) {
+            return primitive(value, depth > 0);
+        }
+        if (typeof value === 'function') {
+            const name = value.name;
+            const text = apply(functionToString, value, []);
+            const kind = apply(indexOf, text, ['class']) === 0 ? 'class' : 'Function';
+            return '[' + kind + (name ? ': ' + name : kind === 'class' ? ' (anonymous)' : ' (anonymous)') + ']';
+        }
+        if (isError(value)) {
+            const stack = value.stack;
+            return typeof stack === 'string' ? appFrames(stack) : apply(errorToString, value, []);
+        }
+        if (value instanceof DateCtor) {
+            return apply(dateToISO, value, []);
+        }
+        if (value instanceof RegExpCtor) {
+            return apply(regexpToString, value, []);
+        }
+        for (let i = 0; i < seen.length; i++) {
+            if (seen[i] === value) {
+                return '[Circular]';
+            }
+        }
+        const array = isArray(value);
+        const proto = getPrototypeOf(value);
+        let prefix = '';
+        if (proto === null) {
+            prefix = '[' + (array ? 'Array' : 'Object') + ': null prototype] ';
+        } else if (!array && proto !== objectPrototype) {
+            const ctor = proto.constructor;
+            prefix = (typeof ctor === 'function' && ctor.name ? ctor.name : 'Object') + ' ';
+        }
+        if (depth > 2) {
+            return array ? '[Array]' : '[' + (prefix ? apply(replace, prefix, [/ $/, '']) : 'Object') + ']';
+        }
+        const parts = [];
+        const names = keys(value);
+        apply(push, seen, [value]);
+        for (let i = 0; i < names.length; i++) {
+            const name = names[i];
+            const item = inspect(value[name], depth + 1, seen);
+            if (array && toStr(i) === name) {
+                apply(push, parts, [item]);
+            } else {
+                apply(push, parts, [(apply(test, IDENTIFIER, [name]) ? name : quote(name)) + ': ' + item]);
+            }
+        }
+        seen.length -= 1;
+        if (parts.length === 0) {
+            return prefix + (array ? '[]' : '{}');
+        }
+        const body = apply(join, parts, [', ']);
+        return prefix + (array ? '[ ' + body + ' ]' : '{ ' + body + ' }');
+    }
+
+    function safely(describe, value) {
+        try {
+            return describe(value);
+        } catch {
+            return '[a ' + typeof value + ' that could not be described]';
+        }
+    }
+
+    function inspectTop(value) {
+        return inspect(value, 0, []);
+    }
+
+    function inspectNested(value) {
+        return inspect(value, 1, []);
+    }
+
+    // The runner's own frames and Node's internals say nothing to the app's author.
+    function appFrames(stack) {
+        const lines = apply(split, stack, ['\n']);
+        const kept = [];
+        for (let i = 0; i < lines.length; i++) {
+            const line = lines[i];
+            if (apply(indexOf, line, [runnerFile]) < 0 && !apply(test, NODE_FRAME, [line])) {
+                apply(push, kept, [line]);
+            }
+        }
+        return apply(join, kept, ['\n']);
+    }
+
+    function describe(value) {
+        return safely(function (v) {
+            if (v !== null && (typeof v === 'object' || typeof v === 'function')) {
+                const stack = v.stack;
+                if (typeof stack === 'string') {
+                    return appFrames(stack);
+                }
+            }
+            return inspectTop(v);
+        }, value);
+    }
+
+    // util.format's rules: placeholders in a leading string, then the rest joined by spaces.
+    function format(args) {
+        let next = 0;
+        let text = '';
+        if (typeof args[0] === 'string' && args.length > 1) {
+            next = 1;
+            text = apply(replace, args[0], [FORMAT, function (spec) {
+                if (spec === '%%') {
+                    return '%';
+                }
+                if (next >= args.length) {
+                    return spec;
+                }
+                const arg = args[next];
+                next += 1;
+                switch (spec) {
+                case '%s':
+                    return typeof arg === 'string' ? arg : safely(inspectNested, arg);
+                case '%d':
+                    return typeof arg === 'bigint' ? arg + 'n' : typeof arg === 'symbol' ? 'NaN' : primitive(toNum(arg));
+                case '%i':
+                    return typeof arg === 'bigint' ? arg + 'n' : typeof arg === 'symbol' ? 'NaN' : toStr(toInt(arg, 10));
+                case '%f':
+                    return typeof arg === 'symbol' ? 'NaN' : toStr(toFloat(arg));
+                case '%j':
+                    return safely(stringify, arg);
+                case '%c':
+                    return '';
+                default:
+                    return safely(inspectNested, arg);
+                }
+            }]);
+        }
+        for (let i = next; i < args.length; i++) {
+            const arg = args[i];
+            const part = typeof arg === 'string' ? arg : safely(inspectTop, arg);
+            text = i === 0 ? part : text + ' ' + part;
+        }
+        return text;
+    }
+
+    // --- the api ---------------------------------------------------------------------------
+
+    const pending = create(null);
+    let doneRequested = false;
+    const api = {};
+
+    api.request = function (cmd, fields, callback) {
+        const command = assign({}, fields || {});
+        command.cmd = cmd;
+        command.reply = false;
+        delete command.cmd_id;
+        const id = call('send', stringify(command));
+        if (id === null) {
             // The run is over (the app called done); a late request belongs to no message.
             return null;
         }
-        const command = Object.assign({}, fields || {});
-        command.cmd = cmd;
-        command.cmd_id = runner.nextId();
-        command.reply = false;
         if (typeof callback === 'function') {
-            session.pending.set(command.cmd_id, callback);
+            pending[id] = callback;
         }
-        writeCommand(command);
-        return command.cmd_id;
+        return id;
     };
 
     function logger(level) {
         return function (msg, callback) {
-            return self.request('log.' + level, {msg: String(msg)}, callback);
+            return api.request('log.' + level, {msg: toStr(msg)}, callback);
         };
     }
 
-    self.log_debug = logger('debug');
-    self.log_info = logger('info');
-    self.log_warning = logger('warning');
-    self.log_error = logger('error');
-    self.log_critical = logger('critical');
-    self.log = function (msg, level, callback) {
-        return self.request('log.' + (level || 'info'), {msg: String(msg)}, callback);
+    api.log_debug = logger('debug');
+    api.log_info = logger('info');
+    api.log_warning = logger('warning');
+    api.log_error = logger('error');
+    api.log_critical = logger('critical');
+    api.log = function (msg, level, callback) {
+        return api.request('log.' + (level || 'info'), {msg: toStr(msg)}, callback);
     };
 
-    self.done = function () {
-        if (session.doneRequested) {
+    api.done = function () {
+        if (doneRequested) {
             return;
         }
-        session.doneRequested = true;
-        self.log_info('Done.', function () {
-            runner.finish(session);
-        });
+        doneRequested = true;
+        api.log_info('Done.', function () { call('done'); });
     };
 
     // The Vumi runners never answered commands without a handler; ending the run is kinder
     // than leaving it to the timeout, and apps (and the toolkit) replace this handler anyway.
-    self.on_unknown_command = function (command) {
-        self.log_warning('app has no handler for command ' + JSON.stringify(command.cmd) +
-                         '; ending the run', function () {
-            runner.finish(session);
-        });
+    api.on_unknown_command = function (command) {
+        api.log_warning('app has no handler for command ' + stringify(command.cmd) +
+                        '; ending the run', function () { call('done'); });
     };
+
+    function consoleMethod(log) {
+        return function () {
+            const args = [];
+            for (let i = 0; i < arguments.length; i++) {
+                args[i] = arguments[i];
+            }
+            log(format(args));
+        };
+    }
+
+    const console = {
+        log: consoleMethod(api.log_info),
+        info: consoleMethod(api.log_info),
+        debug: consoleMethod(api.log_debug),
+        warn: consoleMethod(api.log_warning),
+        error: consoleMethod(api.log_error),
+    };
+
+    // --- timers: the real ones are the runner's, keyed by number, and die with the run ---
+
+    const timers = create(null);
+    let lastTimer = 0;
+
+    function starter(kind) {
+        return function (callback, delay) {
+            if (typeof callback !== 'function') {
+                throw new TypeErrorCtor('The "callback" argument must be of type function. Received ' +
+                                        safely(inspectNested, callback));
+            }
+            const args = [];
+            for (let i = kind === 'm' ? 1 : 2; i < arguments.length; i++) {
+                apply(push, args, [arguments[i]]);
+            }
+            let ms = kind === 'm' ? 0 : toNum(delay);
+            if (!(ms >= 1 && ms <= TIMER_MAX)) {
+                ms = 1;
+            }
+            lastTimer += 1;
+            const id = lastTimer;
+            timers[id] = {callback: callback, args: args, repeat: kind === 'i'};
+            call('timer', kind, id, ms);
+            return id;
+        };
+    }
+
+    function clear(id) {
+        if (typeof id === 'number' && timers[id] !== undefined) {
+            delete timers[id];
+            call('clear', id);
+        }
+    }
+
+    global.api = api;
+    global.console = console;
+    global.setTimeout = starter('t');
+    global.setInterval = starter('i');
+    global.setImmediate = starter('m');
+    global.clearTimeout = clear;
+    global.clearInterval = clear;
+    global.clearImmediate = clear;
+
+    // --- entry points for the runner: strings and numbers in, undefined or a description out ---
+
+    function dispatch(line) {
+        try {
+            const command = parse(line);
+            let handler = api['on_' + apply(replace, command.cmd, [/[-.]/g, '_'])];
+            if (typeof handler !== 'function') {
+                handler = api.on_unknown_command;
+            }
+            if (typeof handler === 'function') {
+                const result = apply(handler, api, [command]);
+                if (result && typeof result.then === 'function') {
+                    result.then(null, function (err) {
+                        call('fail', 'app handler for ' + command.cmd + ' failed', describe(err));
+                    });
+                }
+            }
+            return undefined;
+        } catch (err) {
+            return describe(err);
+        }
+    }
+
+    function deliver(line) {
+        try {
+            const reply = parse(line);
+            const callback = pending[reply.cmd_id];
+            if (callback !== undefined) {
+                delete pending[reply.cmd_id];
+                apply(callback, api, [reply]);
+            }
+            return undefined;
+        } catch (err) {
+            return describe(err);
+        }
+    }
+
+    function fire(id) {
+        try {
+            const timer = timers[id];
+            if (timer !== undefined) {
+                if (!timer.repeat) {
+                    delete timers[id];
+                }
+                apply(timer.callback, undefined, timer.args);
+            }
+            return undefined;
+        } catch (err) {
+            return describe(err);
+        }
+    }
+
+    return {dispatch: dispatch, deliver: deliver, fire: fire, describe: describe};
 }
 
-// One run: the api, context, pending callbacks and timers of one inbound message or event.
-function Session(runner) {
-    this.pending = new Map();
-    this.timers = new Set();
-    this.doneRequested = false;
-    this.closed = false;
-    this.api = new SandboxApi(runner, this);
+// Compiled once; its frames carry the runner's file name, so error reports leave them out.
+const BOOTSTRAP = new vm.Script('(' + bootstrap.toString() + ')', {filename: __filename});
+
+// The runner's own errors (a broken app_context, a syntax error in the app) are formatted here;
+// the app's are formatted inside its realm.
+function describeOwn(err) {
+    if (err instanceof Error && typeof err.stack === 'string') {
+        return err.stack.split('\n').filter(function (frame) {
+            return frame.indexOf(__filename) < 0 && !/\(node:|at node:/.test(frame);
+        }).join('\n');
+    }
+    return util.inspect(err);
 }
+
+// One run: the context of one inbound message or event, with its own api, timers and pending
+// callbacks. Only its bridge to the runner and the entry points the bootstrap returned live here.
+function Session(runner) {
+    const self = this;
+    self.closed = false;
+    self.handles = new Map();
+    const sandbox = Object.create(null);
+    const context = vm.createContext(sandbox);
+    const install = BOOTSTRAP.runInContext(context);
+    const host = (op, a, b, c) => {
+        try {
+            return self.bridge(runner, op, a, b, c);
+        } catch (err) {
+            return false;
+        }
+    };
+    // An arrow function has no `prototype`; its own prototype becomes the app realm's
+    // Function.prototype, so even its `constructor` would lead nowhere.
+    Object.setPrototypeOf(host, Object.getPrototypeOf(install));
+    const entry = install(host, __filename);
+    // Called as plain functions, so not even `this` crosses into the app's realm.
+    const dispatch = entry.dispatch;
+    const deliver = entry.deliver;
+    const fire = entry.fire;
+    const describe = entry.describe;
+    self.dispatch = (line) => dispatch(line);
+    self.deliver = (line) => deliver(line);
+    self.fire = (id) => fire(id);
+    self.describe = (value) => describe(value);
+    self.sandbox = sandbox;
+    self.context = context;
+}
+
+Session.prototype.bridge = function (runner, op, a, b, c) {
+    if (op === 'send') {
+        if (typeof a !== 'string' || a.charCodeAt(0) !== 123 || a.charCodeAt(a.length - 1) !== 125 ||
+                a.indexOf('\n') >= 0) {
+            return undefined;
+        }
+        if (this.closed) {
+            return null;
+        }
+        const id = runner.nextId();
+        writeLine('{"cmd_id":"' + id + '"' + (a.length > 2 ? ',' : '') + a.slice(1));
+        return id;
+    }
+    if (op === 'timer' && typeof b === 'number' && typeof c === 'number') {
+        if (this.closed) {
+            return true;
+        }
+        let handle;
+        if (a === 't') {
+            handle = setTimeout(fireTimer, c, runner, this, b);
+        } else if (a === 'i') {
+            handle = setInterval(fireTimer, c, runner, this, b);
+        } else if (a === 'm') {
+            handle = setImmediate(fireTimer, runner, this, b);
+        } else {
+            return undefined;
+        }
+        this.handles.set(b, {handle: handle, kind: a});
+        return true;
+    }
+    if (op === 'clear' && typeof a === 'number') {
+        this.stopTimer(a);
+        return true;
+    }
+    if (op === 'done') {
+        runner.finish(this);
+        return true;
+    }
+    if (op === 'fail' && typeof a === 'string' && typeof b === 'string') {
+        runner.fail(a, b);
+        return true;
+    }
+    return undefined;
+};
+
+Session.prototype.stopTimer = function (id) {
+    const timer = this.handles.get(id);
+    if (timer !== undefined) {
+        this.handles.delete(id);
+        if (timer.kind === 'm') {
+            clearImmediate(timer.handle);
+        } else {
+            clearTimeout(timer.handle);
+        }
+    }
+};
 
 Session.prototype.close = function () {
     this.closed = true;
-    this.pending.clear();
-    this.timers.forEach(function (timer) {
-        clearTimeout(timer);
-        clearInterval(timer);
-        clearImmediate(timer);
+    this.handles.forEach(function (timer) {
+        if (timer.kind === 'm') {
+            clearImmediate(timer.handle);
+        } else {
+            clearTimeout(timer.handle);
+        }
     });
-    this.timers.clear();
+    this.handles.clear();
 };
+
+function fireTimer(runner, session, id) {
+    if (session.closed) {
+        return;
+    }
+    const timer = session.handles.get(id);
+    if (timer !== undefined && timer.kind !== 'i') {
+        session.handles.delete(id);
+    }
+    const problem = session.fire(id);
+    if (typeof problem === 'string') {
+        runner.fail('uncaught exception in app', problem);
+    }
+}
 
 function Runner() {
     const self = this;
     let lastId = 0;
     self.app = null;
     self.session = null;
+    // The latest session's describe, for what reaches the process's error events.
+    self.describe = null;
     self.failing = false;
+    self.fatalId = null;
     self.queued = [];
 
     self.nextId = function () {
@@ -158,12 +628,9 @@ function Runner() {
         return String(lastId);
     };
 
-    // A session for messages about the runner itself (load errors) before any run began.
-    self.currentApi = function () {
-        if (self.session === null) {
-            self.session = new Session(self);
-        }
-        return self.session.api;
+    // A message about the runner itself, not part of any run.
+    self.warn = function (msg) {
+        writeCommand({cmd: 'log.warning', cmd_id: self.nextId(), reply: false, msg: msg});
     };
 
     self.finish = function (session) {
@@ -177,59 +644,33 @@ function Runner() {
         writeCommand({cmd: 'js.done', cmd_id: self.nextId(), reply: false});
     };
 
-    self.fail = function (what, err) {
+    // Reports `what: detail` (both strings) through the log and exits 1 once it is acknowledged.
+    self.fail = function (what, detail) {
         if (self.failing) {
             return;
         }
         self.failing = true;
-        let detail;
-        if (err && typeof err.stack === 'string') {
-            // The runner's own frames and Node's internals say nothing to the app's author.
-            detail = err.stack.split('\n').filter(function (frame) {
-                return frame.indexOf(__filename) < 0 && !/\(node:|at node:/.test(frame);
-            }).join('\n');
-        } else {
-            detail = util.inspect(err);
-        }
-        const exit = function () { process.exit(1); };
-        const timer = setTimeout(exit, FATAL_LOG_WAIT_MS);
+        const timer = setTimeout(function () { process.exit(1); }, FATAL_LOG_WAIT_MS);
         timer.unref();
-        const api = self.session !== null && !self.session.closed ? self.session.api : new Session(self).api;
-        api.log_error(what + ': ' + detail, exit);
+        self.fatalId = self.nextId();
+        writeCommand({cmd: 'log.error', cmd_id: self.fatalId, reply: false, msg: what + ': ' + detail});
     };
 
-    function makeConsole(api) {
-        function line(args) {
-            return util.format.apply(util, args);
+    // A value thrown at the process's error events: one of the runner's own errors, or the
+    // app's (from a promise job, or from something app_context handed over), described in
+    // the app's realm so that none of its hooks runs with the runner's objects.
+    self.failValue = function (what, value) {
+        let detail;
+        if (value instanceof Error) {
+            detail = describeOwn(value);
+        } else {
+            detail = self.describe !== null ? self.describe(value) : undefined;
+            if (typeof detail !== 'string') {
+                detail = 'a value of type ' + typeof value;
+            }
         }
-        return {
-            log: function () { api.log_info(line(arguments)); },
-            info: function () { api.log_info(line(arguments)); },
-            debug: function () { api.log_debug(line(arguments)); },
-            warn: function () { api.log_warning(line(arguments)); },
-            error: function () { api.log_error(line(arguments)); },
-        };
-    }
-
-    // Timer functions whose handles die with the session, so a timer set while handling one
-    // message never fires into the next.
-    function sessionTimers(session) {
-        function track(start) {
-            return function () {
-                const handle = start.apply(null, arguments);
-                session.timers.add(handle);
-                return handle;
-            };
-        }
-        return {
-            setTimeout: track(setTimeout),
-            setInterval: track(setInterval),
-            setImmediate: track(setImmediate),
-            clearTimeout: clearTimeout,
-            clearInterval: clearInterval,
-            clearImmediate: clearImmediate,
-        };
-    }
+        self.fail(what, detail);
+    };
 
     self.load = function (command) {
         const filename = typeof command.filename === 'string' && command.filename
@@ -249,7 +690,7 @@ function Runner() {
             script: compileCache.script(String(command.javascript || ''), filename),
             context: function () {
                 if (makeContext === null) {
-                    return {};
+                    return null;
                 }
                 const extra = makeContext(appRequire, filename, path.dirname(filename));
                 if (extra === null || typeof extra !== 'object') {
@@ -262,83 +703,88 @@ function Runner() {
         self.app.context();
     };
 
-    // Start a run: a fresh context in which the app's code runs, with a fresh api.
+    // Start a run: a fresh context in which the app's code runs, with a fresh api. Returns the
+    // session, or the description of what the app threw while loading.
     self.begin = function () {
-        const session = self.session !== null && !self.session.closed ? self.session : new Session(self);
+        const extra = self.app.context();
+        const session = new Session(self);
         self.session = session;
-        const globals = Object.assign({console: makeConsole(session.api)}, sessionTimers(session));
-        Object.assign(globals, self.app.context());
-        globals.api = session.api;
-        vm.createContext(globals);
-        self.app.script.runInContext(globals);
+        self.describe = session.describe;
+        if (extra !== null) {
+            // Operator-trusted: whatever app_context hands over is the operator's choice.
+            Object.keys(extra).forEach(function (name) {
+                if (name !== 'api') {
+                    session.sandbox[name] = extra[name];
+                }
+            });
+        }
+        try {
+            self.app.script.runInContext(session.context, {displayErrors: false});
+        } catch (err) {
+            return session.describe(err);
+        }
         return session;
     };
 
-    self.dispatch = function (command) {
-        const session = self.begin();
-        const api = session.api;
-        const name = 'on_' + command.cmd.replace(/[-.]/g, '_');
-        let handler = api[name];
-        if (typeof handler !== 'function') {
-            handler = api.on_unknown_command;
+    self.dispatch = function (command, line) {
+        let problem;
+        try {
+            const session = self.begin();
+            problem = typeof session === 'string' ? session : session.dispatch(line);
+        } catch (err) {
+            problem = describeOwn(err);
         }
-        if (typeof handler === 'function') {
-            const result = handler.call(api, command);
-            if (result && typeof result.then === 'function') {
-                result.then(null, function (err) { self.fail('app handler for ' + command.cmd + ' failed', err); });
-            }
+        if (typeof problem === 'string') {
+            self.fail('app handler for ' + command.cmd + ' failed', problem);
         }
     };
 
-    self.reply = function (reply) {
+    self.reply = function (command, line) {
+        if (command.cmd_id === self.fatalId) {
+            process.exit(1);
+        }
         const session = self.session;
-        if (session === null) {
+        if (session === null || session.closed) {
             return;
         }
-        const callback = session.pending.get(reply.cmd_id);
-        if (callback === undefined) {
-            return;
+        const problem = session.deliver(line);
+        if (typeof problem === 'string') {
+            self.fail('app callback for ' + command.cmd + ' failed', problem);
         }
-        session.pending.delete(reply.cmd_id);
-        callback.call(session.api, reply);
     };
 
-    self.handle = function (command) {
+    self.handle = function (command, line) {
+        if (command.reply === true) {
+            self.reply(command, line);
+            return;
+        }
+        if (self.failing) {
+            // Only the reply to the fatal error report matters now.
+            return;
+        }
         if (command.cmd === 'exit') {
             process.exit(0);
-        }
-        if (command.reply === true) {
-            self.reply(command);
-            return;
         }
         if (self.app === null) {
             if (command.cmd === 'initialize') {
                 try {
                     self.load(command);
                 } catch (err) {
-                    self.fail('app failed to load', err);
+                    self.fail('app failed to load', describeOwn(err));
                     return;
                 }
                 const queued = self.queued;
                 self.queued = [];
-                queued.forEach(self.safeDispatch);
+                queued.forEach(function (item) { self.dispatch(item[0], item[1]); });
             } else {
-                self.queued.push(command);
+                self.queued.push([command, line]);
             }
             return;
         }
         if (command.cmd === 'initialize') {
             return;
         }
-        self.safeDispatch(command);
-    };
-
-    self.safeDispatch = function (command) {
-        try {
-            self.dispatch(command);
-        } catch (err) {
-            self.fail('app handler for ' + command.cmd + ' failed', err);
-        }
+        self.dispatch(command, line);
     };
 
     self.lineReceived = function (line) {
@@ -349,29 +795,17 @@ function Runner() {
         try {
             command = JSON.parse(line);
         } catch (err) {
-            self.currentApi().log_warning('runner received a line that is not JSON, ignored: ' + line.slice(0, 200));
+            self.warn('runner received a line that is not JSON, ignored: ' + line.slice(0, 200));
             return;
         }
         if (command === null || typeof command !== 'object' || typeof command.cmd !== 'string') {
-            self.currentApi().log_warning('runner received a line that is not a command, ignored: ' +
-                                          line.slice(0, 200));
+            self.warn('runner received a line that is not a command, ignored: ' + line.slice(0, 200));
             return;
         }
-        if (self.failing) {
-            // Only the reply to the fatal error report matters now.
-            if (command.reply === true) {
-                self.reply(command);
-            }
-            return;
-        }
-        try {
-            self.handle(command);
-        } catch (err) {
-            self.fail('app callback for ' + command.cmd + ' failed', err);
-        }
+        self.handle(command, line);
     };
 
-    // Chunks of a line not yet ended: only each new chunk is searched for a newline, so a
+// Chunks of a line not yet ended: only each new chunk is searched for a newline, so a
     // line of many megabytes costs time in proportion to its length, not its square. Lines
     // are cut at the newline byte, which never occurs inside a UTF-8 sequence, and decoded whole.
     let partial = [];
@@ -434,8 +868,10 @@ function Runner() {
 
     self.run = function () {
         readInput();
-        process.on('uncaughtException', function (err) { self.fail('uncaught exception in app', err); });
-        process.on('unhandledRejection', function (err) { self.fail('unhandled promise rejection in app', err); });
+        process.on('uncaughtException', function (err) { self.failValue('uncaught exception in app', err); });
+        process.on('unhandledRejection', function (err) {
+            self.failValue('unhandled promise rejection in app', err);
+        });
     };
 }
 
