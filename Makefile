@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DISTS := vxsandbox_core vxsandbox_resources_log vxsandbox_resources_outbound vxsandbox_resources_kv \
-         vxsandbox_resources_http vxsandbox_js
+         vxsandbox_resources_http vxsandbox_resources_contacts vxsandbox_js
 PKG_FILES := $(foreach d,$(DISTS),$(d)/pyproject.toml)
 NPM_APPS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json))
 
@@ -35,7 +35,7 @@ lint: $(VENV)/.installed
 
 ## One environment per distribution, each with only that distribution installed.
 tox: $(VENV)/.installed npm services
-	$(VENV)/bin/tox -p 2 -e core,resources_log,resources_outbound,resources_kv,resources_http,js
+	$(VENV)/bin/tox -p 2 -e core,resources_log,resources_outbound,resources_kv,resources_http,resources_contacts,js
 
 ## Tools the ecosystem tests and the docs need: building and checking distributions, MkDocs.
 $(VENV)/.tools: $(VENV)/.installed

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: the import packages whose config classes and plugins the docs describe
 PACKAGES = ["vxsandbox_core", "vxsandbox_resources_kv", "vxsandbox_resources_http", "vxsandbox_resources_log",
-            "vxsandbox_resources_outbound", "vxsandbox_js"]
+            "vxsandbox_resources_outbound", "vxsandbox_resources_contacts", "vxsandbox_js"]
 
 #: generated page -> (title, README it is made from); the README's own title is replaced
 README_PAGES = {
@@ -29,6 +29,8 @@ README_PAGES = {
     "resources/http.md": ("http: HTTP client", "vxsandbox_resources_http/README.md"),
     "resources/log.md": ("log: app logging", "vxsandbox_resources_log/README.md"),
     "resources/outbound.md": ("outbound: sending messages", "vxsandbox_resources_outbound/README.md"),
+    "resources/contacts.md": ("contacts, groups and optout: Vumi Go's address book",
+                              "vxsandbox_resources_contacts/README.md"),
     "resources/js.md": ("JavaScript workers and the js resource", "vxsandbox_js/README.md"),
     "changelog.md": ("Changelog", "CHANGELOG.md"),
 }

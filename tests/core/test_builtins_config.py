@@ -40,12 +40,12 @@ class ConfigResourceTests(TestCase):
         reply = await get(resource, key="config")
         assert json.loads(reply["value"]) == values["config"]
 
-    async def test_missing_key_is_an_error_reply(self) -> None:
-        """Asking for a key that is not configured fails the request, naming the key."""
+    async def test_missing_key_is_null(self) -> None:
+        """A key that is not configured succeeds with a null value, as Vumi Go and the toolkit's dummy did."""
         resource = ConfigResource("config", None, {"cls": "config", "values": {"a": "1"}})
-        reply = await get(resource, key="nope")
-        assert reply["success"] is False
-        assert "'nope'" in reply["reason"]
+        reply = await get(resource, key="translation.en")
+        assert reply["success"] is True
+        assert "value" in reply and reply["value"] is None
 
     async def test_non_string_key_is_an_error_reply(self) -> None:
         """A request whose key is not a string fails with a reason."""

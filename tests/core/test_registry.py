@@ -42,6 +42,10 @@ def test_worker_resolves_by_legacy_name(name):
     ("vxsandbox.resources.logging.LoggingResource", "vxsandbox-resources-log"),
     ("vxsandbox.resources.outbound.OutboundResource", "vxsandbox-resources-outbound"),
     ("kv", "vxsandbox-resources-kv"),
+    ("go.apps.jsbox.contacts.ContactsResource", "vxsandbox-resources-contacts"),
+    ("go.apps.jsbox.contacts.GroupsResource", "vxsandbox-resources-contacts"),
+    ("go.apps.jsbox.optout.OptoutResource", "vxsandbox-resources-contacts"),
+    ("contacts", "vxsandbox-resources-contacts"),
 ])
 def test_missing_distribution_is_named(monkeypatch, name, dist):
     """A name whose plugin is not installed says which distribution to pip install."""

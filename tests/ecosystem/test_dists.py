@@ -13,7 +13,7 @@ from .conftest import EXAMPLE, Built, Venv
 pytestmark = pytest.mark.slow
 
 DISTS = ["vxsandbox", "vxsandbox-core", "vxsandbox-resources-kv", "vxsandbox-resources-http",
-         "vxsandbox-resources-log", "vxsandbox-resources-outbound", "vxsandbox-js"]
+         "vxsandbox-resources-log", "vxsandbox-resources-outbound", "vxsandbox-resources-contacts", "vxsandbox-js"]
 
 
 def write_config(folder: Path, body: str) -> Path:
@@ -31,14 +31,14 @@ def resources_table(venv: Venv) -> dict[str, str]:
 
 
 def test_build_dists_passes_twine_check(built: Built) -> None:
-    """scripts/build-dists builds an sdist and a wheel of all seven and twine check --strict passes them all."""
+    """scripts/build-dists builds an sdist and a wheel of all eight and twine check --strict passes them all."""
     names = sorted(p.name for p in built.folder.iterdir() if p.name.startswith("vxsandbox"))
-    assert len(names) == 14, names
+    assert len(names) == 16, names
     for dist in DISTS:
         stem = dist.replace("-", "_")
         assert f"{stem}-0.1.0.tar.gz" in names or any(n.startswith(stem + "-") for n in names)
         assert built.wheel(dist).exists()
-    assert built.output.count("PASSED") == 14, built.output
+    assert built.output.count("PASSED") == 16, built.output
     assert "FAILED" not in built.output and "WARNING" not in built.output
 
 
@@ -73,13 +73,14 @@ sandbox:
 
 
 def test_everything(built: Built, fresh_venv: Venv, tmp_path: Path) -> None:
-    """The meta-distribution with its six siblings: every plugin is listed and resources answer a real child."""
+    """The meta-distribution with its seven siblings: every plugin is listed and resources answer a real child."""
     fresh_venv.pip_install(*built.wheels())
     assert set(DISTS) <= fresh_venv.distributions()
     table = resources_table(fresh_venv)
     for name, dist in [("resource kv", "vxsandbox-resources-kv"), ("resource http", "vxsandbox-resources-http"),
                        ("resource log", "vxsandbox-resources-log"),
                        ("resource outbound", "vxsandbox-resources-outbound"), ("resource js", "vxsandbox-js"),
+                       ("resource contacts", "vxsandbox-resources-contacts"),
                        ("worker js-standalone", "vxsandbox-js"), ("resource config", "vxsandbox-core")]:
         assert table[name] == dist
     replies = fresh_venv.probe(

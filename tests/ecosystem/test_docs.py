@@ -147,7 +147,8 @@ def test_resource_pages_come_from_the_readmes(site: Path) -> None:
     """Each resource page carries its distribution README's command sections."""
     for page, readme in [("resources/kv", "vxsandbox_resources_kv"), ("resources/log", "vxsandbox_resources_log"),
                          ("resources/outbound", "vxsandbox_resources_outbound"),
-                         ("resources/http", "vxsandbox_resources_http")]:
+                         ("resources/http", "vxsandbox_resources_http"),
+                         ("resources/contacts", "vxsandbox_resources_contacts")]:
         headings = re.findall(r"^##+ (.+)$", (ROOT / readme / "README.md").read_text(), re.M)
         built = page_text(site, page)
         for heading in headings:

@@ -16,7 +16,8 @@ import tomllib
 from .conftest import ROOT
 
 PROJECTS = ["."] + ["vxsandbox_core", "vxsandbox_resources_kv", "vxsandbox_resources_http",
-                    "vxsandbox_resources_log", "vxsandbox_resources_outbound", "vxsandbox_js"]
+                    "vxsandbox_resources_log", "vxsandbox_resources_outbound", "vxsandbox_resources_contacts",
+                    "vxsandbox_js"]
 
 
 def bump_version() -> ModuleType:
@@ -50,7 +51,7 @@ def test_bump_rewrites_every_copy(tmp_path: Path) -> None:
     shutil.copy(ROOT / "VERSION", tmp_path / "VERSION")
     assert module.mismatches(tmp_path, "0.2.0rc1")
     changed = module.write(tmp_path, "0.2.0rc1")
-    assert len(changed) == len(PROJECTS) * 2 - 1  # six __init__.py, six sibling pyprojects, the root one
+    assert len(changed) == len(PROJECTS) * 2 - 1  # seven __init__.py, seven sibling pyprojects, the root one
     assert module.mismatches(tmp_path, "0.2.0rc1") == []
     assert module.read_version(tmp_path) == "0.2.0rc1"
     root = (tmp_path / "pyproject.toml").read_text()
@@ -75,7 +76,7 @@ def test_changelog_starts_with_the_current_version() -> None:
 
 
 def test_every_distribution_has_complete_metadata() -> None:
-    """Description, readme, license, classifiers, keywords and project URLs are set for all seven."""
+    """Description, readme, license, classifiers, keywords and project URLs are set for all eight."""
     for project in PROJECTS:
         meta = tomllib.loads((ROOT / project / "pyproject.toml").read_text())["project"]
         where = f"{project}/pyproject.toml"

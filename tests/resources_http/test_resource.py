@@ -45,6 +45,25 @@ class CommandTests(ServerTestCase):
         self.assertEqual(reply["headers"]["Content-Type"], ["application/json"])
         self.assertNotIn("Content-Encoding", reply["headers"])
 
+    async def test_requests_leave_no_factory_lines_in_the_log(self) -> None:
+        """A request logs no Twisted "Starting factory" / "Stopping factory" lines (noise for an operator)."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            events.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/echo")}])
+        self.assertTrue(reply["success"], reply)
+        await deferLater(reactor, 0, lambda: None)
+        noisy = [e for e in events if "factory" in e.lower()]
+        self.assertEqual(noisy, [])
+        # the observer did see the run, so an empty list is not a deaf observer
+        self.assertTrue(events)
+
     async def test_every_method_reaches_the_server(self) -> None:
         """get, head, post, put, patch and delete each arrive as their HTTP method, with their body."""
         methods = ["get", "head", "post", "put", "patch", "delete"]

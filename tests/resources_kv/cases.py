@@ -204,7 +204,7 @@ class KVCommandCases(KVWorkerMixin):
         assert replies[2]["success"] is False and replies[2]["reason"].startswith("Too many keys")
 
     async def test_warning_past_the_soft_limit_reaches_owner_and_operator(self) -> None:
-        """Each new key past keys_per_user_soft logs a warning to the app owner and the operator log."""
+        """Crossing keys_per_user_soft logs one warning (tenant, count, limit) to the owner and the operator."""
         worker = await self.make_worker(keys_per_user_hard=5, keys_per_user_soft=3)
         with self.assertLogs("vxsandbox.sandbox", logging.WARNING) as operator:  # type: ignore[attr-defined]
             replies = await self.run_child(worker, [{"cmd": "kv.set", "key": f"k{i}", "value": i} for i in range(5)]
@@ -213,11 +213,21 @@ class KVCommandCases(KVWorkerMixin):
         assert [r["success"] for r in replies] == [True] * 6 + [False]
         owner = warnings_in(self.owner_log(worker))
         soft = [w for w in owner if "soft limit" in w]
-        assert len(soft) == 2, owner
-        assert "now has 4 keys" in soft[0] and "past the soft limit of 3" in soft[0]
-        assert "now has 5 keys" in soft[1]
+        assert len(soft) == 1, owner
+        assert "'tenant-a'" in soft[0] and "now has 4 keys" in soft[0] and "soft limit of 3" in soft[0]
+        assert "hard limit of 5" in soft[0]
         assert any("Too many keys" in w for w in owner)
-        assert sum("soft limit" in line for line in operator.output) == 2
+        assert sum("soft limit" in line for line in operator.output) == 1
+
+    async def test_soft_limit_warns_again_after_falling_back_below_it(self) -> None:
+        """Dropping back to the soft limit and crossing it again is a new crossing with its own warning."""
+        worker = await self.make_worker(keys_per_user_hard=5, keys_per_user_soft=2)
+        await self.run_child(worker, [{"cmd": "kv.set", "key": f"k{i}", "value": i} for i in range(4)]
+                             + [{"cmd": "kv.delete", "key": "k3"}, {"cmd": "kv.delete", "key": "k2"},
+                                {"cmd": "kv.set", "key": "k2", "value": 2}, {"cmd": "kv.set", "key": "k3", "value": 3}])
+        soft = [w for w in warnings_in(self.owner_log(worker)) if "soft limit" in w]
+        assert len(soft) == 2, soft
+        assert all("now has 3 keys" in w for w in soft)
 
     async def test_deprecated_keys_per_user_still_limits(self) -> None:
         """keys_per_user still sets the hard limit, with a deprecation warning in the log."""

@@ -110,15 +110,17 @@ class MemoryResourceClockTests(SynchronousTestCase):
         assert call(cmd="get", key="k")["value"] is None
 
     def test_soft_warning_goes_to_the_api(self) -> None:
-        """Past the soft limit the warning is reported through the run's api, once per new key."""
+        """Crossing the soft limit is reported through the run's api once, not again for later keys."""
         resource = RedisResource("kv", FakeWorker(Clock()),
-                                 {"cls": "kv", "backend": "memory", "keys_per_user_hard": 3})
+                                 {"cls": "kv", "backend": "memory", "keys_per_user_hard": 3,
+                                  "keys_per_user_soft": 1})
         api = FakeSandboxApi(sandbox_id="s")
         for key in ("a", "b", "c", "c"):
             self.successResultOf(resource.dispatch_request(api, {"cmd": "set", "cmd_id": "1", "key": key,
                                                                  "value": 1}))
         assert [msg for _, msg in api.logs] == [
-            "kv: the sandbox now has 3 keys (after adding 'c'), past the soft limit of 2; at 3 new keys fail"]
+            "kv: sandbox 's' now has 2 keys (after adding 'b'), past the soft limit of 1 (keys_per_user_soft); "
+            "at the hard limit of 3 (keys_per_user_hard) new keys fail"]
         failure = self.failureResultOf(resource.dispatch_request(
             api, {"cmd": "set", "cmd_id": "1", "key": "d", "value": 1}), CommandError)
         assert failure.value.reason == ("Too many keys: the sandbox already has 3 keys and may have at most 3 "

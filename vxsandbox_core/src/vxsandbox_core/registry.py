@@ -29,6 +29,9 @@ DISTRIBUTIONS: dict[tuple[str, str], str] = {
     (RESOURCES_GROUP, "http"): "vxsandbox-resources-http",
     (RESOURCES_GROUP, "log"): "vxsandbox-resources-log",
     (RESOURCES_GROUP, "outbound"): "vxsandbox-resources-outbound",
+    (RESOURCES_GROUP, "contacts"): "vxsandbox-resources-contacts",
+    (RESOURCES_GROUP, "groups"): "vxsandbox-resources-contacts",
+    (RESOURCES_GROUP, "optout"): "vxsandbox-resources-contacts",
     (RESOURCES_GROUP, "js"): "vxsandbox-js",
     (RESOURCES_GROUP, "config"): "vxsandbox-core",
     (RESOURCES_GROUP, "metrics"): "vxsandbox-core",
@@ -68,6 +71,10 @@ def _legacy_table() -> dict[str, tuple[str, str]]:
         table["vumi.application.sandbox." + tail.rsplit(".", 1)[1]] = (RESOURCES_GROUP, name)
     for tail, name in _LEGACY_WORKERS.items():
         table["vumi.application.sandbox." + tail.rsplit(".", 1)[1]] = (WORKERS_GROUP, name)
+    # Vumi Go's own resources (the module is opt_out.py; configs also say optout.OptoutResource).
+    for name, tail in [("contacts", "contacts.ContactsResource"), ("groups", "contacts.GroupsResource"),
+                       ("optout", "optout.OptoutResource"), ("optout", "opt_out.OptOutResource")]:
+        table["go.apps.jsbox." + tail] = (RESOURCES_GROUP, name)
     return table
 
 

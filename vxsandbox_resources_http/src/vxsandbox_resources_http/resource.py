@@ -21,7 +21,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent
+from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 
 from vxsandbox_core.dispatch import CommandError
@@ -228,6 +228,16 @@ def _timed_out(result: Any, timeout: float) -> Any:
     return result
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    # A factory per connection, each logging "Starting factory" and "Stopping
+    # factory" at INFO: two lines per app request that tell an operator nothing.
+    noisy = False
+
+
+class _QuietConnectionPool(HTTPConnectionPool):
+    _factory = _QuietClientFactory
+
+
 class HttpClientResource(SandboxResource):
     """Makes HTTP requests for the sandbox (the seed's ``HttpClientResource``), to guarded destinations only.
 
@@ -260,7 +270,7 @@ class HttpClientResource(SandboxResource):
     async def _perform(self, request: HttpRequest) -> tuple[Any, bytes]:
         factory = GuardedEndpointFactory(self.reactor, self.resolver, self.guard, request.tls)
         # No connection reuse: each request's TLS settings and guard decision are its own.
-        pool = HTTPConnectionPool(self.reactor, persistent=False)
+        pool = _QuietConnectionPool(self.reactor, persistent=False)
         agent: Any = Agent.usingEndpointFactory(self.reactor, factory, pool=pool)
         if self.options.follow_redirects:
             agent = RedirectAgent(agent, redirectLimit=self.options.max_redirects)

@@ -103,8 +103,8 @@ class KVConfig(Config):
         Field("keys_per_user_hard", (int,), "most keys one sandbox_id may hold; a new key past it fails "
               "with 'Too many keys'", 100, _positive_int),
         Field("keys_per_user", (int,), "deprecated synonym of keys_per_user_hard", None, _positive_int),
-        Field("keys_per_user_soft", (int, type(None)), "key count past which every new key logs a warning "
-              "(default 80% of keys_per_user_hard)", None, _positive_int),
+        Field("keys_per_user_soft", (int, type(None)), "key count whose crossing logs one warning to the "
+              "operator and the owner (default 80% of keys_per_user_hard)", None, _positive_int),
         Field("max_key_length", (int,), "most bytes (UTF-8) in a key", 1 * KiB, _positive_int),
         Field("max_value_size", (int,), "most bytes in a value, serialised as JSON", 256 * KiB, _positive_int),
     )

@@ -171,9 +171,12 @@ class RedisResource(SandboxResource):
 
     def _warn_past_soft(self, api: SandboxApi, key: str, result: WriteResult) -> None:
         soft = self.options.keys_per_user_soft
-        if result.created and result.count > soft:
-            api.report(f"kv: the sandbox now has {result.count} keys (after adding {key!r}), past the soft "
-                       f"limit of {soft}; at {self.options.keys_per_user_hard} new keys fail", logging.WARNING)
+        # Only the write that takes the count from soft to soft + 1 warns: toolkit apps add a
+        # key per end user, so a warning per key past the mark would flood both logs.
+        if result.created and result.count == soft + 1:
+            api.report(f"kv: sandbox {api.sandbox_id!r} now has {result.count} keys (after adding {key!r}), "
+                       f"past the soft limit of {soft} (keys_per_user_soft); at the hard limit of "
+                       f"{self.options.keys_per_user_hard} (keys_per_user_hard) new keys fail", logging.WARNING)
 
 
 def _is_int(value: Any) -> bool:

@@ -38,8 +38,10 @@ class ConfigResourceConfig(Config):
 class ConfigResource(SandboxResource):
     """Resource ``config``: command ``get`` with ``key`` replies with ``value`` (a string).
 
-    A key that is in neither ``values`` nor ``keys`` gets a failed reply
-    whose reason names it.
+    A key that is in neither ``values`` nor ``keys`` succeeds with a null
+    ``value``, as Vumi Go and the toolkit's dummy config did: toolkit apps
+    ask for optional keys (``translation.<lang>`` on every message once a
+    user picked a language) and treat null as "not set".
     """
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
@@ -67,10 +69,8 @@ class ConfigResource(SandboxResource):
                                   f"cannot read {path!r}: {e.strerror or e}") from None
 
     def handle_get(self, api: SandboxApi, command: Command) -> Command:
-        """Reply with the value of ``key``."""
+        """Reply with the value of ``key``, null when it is not configured."""
         key = command.get("key")
         if not isinstance(key, str):
             raise CommandError(f"'key' must be a string, got {key!r}")
-        if key not in self.values:
-            raise CommandError(f"no config value for key {key!r}")
-        return self.reply(command, value=self.values[key])
+        return self.reply(command, value=self.values.get(key))
