@@ -100,3 +100,68 @@ class PreloadTests(TestCase):
         lines = [m for m in worker.resources.resources["log"].messages() if m.startswith("loads ")]
         self.assertEqual(lines, ["loads 1 previous none", "loads 1 previous none",
                                  "loads 1 previous secret-of-t1", "loads 1 previous none"])
+
+
+#: An app that says which version of its code ran.
+VERSIONED_APP = """
+api.on_inbound_message = function (command) {
+    var self = this;
+    self.log_info('version %s', function () { self.done(); });
+};
+"""
+#: Trusted context that says on stderr when it is evaluated (a spare's only output before a run).
+LOUD_CONTEXT = "(require('process').stderr.write('context evaluated\\n'), {require: require})"
+
+
+async def until_prestart_output(spare, size: int) -> None:
+    deadline = time.monotonic() + 30
+    while spare._prestart_received < size:
+        assert time.monotonic() < deadline, "the spare said nothing before its first message"
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+class PrepareTests(TestCase):
+    def app(self, source: str) -> str:
+        root = self.mktemp()
+        os.makedirs(root)
+        path = os.path.join(root, "app.js")
+        with open(path, "w") as f:
+            f.write(source)
+        return path
+
+    async def test_a_spare_loads_the_app_before_its_first_message(self):
+        """A prefork spare compiles the app and evaluates its context while no tenant is known yet."""
+        worker = worker_for(self, self.app(VERSIONED_APP.replace("%s", "one")), prefork=1)
+        worker.config.app_context = LOUD_CONTEXT
+        await worker.setup()
+        spare = worker.pool.spares[0]
+        await until_prestart_output(spare, len(b"context evaluated\n"))
+        self.assertIsNone(spare.first_api)
+        self.assertEqual(await worker.process_message(make_user_message(content="a", sandbox_id="t1")), "ok")
+        self.assertIn("version one", worker.resources.resources["log"].messages())
+        self.assertEqual(spare.first_api.sandbox_id, "t1")
+
+    async def test_a_spare_prepared_with_old_code_runs_the_code_of_its_first_message(self):
+        """An app edited after the spare prepared it runs as edited: the spare loads what initialize names."""
+        path = self.app(VERSIONED_APP.replace("%s", "one"))
+        worker = worker_for(self, path, prefork=1)
+        worker.config.app_context = LOUD_CONTEXT
+        await worker.setup()
+        await until_prestart_output(worker.pool.spares[0], len(b"context evaluated\n"))
+        with open(path, "w") as f:
+            f.write(VERSIONED_APP.replace("%s", "two"))
+        self.assertEqual(await worker.process_message(make_user_message(content="a", sandbox_id="t1")), "ok")
+        lines = [m for m in worker.resources.resources["log"].messages() if m.startswith("version ")]
+        self.assertEqual(lines, ["version two"])
+
+    async def test_a_broken_app_leaves_spares_waiting_and_fails_its_run(self):
+        """A spare that cannot load the app stays up (no restart loop) and the run reports the load error."""
+        worker = worker_for(self, self.app("api.on_inbound_message = function ( {"), prefork=1)
+        await worker.setup()
+        spare = worker.pool.spares[0]
+        await deferLater(reactor, 1.5, lambda: None)
+        self.assertEqual((worker.pool.spawned, spare.ended), (1, False))
+        self.assertEqual(await worker.process_message(make_user_message(content="a", sandbox_id="t1")), "error")
+        errors = [m for m in worker.resources.resources["log"].messages() if m.startswith("app failed to load")]
+        self.assertEqual(len(errors), 1, worker.resources.resources["log"].messages())
+        self.assertIn("SyntaxError", errors[0])

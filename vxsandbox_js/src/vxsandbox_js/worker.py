@@ -19,7 +19,8 @@ from vxsandbox_core.dispatch import SandboxApi
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.isolation import wrap_command
 from vxsandbox_core.message import Message
-from vxsandbox_core.process import SandboxResult, rlimit_argv
+from vxsandbox_core.process import SandboxProtocol, SandboxResult, rlimit_argv
+from vxsandbox_core.protocol import make_command
 from vxsandbox_core.worker import Sandbox
 
 from . import codecache
@@ -267,6 +268,24 @@ class JsSandbox(Sandbox):
             api.log(f"the app's run was killed after the {js_config(api).timeout}s timeout: it did not call "
                     "api.done() (or kept working after it)", logging.ERROR)
         return result
+
+    def app_fields(self, api: SandboxApi) -> dict[str, Any]:
+        """What ``initialize`` tells the runner: the app's code, its context and its file name."""
+        return {"javascript": self.javascript_for_api(api), "app_context": self.app_context_for_api(api),
+                "filename": self.app_filename(api)}
+
+    def _spawn_child(self, api: SandboxApi | None) -> SandboxProtocol:
+        """Start a child; a prefork spare (``api`` None) is told to prepare the worker's app while it waits.
+
+        ``prepare`` carries what ``initialize`` will (the worker's own config is
+        the only one a spare serves): the runner compiles the app and makes its
+        first context before any tenant is known, runs no app code, and binds
+        to a tenant only at the ``initialize`` of its first run.
+        """
+        child = super()._spawn_child(api)
+        if api is None:
+            child.send(make_command("prepare", **self.app_fields(self._template_api())))
+        return child
 
     def child_key(self, api: SandboxApi) -> Hashable:
         """A warm child serves one tenant and one version of its code and context, nothing else."""
