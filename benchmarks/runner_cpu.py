@@ -1,7 +1,7 @@
 """Node CPU per message of the JavaScript runner, without RabbitMQ or a worker in the way.
 
 Starts the runner exactly as the ``js-file`` worker would (its flags, the
-permission model, preloading, the code cache when ``--code-cache``), answers
+permission model, preloading), answers
 the app's requests from this process (kv in a dict, config, log, metrics,
 outbound), and reads the child's CPU time from ``/proc/<pid>/task/*/schedstat``
 (nanoseconds, every thread). CPU time, not wall time, so other load on the
@@ -116,7 +116,7 @@ class Child:
         self.popen.wait()
 
 
-async def child_argv(app: str, javascript: str, code_cache: bool, tmp: str, node_flags: list[str]) -> tuple[list[str], Any, dict[str, Any]]:
+async def child_argv(app: str, tmp: str, node_flags: list[str]) -> tuple[list[str], Any, dict[str, Any]]:
     """The runner's command line as the ``js-file`` worker builds it, the worker, and the initialize command."""
     from vxsandbox_core.testing import RecordingBroker, hooks_with
     from vxsandbox_js import JsFileSandbox
@@ -124,9 +124,9 @@ async def child_argv(app: str, javascript: str, code_cache: bool, tmp: str, node
     path = os.path.join(tmp, f"{app}.js") if app == "bare" else VUMIGO_APP
     if app == "bare":
         with open(path, "w") as f:
-            f.write(javascript)
+            f.write(BARE_APP)
     config = {"worker": "js-file", "javascript_file": path, "sandbox_id": "bench", "isolation": "none",
-              "code_cache": code_cache, "timeout": 30}
+              "timeout": 30}
     if app == "vumigo":
         config["app_context"] = "{require: require}"
     worker = JsFileSandbox(config, broker=RecordingBroker(), hooks=hooks_with())
@@ -135,8 +135,7 @@ async def child_argv(app: str, javascript: str, code_cache: bool, tmp: str, node
     argv = [worker.executable, *worker.sandbox_args(api)]
     runner = next(i for i, a in enumerate(argv) if a.endswith("runner.js"))
     argv[runner:runner] = node_flags
-    init = {"cmd": "initialize", "javascript": worker.javascript_for_api(api),
-            "app_context": worker.app_context_for_api(api), "filename": worker.app_filename(api)}
+    init = {"cmd": "initialize", **worker.app_fields(api)}
     return argv, worker, init
 
 
@@ -165,7 +164,7 @@ def measure(argv: list[str], init: dict[str, Any], messages: int, prepare: bool)
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        children = {app: await child_argv(app, BARE_APP, args.code_cache, tmp, args.node_flag) for app in args.apps}
+        children = {app: await child_argv(app, tmp, args.node_flag) for app in args.apps}
         try:
             for i in range(args.repeat):
                 for app in args.apps:
@@ -180,8 +179,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
                 await worker.teardown()
     summary = {app: {key: statistics.median(r[key] for r in rows) for key in ("start_ms", "first_ms", "warm_ms")}
                for app, rows in results.items()}
-    print(json.dumps({"node": children[args.apps[0]][0][0], "code_cache": args.code_cache,
-                      "prepared": not args.no_prepare, "median": summary, "runs": results}, indent=2))
+    print(json.dumps({"node": children[args.apps[0]][0][0], "prepared": not args.no_prepare,
+                      "median": summary, "runs": results}, indent=2))
 
 
 def cli() -> None:
@@ -189,8 +188,6 @@ def cli() -> None:
     parser.add_argument("--apps", nargs="+", default=["bare", "vumigo"], choices=["bare", "vumigo"])
     parser.add_argument("--messages", type=int, default=2000, help="warm messages measured per run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per app, alternating")
-    parser.add_argument("--code-cache", action=argparse.BooleanOptionalAction, default=True,
-                        help="give the children the worker's code cache")
     parser.add_argument("--node-flag", action="append", default=[],
                         help="an extra node flag for the children (repeat for more), e.g. --node-flag=--trace-gc")
     parser.add_argument("--no-prepare", action="store_true", help="do not prepare the child before its first message")

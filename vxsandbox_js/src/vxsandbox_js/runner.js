@@ -4,7 +4,8 @@
 //   worker -> runner: {"cmd": "initialize", "javascript": ..., "app_context": ..., "filename": ...}
 //                     {"cmd": "inbound-message", "msg": {...}}, {"cmd": "inbound-event", ...},
 //                     {"cmd": "prepare", ...the fields of initialize} (to a prefork spare, before
-//                     any tenant is known), {"cmd": "exit"}, and replies ({"reply": true, "cmd_id": ...}) to the app's requests.
+//                     any tenant is known), {"cmd": "exit"}, and replies ({"reply": true,
+//                     "cmd_id": ...}) to the app's requests.
 //   runner -> worker: requests {"cmd": "resource.command", "cmd_id": "1", "reply": false, ...}
 //                     and finally {"cmd": "js.done"} once the app calls api.done().
 //
@@ -49,12 +50,8 @@ const vm = require('vm');
 const Module = require('module');
 const util = require('util');
 
-// Set up by the worker on the command line (--code-cache=DIR, --preload=JSON): compiled code
-// cached by the worker, and the app's modules loaded before any message. See those two files.
-const compileCache = require('./compile_cache.js');
-const preload = require('./preload.js');
-compileCache.start(process.argv);
-preload(process.argv);
+// The app's modules, loaded before any message when the worker names them (--preload=JSON).
+require('./preload.js')(process.argv);
 
 // How long a fatal error waits for the log resource to acknowledge the report before exiting.
 const FATAL_LOG_WAIT_MS = 2000;
@@ -699,7 +696,7 @@ function Runner() {
         }
         self.app = {
             filename: filename,
-            script: compileCache.script(String(command.javascript || ''), filename),
+            script: new vm.Script(String(command.javascript || ''), {filename: filename}),
             context: function () {
                 if (makeContext === null) {
                     return null;

@@ -17,14 +17,12 @@ from typing import Any, ClassVar, cast
 from vxsandbox_core.config import Field, MiB, SandboxConfig, string_list
 from vxsandbox_core.dispatch import SandboxApi
 from vxsandbox_core.errors import ConfigError
-from vxsandbox_core.isolation import wrap_command
 from vxsandbox_core.message import Message
-from vxsandbox_core.process import SandboxProtocol, SandboxResult, rlimit_argv
+from vxsandbox_core.process import SandboxProtocol, SandboxResult
 from vxsandbox_core.protocol import make_command
 from vxsandbox_core.worker import Sandbox
 
-from . import codecache
-from .node import NodeVersion, find_node, hardening_flags, node_version, runner_path
+from .node import NodeVersion, find_node, hardening_flags, node_version, runner_files, runner_path
 from .preload import find_requires
 from .resource import JsSandboxResource
 
@@ -75,7 +73,6 @@ class JsSandboxConfig(SandboxConfig):
     node_permissions: bool
     allow_fs_read: list[str]
     preload: list[str] | None
-    code_cache: bool
 
     # SandboxConfig's own field tuple is not declared as a ClassVar, so mypy pins its length.
     fields: ClassVar[tuple[Field, ...]] = (  # type: ignore[assignment]
@@ -101,9 +98,6 @@ class JsSandboxConfig(SandboxConfig):
               "modules every child requires as the app would, before its first message (spares too); "
               "null: the app's literal require('...') calls, found without running it, when app_context "
               "mentions require; [] for none", None, _optional_string_list),
-        Field("code_cache", (bool,),
-              "give children V8 code caches of the app and its modules, made once at start by the worker "
-              "(only under the permission model, where children cannot write them)", True),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
@@ -170,30 +164,17 @@ class JsSandbox(Sandbox):
     def allowed_reads(self, api: SandboxApi) -> list[str]:
         """What the child may read under the permission model: the runner, the app and its node_modules."""
         app = self.app_filename(api)
-        paths = [runner_path(), codecache.compile_cache_path(), codecache.preload_path(), app,
-                 os.path.join(os.path.dirname(app), "node_modules")]
+        paths = [*runner_files(), app, os.path.join(os.path.dirname(app), "node_modules")]
         paths.extend(os.path.abspath(p) for p in js_config(api).allow_fs_read)
-        if self._code_cache_dir is not None:
-            paths.append(self._code_cache_dir)
         return paths
 
-    def node_flags(self, api: SandboxApi) -> list[str]:
-        """The node flags of a child, and of the code cache producer (they must match)."""
-        config = js_config(api)
-        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
-                                self.allowed_reads(api))
-        if self._code_cache_dir is not None:
-            flags.append(codecache.VERIFY_FLAG)
-        return flags
-
     def sandbox_args(self, api: SandboxApi) -> list[str]:
-        """``[hardening flags] runner.js [--code-cache=DIR] [--preload=JSON]``, or the config's ``args``."""
+        """``[hardening flags] runner.js [--preload=JSON]``, or the config's ``args`` verbatim when given."""
         config = js_config(api)
         if config.args:
             return list(config.args)
-        args = [*self.node_flags(api), runner_path()]
-        if self._code_cache_dir is not None:
-            args.append(f"--code-cache={self._code_cache_dir}")
+        args = [*hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
+                                 self.allowed_reads(api)), runner_path()]
         modules = self.preload_modules(api)
         if modules:
             args.append("--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules}))
@@ -216,49 +197,7 @@ class JsSandbox(Sandbox):
             self._requires_cache = (source, find_requires(source))
         return list(self._requires_cache[1])
 
-    # --- the code cache -------------------------------------------------------------
-
-    _code_cache_dir: str | None = None
-    _code_cache_root: str | None = None
     _requires_cache: tuple[str, list[str]] | None = None
-
-    def code_cache_usable(self) -> bool:
-        """Whether children may be given a code cache: on in the config, and they cannot write files."""
-        config = self.config
-        return (config.code_cache and not config.args and config.node_permissions
-                and self.node_version.permission_flag is not None)
-
-    async def setup(self) -> None:
-        """Make the code cache (when usable), then set up as every worker does (spares get the cache)."""
-        if self.code_cache_usable():
-            await self._make_code_cache()
-        await super().setup()
-
-    async def teardown(self) -> None:
-        await super().teardown()
-        if self._code_cache_root is not None:
-            codecache.remove_root(self._code_cache_root)
-            self._code_cache_root = self._code_cache_dir = None
-
-    async def _make_code_cache(self) -> None:
-        api = self._template_api()
-        root = codecache.new_root()
-        directory = os.path.join(root, codecache.subdirectory(str(self.node_version), self.config.max_old_space_size))
-        os.mkdir(directory, 0o755)
-        # The producer reads what a child reads, so its flags must name the directory too.
-        self._code_cache_root, self._code_cache_dir = root, directory
-        source = self.javascript_for_api(api)
-        filename = self.app_filename(api)
-        modules = list(dict.fromkeys([*find_requires(source), *self.preload_modules(api)]))
-        job = {"app": {"source": source, "filename": filename}, "from": filename, "modules": modules}
-        argv = rlimit_argv(self.rlimits) + [self.executable, *self.node_flags(api), codecache.compile_cache_path()]
-        argv = wrap_command(self.config, argv, self.read_paths(api))
-        try:
-            count = await codecache.produce(self.reactor, argv, job, directory)
-        except Exception as e:
-            log.warning("no code cache for JavaScript children: %s", e)
-            return
-        log.info("code cache: %d compiled files in %s", count, directory)
 
     async def run_sandbox(self, api: SandboxApi, deliver: Any) -> SandboxResult:
         """Run the child; a run killed by the timeout is also explained in the app's own log."""
