@@ -6,6 +6,10 @@ DISTS := vxsandbox_core vxsandbox_resources_log vxsandbox_resources_outbound vxs
          vxsandbox_resources_http vxsandbox_resources_contacts vxsandbox_js
 PKG_FILES := $(foreach d,$(DISTS),$(d)/pyproject.toml)
 NPM_APPS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json))
+# npm writes node_modules/.package-lock.json on every install: it is the stamp of an install
+# that matches package-lock.json, so `npm ci` (which first wipes node_modules, and fails offline)
+# runs only when the lock file changed or nothing is installed.
+NPM_STAMPS := $(foreach app,$(NPM_APPS),$(app)/node_modules/.package-lock.json)
 
 .PHONY: demo test lint tox services npm
 
@@ -16,8 +20,11 @@ $(VENV)/.installed: $(PKG_FILES) pyproject.toml
 		ruff tox hatchling
 	touch $@
 
-npm:
-	@for app in $(NPM_APPS); do npm ci --silent --no-audit --no-fund --prefix $$app || exit 1; done
+npm: $(NPM_STAMPS)
+
+examples/%/node_modules/.package-lock.json: examples/%/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix examples/$*
+	touch $@
 
 services:
 	scripts/start-services

@@ -7,11 +7,15 @@ Run by hand (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379, node on PATH):
 A transport publishes user messages at ``--rate`` per second: nine in ten
 are well-behaved (an ``ok`` reply, or a ``kv`` visit counter then a reply),
 one in ten attacks (endless loop, memory bomb, stdout flood, endless line,
-request flood, fork attempt, bogus replies, invalid UTF-8). At the end it
+request flood, fork attempt, bogus replies, invalid UTF-8, and the attempts
+to exhaust the worker: replies never read, stderr and log floods, ever-new
+metric names, endless response headers and http requests never answered,
+the last two against a hostile server in the transport's process). At the end it
 waits for every delivery to be settled and reports messages published and
 processed, replies, dead letters, sandbox kills by reason, messages lost
-(published but never settled, or well-behaved and never answered) and the
-worker's RSS at start, after the first minute and at the end. The transport
+(published but never settled, or well-behaved and never answered), the size
+of the worker's Prometheus exposition and the worker's RSS at start, after
+the first minute and at the end. The transport
 runs in a process of its own, so the RSS measured is the worker's alone.
 Exit status 1 when a message was lost.
 """
@@ -34,15 +38,19 @@ from twisted.internet import defer, protocol, task
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.faults.harness import ABUSE_APP, OwnerLog, vumi_message  # noqa: E402
+from prometheus_client.exposition import generate_latest  # noqa: E402
+
+from tests.faults.harness import ABUSE_APP, HostileHttpServer, OwnerLog, vumi_message  # noqa: E402
 from vxsandbox_core import hookimpl  # noqa: E402
 from vxsandbox_core.brokers.amqp import AmqpBroker  # noqa: E402
+from vxsandbox_core.observability import ObservabilityPlugin  # noqa: E402
 from vxsandbox_core.registry import resolve_worker  # noqa: E402
 from vxsandbox_core.service import WorkerService  # noqa: E402
 from vxsandbox_core.testing import hooks_with  # noqa: E402
 
 GOOD = ["ok", "ok", "kv"]
-ABUSE = ["loop", "memory", "stdout-flood", "endless-line", "request-flood", "fork", "bogus-replies", "bad-utf8"]
+ABUSE = ["loop", "memory", "stdout-flood", "endless-line", "request-flood", "fork", "bogus-replies", "bad-utf8",
+         "deaf", "stderr-flood", "log-flood", "metric-flood", "header-flood", "http-hold"]
 
 
 def rss_kib() -> int:
@@ -76,6 +84,7 @@ async def transport(reactor: Any, args: argparse.Namespace) -> int:
         replies[json.loads(delivery.body)["in_reply_to"]] += 1
         await delivery.ack()
     await broker.consume(f"{tn}.outbound", on_reply)
+    hostile = HostileHttpServer()
     rng = random.Random(args.seed)
     sent: dict[str, str] = {}
     started = time.monotonic()
@@ -84,7 +93,8 @@ async def transport(reactor: Any, args: argparse.Namespace) -> int:
         for _ in range(args.rate):
             abusive = rng.random() < 0.1
             content = rng.choice(ABUSE if abusive else GOOD)
-            msg = vumi_message(tn, content, sandbox_id="attacker" if abusive else "good")
+            msg = vumi_message(tn, content, sandbox_id="attacker" if abusive else "good",
+                               transport_metadata={"url": hostile.url})
             sent[msg["message_id"]] = content
             batch.append(defer.Deferred.fromCoroutine(broker.publish(f"{tn}.inbound", json.dumps(msg).encode())))
         await defer.gatherResults(batch)
@@ -102,6 +112,7 @@ async def transport(reactor: Any, args: argparse.Namespace) -> int:
                       "replies": sum(replies.values()), "answered": len(replies),
                       "unanswered": sum(1 for m in good if not replies[m])}), flush=True)
     await broker.close()
+    await hostile.stop()
     return 0
 
 
@@ -139,11 +150,14 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
             "log": {"cls": f"{OwnerLog.__module__}:OwnerLog"},
             "kv": {"cls": "kv", "redis_manager": {"url": "redis://127.0.0.1:6379/0", "key_prefix": f"vxsoak:{tn}"}},
             "outbound": {"cls": "outbound"},
+            "metrics": {"cls": "metrics"},
+            "http": {"cls": "http", "allowed_hosts": ["127.0.0.1"], "timeout": 2},
         },
     }
     kills = Kills()
+    exporter = ObservabilityPlugin()
     broker = AmqpBroker(prefetch_count=20, connection_name=f"vxsandbox soak worker {tn}")
-    worker = resolve_worker("js")(config, broker=broker, hooks=hooks_with(kills))
+    worker = resolve_worker("js")(config, broker=broker, hooks=hooks_with(kills, exporter))
     service = WorkerService(worker, broker)
     await service.start()
     owner_log = worker.resources.resources["log"]
@@ -190,6 +204,10 @@ async def soak(reactor: Any, args: argparse.Namespace) -> int:
         print(f"dead letters {dead}")
         print("runs by end: " + ", ".join(f"{k} {v}" for k, v in kills.ends.most_common()))
         print(f"lost {lost}")
+        exposition = generate_latest(exporter.registry)
+        print(f"/metrics {len(exposition)} bytes, {exposition.count(b'vxsandbox_app_metric{')} app metric series, "
+              f"{exporter.registry.get_sample_value('vxsandbox_app_metric_overflow_fires_total'):.0f} fires "
+              "folded into _overflow")
         print(f"worker RSS start {rss_start} KiB, after 60 s {rss_warm} KiB, end {rss_end} KiB, growth "
               f"{growth:+.1f}% from start, {warm_growth:+.1f}% from 60 s")
         return 0 if lost == 0 else 1

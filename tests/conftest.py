@@ -7,6 +7,7 @@ import shutil
 import socket
 
 import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 SERVICES = {
     "rabbitmq": ("127.0.0.1", 5672, "RabbitMQ on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)"),
@@ -28,6 +29,14 @@ def _missing(marker: str) -> str | None:
             except OSError:
                 _checked[marker] = what
     return _checked[marker]
+
+
+@pytest.fixture(autouse=True)
+def _trial_temp_outside_the_repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run trial test cases from pytest's temp folder: their mktemp() makes folders in the current directory."""
+    if isinstance(request.instance, SynchronousTestCase):
+        monkeypatch.chdir(tmp_path_factory.getbasetemp())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

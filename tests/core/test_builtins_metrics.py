@@ -95,3 +95,44 @@ class MetricsResourceTests(TestCase):
         """``metrics`` and the old Vumi name resolve to this resource."""
         assert resolve_resource("metrics") is MetricsResource
         assert resolve_resource("vumi.application.sandbox.MetricsResource") is MetricsResource
+
+
+class MetricCapTests(TestCase):
+    """Ever-new metric names cannot grow the resource's aggregates without bound."""
+
+    async def fire(self, resource: MetricsResource, sandbox_id: str, metric: str) -> dict[str, Any]:
+        api = FakeSandboxApi(sandbox_id=sandbox_id)
+        api.resources.add("metrics", resource)
+        await api.dispatch_request({"cmd": "metrics.fire", "cmd_id": "1", "reply": False,
+                                    "metric": metric, "value": 1, "agg": "sum"})
+        (reply,) = api.sent
+        return reply
+
+    async def test_new_names_past_the_tenant_cap_are_refused_with_a_reason(self) -> None:
+        """Past max_metrics_per_tenant new names fail with the key named; known names and other tenants go on."""
+        resource = MetricsResource("metrics", None, {"cls": "metrics", "max_metrics_per_tenant": 20})
+        replies = [await self.fire(resource, "flood", f"m{i}") for i in range(1000)]
+        assert [r["success"] for r in replies] == [True] * 20 + [False] * 980
+        assert "max_metrics_per_tenant (20)" in replies[20]["reason"]
+        assert len(resource.aggregates()) == 20
+        assert (await self.fire(resource, "flood", "m3"))["success"] is True
+        assert (await self.fire(resource, "other", "m999"))["success"] is True
+        resource.flush()
+        assert (await self.fire(resource, "flood", "m999"))["success"] is True
+
+    async def test_total_cap_bounds_many_tenants(self) -> None:
+        """Ever-new tenants are bounded too: past max_metrics in all, new metrics fail naming that key."""
+        resource = MetricsResource("metrics", None, {"cls": "metrics", "max_metrics": 50})
+        replies = [await self.fire(resource, f"t{i}", "m") for i in range(80)]
+        assert sum(r["success"] for r in replies) == 50
+        assert "max_metrics (50)" in replies[-1]["reason"]
+        assert len(resource.aggregates()) == 50
+
+    def test_defaults_and_bad_values(self) -> None:
+        """The caps default to 100 per tenant and 10000 in all; a non-positive cap names its key."""
+        resource = MetricsResource("metrics", None, {"cls": "metrics"})
+        assert (resource.options.max_metrics_per_tenant, resource.options.max_metrics) == (100, 10000)
+        from vxsandbox_core.errors import ConfigError
+        with self.assertRaises(ConfigError) as e:
+            MetricsResource("metrics", None, {"cls": "metrics", "max_metrics_per_tenant": 0})
+        assert "sandbox.metrics.max_metrics_per_tenant" in str(e.exception)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+import vxsandbox_core
 from vxsandbox_core import cli
 from vxsandbox_core.testing import echo_worker_config
 
@@ -67,6 +68,80 @@ class TestCheck:
         assert "'timeout'" in err and "expected" in err
         assert "'transport_name'" in err
         assert "Traceback" not in err
+
+    def test_errors_of_every_level_in_one_run(self, tmp_path: Path) -> None:
+        """check reports misspelled and wrong keys at the top level and in every resource at once."""
+        config = echo_worker_config("x", timout=5, metrics_prot=9100, recv_limit="big")
+        config["sandbox"]["kv"] = {"cls": "kv", "keys_per_usr": 5, "redis_manger": {"db": 3}}
+        config["sandbox"]["log"] = {"cls": "log", "max_lenght": 100}
+        result = vxsandbox("check", "-c", write(tmp_path, config))
+        assert result.returncode == 1
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert sorted(errors) == sorted([
+            "error: config key 'timout': is not a config key here; did you mean 'timeout'?",
+            "error: config key 'metrics_prot': is not a config key here; did you mean 'metrics_port'?",
+            "error: config key 'recv_limit': expected an integer, got 'big'",
+            "error: config key 'sandbox.kv.keys_per_usr': is not a config key here; did you mean 'keys_per_user'?",
+            "error: config key 'sandbox.kv.redis_manger': is not a config key here; did you mean 'redis_manager'?",
+            "error: config key 'sandbox.log.max_lenght': is not a config key here; did you mean 'max_length'?",
+        ])
+        assert result.stderr.rstrip().endswith(": 6 error(s)")
+
+    def test_deprecation_warnings_printed(self, tmp_path: Path) -> None:
+        """check accepts an old Vumi key and prints its deprecation warning."""
+        config = echo_worker_config("x", worker_name="old_app")
+        result = vxsandbox("check", "-c", write(tmp_path, config))
+        assert result.returncode == 0, result.stderr
+        assert "warning: config key 'worker_name' is deprecated: ignored" in result.stderr
+
+    def test_worker_class(self, tmp_path: Path) -> None:
+        """--worker-class names the worker of a config that names none (the old twistd way)."""
+        config = echo_worker_config("x")
+        assert "worker" not in config
+        path = write(tmp_path, config)
+        result = vxsandbox("check", "-c", path, "--worker-class", "vxsandbox.worker.Sandbox")
+        assert result.returncode == 0, result.stderr
+        assert "worker: vxsandbox.worker.Sandbox -> vxsandbox_core.worker:Sandbox" in result.stdout
+
+    def test_run_worker_class(self, tmp_path: Path) -> None:
+        """run --worker-class starts the named worker for a config that names none."""
+        config = echo_worker_config("x")
+        proc = subprocess.Popen([sys.executable, "-m", "vxsandbox_core.cli", "run", "-c", write(tmp_path, config),
+                                 "--worker-class", "vumi.application.sandbox.Sandbox",
+                                 "--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2F"],
+                                stderr=subprocess.PIPE, text=True)
+        started = ""
+        try:
+            assert proc.stderr is not None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not started:
+                line = proc.stderr.readline()
+                started = line if "starting worker" in line else ""
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "starting worker vumi.application.sandbox.Sandbox (Sandbox) for transport x" in started
+
+    @pytest.mark.parametrize("command", ["run", "check"])
+    def test_worker_class_disagreeing_with_the_file(self, tmp_path: Path, command: str) -> None:
+        """--worker-class naming another worker than the file's is an error, not a silent choice."""
+        path = write(tmp_path, echo_worker_config("x", worker="sandbox"))
+        result = vxsandbox(command, "-c", path, "--worker-class", "js")
+        assert result.returncode in (1, 2)
+        assert "'worker': is 'sandbox' in the file but --worker-class says 'js'" in result.stderr
+
+    @pytest.mark.parametrize("command", ["run", "check"])
+    def test_js_keys_without_worker_refused(self, tmp_path: Path, command: str) -> None:
+        """A config with javascript_file and no worker is refused instead of running the generic worker."""
+        config = echo_worker_config("x", javascript_file="app.js", app_context="{}")
+        assert "worker" not in config
+        result = vxsandbox(command, "-c", write(tmp_path, config))
+        assert result.returncode in (1, 2)
+        assert "config key 'javascript_file': only the JavaScript workers read 'javascript_file'" in result.stderr
+        assert "config key 'app_context': only the JavaScript workers read" in result.stderr
+        assert "pass --worker-class" in result.stderr
 
     def test_unknown_worker(self, tmp_path: Path) -> None:
         """An unresolvable worker name is an error naming the key."""
@@ -123,6 +198,23 @@ class TestBadConfigFiles:
         assert "Traceback" not in result.stderr
 
 
+class TestHelp:
+    @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["resources"], ["chat"]])
+    def test_help_is_plain_text(self, command: list[str]) -> None:
+        """--help shows no reStructuredText markup (double backquotes, roles) from docstrings."""
+        result = vxsandbox(*command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "usage: vxsandbox" in result.stdout
+        assert "``" not in result.stdout and ":class:" not in result.stdout
+        if not command:
+            assert "The vxsandbox command: run a worker on RabbitMQ" in result.stdout
+
+    def test_plain_text(self) -> None:
+        """Roles and literals lose their markup; other text is kept."""
+        assert cli.plain_text("The ``vxsandbox`` :class:`~a.Sandbox` and :func:`b.f` `x`") == \
+            "The vxsandbox Sandbox and b.f `x`"
+
+
 class TestResources:
     def test_lists_installed_plugins(self) -> None:
         """resources lists resource and worker plugins with class, distribution and version."""
@@ -131,7 +223,8 @@ class TestResources:
         lines = result.stdout.splitlines()
         assert lines[0].split() == ["KIND", "NAME", "CLASS", "DISTRIBUTION", "VERSION"]
         rows = {(r.split()[0], r.split()[1]): r.split() for r in lines[1:] if not r.startswith(" ")}
-        assert rows[("worker", "sandbox")][2:] == ["vxsandbox_core.worker:Sandbox", "vxsandbox-core", "0.1.0"]
+        assert rows[("worker", "sandbox")][2:] == ["vxsandbox_core.worker:Sandbox", "vxsandbox-core",
+                                                  vxsandbox_core.__version__]
         assert rows[("resource", "config")][3] == "vxsandbox-core"
 
     def test_json_output(self) -> None:
@@ -140,7 +233,7 @@ class TestResources:
         rows = json.loads(result.stdout)
         sandbox = next(r for r in rows if r["kind"] == "worker" and r["name"] == "sandbox")
         assert sandbox == {"kind": "worker", "name": "sandbox", "class": "vxsandbox_core.worker:Sandbox",
-                           "distribution": "vxsandbox-core", "version": "0.1.0", "error": ""}
+                           "distribution": "vxsandbox-core", "version": vxsandbox_core.__version__, "error": ""}
 
     def test_import_errors_shown(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
         """A plugin that fails to import is listed with its error and the exit status is 1."""

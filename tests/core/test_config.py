@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 
 import pytest
 
 from vxsandbox_core.config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits, parse_rlimits
-from vxsandbox_core.errors import ConfigError
+from vxsandbox_core.errors import ConfigError, ConfigErrors
 
 
 def test_defaults_are_the_seeds():
@@ -63,7 +64,75 @@ def test_prefix_is_part_of_the_key():
         SandboxConfig({"timeout": "x"}, prefix="sandbox.kv.")
 
 
-def test_unknown_keys_are_kept_for_subclasses():
-    """Keys a class does not declare stay readable through get()."""
-    c = SandboxConfig({"javascript": "x", "timeout": 5})
-    assert c.get("javascript") == "x" and c.get("timeout") == 5 and c.get("missing", 1) == 1
+def test_deprecated_keys_stay_readable_through_get():
+    """A deprecated old key is kept in raw and readable through get(), beside declared keys."""
+    c = SandboxConfig({"worker_name": "x", "timeout": 5})
+    assert c.get("worker_name") == "x" and c.get("timeout") == 5 and c.get("missing", 1) == 1
+
+
+@pytest.mark.parametrize("key, closest", [
+    ("timout", "timeout"),
+    ("metrics_prot", "metrics_port"),
+    ("sandbox_idd", "sandbox_id"),
+    ("amqp_prefetch", "amqp_prefetch_count"),
+])
+def test_misspelled_top_level_key_names_the_closest(key: str, closest: str) -> None:
+    """A misspelled top-level key is an error naming it and the closest known key."""
+    with pytest.raises(ConfigError) as e:
+        SandboxConfig({key: 1})
+    assert str(e.value) == f"config key {key!r}: is not a config key here; did you mean {closest!r}?"
+
+
+def test_unknown_key_with_no_close_match() -> None:
+    """A key like no known one is still an error naming it."""
+    with pytest.raises(ConfigError, match="'zzz': is not a config key here"):
+        SandboxConfig({"zzz": 1})
+
+
+def test_every_error_in_one_pass() -> None:
+    """Wrong values and unknown keys are all reported together, each naming its key."""
+    with pytest.raises(ConfigErrors) as e:
+        SandboxConfig({"timout": 5, "recv_limit": "x", "metrics_prot": 9100, "prefork": -1})
+    keys = [error.key for error in e.value.errors]
+    assert sorted(keys) == ["metrics_prot", "prefork", "recv_limit", "timout"]
+    assert len(str(e.value).splitlines()) == 4
+
+
+@pytest.mark.parametrize("key, words", [
+    ("worker_name", "ignored: it named Vumi's heartbeat"),
+    ("metrics_prefix", "set metrics_port"),
+    ("redis_manager", "sandbox.<name>.redis_manager"),
+    ("riak_manager", "Riak"),
+])
+def test_old_vumi_keys_warn(key: str, words: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A key of an old Vumi worker config is accepted with a deprecation warning saying why."""
+    with caplog.at_level(logging.WARNING, "vxsandbox.config"):
+        config = SandboxConfig({key: "x"})
+    assert config.warnings == [caplog.records[0].getMessage()]
+    assert f"config key {key!r} is deprecated: " in caplog.text and words in caplog.text
+
+
+@pytest.mark.parametrize("key, worker", [
+    ("javascript", "'worker: js'"),
+    ("javascript_file", "'worker: js-file' or 'js-standalone'"),
+    ("app_context", "'worker: js', 'js-file' or 'js-standalone'"),
+])
+def test_js_keys_refused_by_the_generic_worker(key: str, worker: str) -> None:
+    """A key only a JavaScript worker reads is refused by the generic worker, saying how to pick one."""
+    with pytest.raises(ConfigError) as e:
+        SandboxConfig({key: "x"})
+    assert f"set {worker} in the file, or pass --worker-class" in str(e.value)
+
+
+def test_vumi_middleware_refused() -> None:
+    """Vumi middleware is refused, saying why and what to do instead."""
+    with pytest.raises(ConfigError, match="'middleware': Vumi middleware does not run here"):
+        SandboxConfig({"middleware": [{"logging_mw": "vumi.middleware.logging.LoggingMiddleware"}]})
+
+
+def test_metrics_host() -> None:
+    """metrics_host defaults to every interface and must be an address."""
+    assert SandboxConfig({}).metrics_host == "0.0.0.0"
+    assert SandboxConfig({"metrics_host": "127.0.0.1"}).metrics_host == "127.0.0.1"
+    with pytest.raises(ConfigError, match="'metrics_host'"):
+        SandboxConfig({"metrics_host": " "})

@@ -7,16 +7,21 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from vxsandbox_core.errors import MessageError
 from vxsandbox_core.message import (
+    MAX_NESTING,
     Message,
     TransportEvent,
     TransportUserMessage,
     format_timestamp,
     parse_timestamp,
 )
+from vxsandbox_core.protocol import encode, make_command
 from vxsandbox_core.testing import make_user_message
+
+from .bodies import hostile_bodies
 
 VUMI_TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
 
@@ -221,3 +226,60 @@ class TestEvent:
         """user_message_id is required, as Vumi requires it."""
         with pytest.raises(MessageError, match="user_message_id"):
             TransportEvent(event_type="ack", sent_message_id="x")
+
+
+class TestHostileBodies:
+    @pytest.mark.parametrize("body, needle", [
+        (b'{"message_type": []}', "message_type"), (b'{"message_type": {}}', "message_type"),
+        (b"{}", "message_type"), (b'{"message_type": "user_message"}', "to_addr|message_id|transport"),
+    ])
+    def test_bodies_that_raised_type_error(self, body: bytes, needle: str) -> None:
+        """Unhashable or missing message types are a MessageError naming the field, not a TypeError."""
+        with pytest.raises(MessageError, match=needle):
+            Message.from_json(body)
+
+    @pytest.mark.parametrize("timestamp", ["0001-01-01 00:00:00+14:00", "9999-12-31 23:59:59-14:00"])
+    def test_timestamps_beyond_datetime(self, timestamp: str) -> None:
+        """A timestamp whose UTC time falls outside years 1 to 9999 is a MessageError, not an OverflowError."""
+        with pytest.raises(MessageError, match="timestamp.*outside the years"):
+            Message.from_json(json.dumps(dict(vumi2_new_session(), timestamp=timestamp)))
+
+    def test_lone_surrogates_become_replacement_characters(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Half characters in values and keys become U+FFFD (logged once, naming the fields); pairs stay whole."""
+        data = dict(vumi2_new_session(), content="split \ud83d", transport_metadata={"\udc00k": ["\udbff"]},
+                    helper_metadata={"emoji": "\ud83d\ude00"})
+        body = json.dumps(data).encode()
+        with caplog.at_level("WARNING", "vxsandbox.message"):
+            msg = Message.from_json(body)
+        assert msg["content"] == "split \ufffd"
+        assert msg["transport_metadata"] == {"\ufffdk": ["\ufffd"]}
+        assert msg["helper_metadata"] == {"emoji": "😀"}
+        assert msg.to_json().encode("utf-8")
+        [record] = caplog.records
+        assert "'content'" in record.getMessage() and "transport_metadata" in record.getMessage()
+        assert "U+FFFD" in record.getMessage()
+
+    def test_nesting_limit(self) -> None:
+        """A body nested deeper than MAX_NESTING is refused naming the nesting; MAX_NESTING itself is read."""
+        def body(depth: int) -> str:
+            # The message object itself is the first level.
+            inner = '{"a":' * (depth - 1) + "1" + "}" * (depth - 1)
+            return json.dumps(dict(vumi2_new_session(), transport_metadata="X")).replace('"X"', inner)
+        assert Message.from_json(body(MAX_NESTING))["transport_metadata"]
+        with pytest.raises(MessageError, match=f"nested more than {MAX_NESTING} levels"):
+            Message.from_json(body(MAX_NESTING + 1))
+        # Whether json.loads gives up first depends on the caller's stack; either way the reason says so.
+        with pytest.raises(MessageError, match="nested"):
+            Message.from_json(body(960))
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(hostile_bodies("tr"))
+    def test_any_body_is_a_message_or_a_message_error(self, body: bytes) -> None:
+        """Whatever the body, from_json returns a message the child can be sent, or raises MessageError."""
+        try:
+            msg = Message.from_json(body)
+        except MessageError as e:
+            assert str(e)
+            return
+        command = make_command("inbound-message", msg=msg.to_dict())
+        assert json.loads(encode(command).decode("utf-8")) == json.loads(json.dumps(command, default=str))

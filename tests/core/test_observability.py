@@ -142,6 +142,19 @@ class ServedMetricsTests(TestCase):
         assert server.listening is None
 
 
+    async def test_binds_metrics_host(self) -> None:
+        """The server listens on metrics_host, and on every interface when it is not set."""
+        for config, host in (({"metrics_host": "127.0.0.1"}, "127.0.0.1"), ({}, "0.0.0.0")):
+            worker = Sandbox(python_worker_config(python_child([]), metrics_port=0, **config),
+                             broker=MemoryBroker(), hooks=hooks_with())
+            server = start_observability(worker)
+            assert server is not None and server.listening is not None
+            try:
+                assert server.listening.getHost().host == host
+            finally:
+                await server.stop()
+
+
 class ConfigTests(TestCase):
     """``metrics_port`` turns the plugin on and is validated like every key."""
 
@@ -206,3 +219,37 @@ class PluginTests(TestCase):
         assert broker_connected(broker) is False
         broker.connected = True
         assert broker_connected(broker) is True
+
+
+class CardinalityTests(TestCase):
+    """Tenant-supplied metric names never become an unbounded set of Prometheus series."""
+
+    def series(self, plugin: ObservabilityPlugin, name: str) -> list[dict[str, str]]:
+        return [s.labels for m in plugin.registry.collect() for s in m.samples if s.name == name]
+
+    def test_names_past_the_caps_fold_into_one_overflow_series(self) -> None:
+        """20 tenants firing 500 new names each give at most max_series series plus one overflow series."""
+        plugin = ObservabilityPlugin(max_series=50, max_series_per_tenant=10)
+        for tenant in range(20):
+            for i in range(500):
+                plugin.metric_fired(sandbox_id=f"t{tenant}", store="s", metric=f"m{i}", value=1.0, agg="sum")
+        series = self.series(plugin, "vxsandbox_app_metric")
+        assert len(series) == 51, len(series)
+        assert sum(1 for s in series if s["sandbox_id"] == "t0") == 10
+        overflow = {"sandbox_id": "_overflow", "store": "_overflow", "metric": "_overflow", "agg": "sum"}
+        assert overflow in series
+        get = plugin.registry.get_sample_value
+        assert get("vxsandbox_app_metric_fires_total", overflow) == 20 * 500 - 50
+        assert get("vxsandbox_app_metric_overflow_fires_total") == 20 * 500 - 50
+        assert len(self.series(plugin, "vxsandbox_app_metric_fires_total")) == 51
+        # A series already admitted keeps counting under its own name.
+        plugin.metric_fired(sandbox_id="t0", store="s", metric="m0", value=5.0, agg="sum")
+        assert get("vxsandbox_app_metric", {"sandbox_id": "t0", "store": "s", "metric": "m0", "agg": "sum"}) == 6
+
+    def test_caps_come_from_the_worker_config(self) -> None:
+        """metrics_max_series and metrics_max_series_per_tenant are config keys with sensible defaults."""
+        config = SandboxConfig({})
+        assert (config.metrics_max_series, config.metrics_max_series_per_tenant) == (10000, 100)
+        with self.assertRaises(ConfigError) as caught:
+            SandboxConfig({"metrics_max_series": 0})
+        assert "metrics_max_series" in str(caught.exception)

@@ -16,6 +16,8 @@ from vxsandbox_core.testing import hooks_with, make_user_message, python_worker_
 # A child that serves messages until stdin closes; what it does depends on the message content.
 WARM_CHILD = r"""
 import json, os, sys, time
+# Which process served a message: the pid alone repeats across children in PID namespaces (bwrap).
+PROCESS = "%d-%s" % (os.getpid(), os.urandom(8).hex())
 seen = 0
 def send(cmd):
     sys.stdout.write(json.dumps(cmd) + "\n"); sys.stdout.flush()
@@ -25,7 +27,7 @@ for line in sys.stdin:
         continue
     seen += 1
     content = cmd["msg"].get("content")
-    send({"cmd": "record.seen", "pid": os.getpid(), "seen": seen, "content": content, "at": time.time()})
+    send({"cmd": "record.seen", "pid": PROCESS, "seen": seen, "content": content, "at": time.time()})
     if content == "hang":
         while True:
             pass
@@ -53,10 +55,12 @@ class Ended:
         self.results = []
         self.max_live = 0
         self.worker = None
+        self.children = []
 
     @hookimpl
     def sandbox_started(self, api, pid):
         self.max_live = max(self.max_live, self.worker.pool.live)
+        self.children.append(api.protocol)
 
     @hookimpl
     def sandbox_ended(self, api, result):
@@ -166,12 +170,12 @@ class PoolTests(TestCase):
 
     async def test_prefork_starts_the_next_child_ahead(self):
         """With prefork 1 a spare is running before the first message, which then uses it."""
-        worker, _ = self.make_worker(messages_per_process=1, prefork=1)
+        worker, plugin = self.make_worker(messages_per_process=1, prefork=1)
         await worker.setup()
         [spare] = worker.pool.spares
         await deferLater(reactor, 0.2, lambda: None)
         await self.send(worker, "hi")
-        self.assertEqual(self.seen(worker)[0]["pid"], spare.pid)
+        self.assertEqual(plugin.children, [spare])
         self.assertEqual(len(worker.pool.spares), 1)
         self.assertNotEqual(worker.pool.spares[0], spare)
 

@@ -151,3 +151,121 @@ class ProcessTests(TestCase):
         clamped = clamp_rlimits({resource.RLIMIT_NOFILE: (hard + 1000, hard + 1000)})
         self.assertEqual(clamped[resource.RLIMIT_NOFILE], (min(soft, hard), hard))
 
+
+    async def test_lone_surrogates_from_the_child_are_replaced_and_reported_once(self):
+        """Half characters in cmd_id and values get prompt replies (cmd_id kept exactly), one report, no traceback."""
+        code = (
+            "import sys, json\n"
+            "sys.stdin.readline()\n"
+            "ids = ['id-\\ud800-%d' % i for i in range(50)]\n"
+            "for i in ids:\n"
+            "    sys.stdout.write(json.dumps({'cmd': 'record.set', 'cmd_id': i, 'value': 'v\\udc00'}) + '\\n')\n"
+            "sys.stdout.flush()\n"
+            "got = set()\n"
+            "while len(got) < len(ids):\n"
+            "    got.add(json.loads(sys.stdin.readline())['cmd_id'])\n"
+            "sys.stdout.write(json.dumps({'cmd': 'record.done', 'matched': sorted(got) == sorted(ids)}) + '\\n')\n"
+            "sys.stdout.flush(); sys.stdin.readline()\n"
+        )
+        with self.assertLogs("vxsandbox", "DEBUG") as logs:
+            worker, outcome, record = await self.run_code(code, timeout=20)
+        self.assertEqual(outcome, "ok")
+        values = [r["value"] for r in record.requests if r["cmd"] == "set"]
+        self.assertEqual(values, ["v\ufffd"] * 50)
+        self.assertEqual(record.requests[-1]["matched"], True)
+        owner = [m for _, _, m in record.logs]
+        self.assertEqual(len(owner), 2, owner)
+        self.assertIn("lone UTF-16 surrogates", owner[0])
+        self.assertIn("'record.set' fields value", owner[0])
+        self.assertEqual(owner[1], "49 more lines with lone surrogates repaired in this run")
+        self.assertFalse([r for r in logs.records if r.exc_info], logs.output)
+
+
+_DEAF_CHILD = r'''
+import json, sys, time
+sys.stdin.readline()
+# Ask for a 64 KiB value again and again and never read a reply: the worker must not queue them all.
+line = json.dumps({"cmd": "config.get", "key": "big", "reply": False}) + "\n"
+for i in range(int(sys.argv[1])):
+    sys.stdout.write(line)
+    if i % 50 == 0:
+        sys.stdout.flush()
+        time.sleep(0.01)
+sys.stdout.flush()
+time.sleep(30)
+'''
+
+
+class StdinLimitTests(TestCase):
+    async def deaf_run(self, requests: int, **extra):
+        """Run a child that floods ``config.get`` of a 64 KiB value and never reads; return results and peak queue."""
+        from vxsandbox_core.process import queued_bytes
+
+        results, peak = [], [0]
+
+        class Plugin:
+            @hookimpl
+            def sandbox_ended(self, api, result):
+                results.append(result)
+
+            @hookimpl
+            def reply_sent(self, api, command, reply):
+                peak[0] = max(peak[0], queued_bytes(api.protocol))
+
+        config = python_worker_config(
+            ["-c", _DEAF_CHILD, str(requests)], logging_resource="record",
+            max_pending_requests=10000,
+            sandbox={"config": {"cls": "config", "values": {"big": "v" * (64 * 1024)}}}, **extra)
+        worker = Sandbox(config, hooks=hooks_with(Plugin()))
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message())
+        return outcome, results[0], peak[0], worker.resources.resources["record"]
+
+    async def test_child_that_stops_reading_is_killed_at_stdin_limit(self):
+        """Replies a child never reads are queued only up to stdin_limit; then it is killed with the reason."""
+        limit = 2 * 1024 * 1024
+        outcome, result, peak, record = await self.deaf_run(2000, stdin_limit=limit, timeout=20)
+        self.assertEqual(outcome, "error")
+        self.assertEqual(result.kill_reason, "stdin_limit")
+        self.assertLess(result.duration, 15)
+        # Never more than the limit waits on the child's stdin (the inbound message is not a reply).
+        self.assertLessEqual(peak, limit + 64 * 1024)
+        reasons = [m for _, lvl, m in record.logs if lvl == 40]
+        self.assertTrue(any("stdin_limit" in m and "not reading" in m for m in reasons), reasons)
+
+    async def test_replies_within_stdin_limit_are_not_refused(self):
+        """Unread replies under stdin_limit do not kill the child: only its own timeout ends it."""
+        outcome, result, peak, record = await self.deaf_run(20, stdin_limit=4 * 1024 * 1024, timeout=1)
+        self.assertEqual(result.kill_reason, "timeout")
+        self.assertGreater(peak, 20 * 1024)
+
+    def test_stdin_limit_must_be_positive(self):
+        """A stdin_limit of zero is refused with the key's name."""
+        with self.assertRaises(ConfigError) as e:
+            SandboxConfig({"stdin_limit": 0})
+        self.assertIn("stdin_limit", str(e.exception))
+
+
+class LogLineCapTests(TestCase):
+    async def test_stderr_flood_is_capped_with_one_summary_line(self):
+        """500 000 short stderr lines give max_log_lines_per_run lines and one line counting the rest."""
+        code = "import sys; sys.stderr.write('x\\n' * 500000); sys.stderr.flush()"
+        worker = code_worker(code, max_log_lines_per_run=50)
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message())
+        self.assertEqual(outcome, "ok")
+        logs = [m for _, _, m in worker.resources.resources["record"].logs]
+        self.assertEqual(logs[:50], ["x"] * 50)
+        self.assertEqual(logs[50:], ["499950 more log lines dropped in this run "
+                                     "(max_log_lines_per_run is 50)"])
+
+    async def test_default_cap_keeps_a_thousand_lines(self):
+        """Without config, a run keeps its first 1000 stderr lines."""
+        code = "import sys; sys.stderr.write(''.join('line %d\\n' % i for i in range(1500)))"
+        worker = code_worker(code)
+        await worker.setup()
+        await worker.process_message(make_user_message())
+        logs = [m for _, _, m in worker.resources.resources["record"].logs]
+        self.assertEqual(len(logs), 1001)
+        self.assertEqual(logs[999], "line 999")
+        self.assertIn("500 more log lines dropped", logs[1000])

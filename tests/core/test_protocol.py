@@ -5,7 +5,7 @@ import json
 import pytest
 
 from vxsandbox_core.errors import ProtocolError
-from vxsandbox_core.protocol import decode, encode, make_command, make_error_reply, make_reply
+from vxsandbox_core.protocol import decode, encode, load_object, make_command, make_error_reply, make_reply, nesting
 
 
 def test_make_command_generates_distinct_ids():
@@ -55,3 +55,38 @@ def test_decode_rejects_garbage_with_reason(line, reason):
 def test_decode_stringifies_numeric_cmd_id():
     """A numeric cmd_id is turned into a string so replies match it."""
     assert decode(b'{"cmd": "x", "cmd_id": 3}')["cmd_id"] == "3"
+
+
+def test_encode_escapes_a_lone_surrogate_exactly():
+    """A reply echoing a cmd_id with a lone surrogate is written with \\u escapes and reads back exactly."""
+    line = encode({"cmd": "kv.get", "cmd_id": "id-\ud800", "reply": True, "value": "é"})
+    assert line.isascii() and line.endswith(b"\n")
+    assert json.loads(line) == {"cmd": "kv.get", "cmd_id": "id-\ud800", "reply": True, "value": "é"}
+
+
+def test_decode_replaces_lone_surrogates_except_in_cmd_id():
+    """Half characters from a child become U+FFFD everywhere but cmd_id; the fields changed are listed."""
+    repaired: list[str] = []
+    line = json.dumps({"cmd": "kv.set", "cmd_id": "\udc00", "key": "k\ud800", "value": ["ok \ud83d\ude00", "\udfff"],
+                       "nested": {"\ud801": 1}}).encode()
+    cmd = decode(line, repaired)
+    assert cmd["cmd_id"] == "\udc00"
+    assert cmd["key"] == "k\ufffd"
+    assert cmd["value"] == ["ok 😀", "\ufffd"]
+    assert cmd["nested"] == {"\ufffd": 1}
+    assert sorted(repaired) == ["key", "nested.\ufffd", "value.1"]
+
+
+def test_decode_of_an_escaped_pair_repairs_nothing():
+    """A surrogate pair written as escapes is one character: nothing is reported."""
+    repaired: list[str] = []
+    assert decode(b'{"cmd": "log.info", "msg": "\\ud83d\\ude00"}', repaired)["msg"] == "😀"
+    assert repaired == []
+
+
+def test_load_object_max_depth():
+    """With max_depth, deeper nesting is refused with the limit in the reason; the limit itself is accepted."""
+    assert nesting(load_object("{" + '"a":{' * 9 + "}" * 9 + "}", "body", ValueError, 10)) == 10
+    with pytest.raises(ValueError, match="nested more than 10 levels"):
+        load_object('{"a":[' * 6 + "]}" * 6, "body", ValueError, 10)
+    assert nesting({"a": [[], {"b": "[[[[["}]}) == 3

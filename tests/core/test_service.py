@@ -17,6 +17,8 @@ from vxsandbox_core.service import WorkerService
 from vxsandbox_core.testing import echo_worker_config, hooks_with, make_user_message
 from vxsandbox_core.worker import Sandbox
 
+from .bodies import hostile_bodies, sample
+
 
 class ServiceTests(TestCase):
     async def start(self, delay: float = 0.0, prefetch: int = 20, **extra: Any) -> None:
@@ -140,3 +142,161 @@ class ShutdownTests(TestCase):
         self.assertEqual(service.counts["ok"], 1)
         self.assertEqual(len(broker.drain("tr.outbound")), 1)
         self.assertEqual(broker.drain("tr.inbound"), [])
+
+
+def user_body(**fields: Any) -> bytes:
+    """A valid user message for transport ``tr`` as JSON, with ``fields`` replaced (None removes one)."""
+    data = make_user_message(transport_name="tr").to_dict()
+    for name, value in fields.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return json.dumps(data).encode()
+
+
+class HostileBodyTests(TestCase):
+    """Bodies that once wedged the worker: each is settled with a reason, and a good message is still answered."""
+
+    timeout = 30
+
+    async def start(self, prefetch: int = 2, max_children: int = 2) -> None:
+        self.broker = MemoryBroker(prefetch_count=prefetch)
+        self.worker = Sandbox(echo_worker_config("tr", max_children=max_children, messages_per_process=5),
+                              broker=self.broker, hooks=hooks_with())
+        self.service = WorkerService(self.worker, self.broker)
+        await self.service.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(self.service.stop()))
+
+    async def assert_still_answers(self) -> None:
+        self.broker.drain("tr.outbound")
+        good = make_user_message(transport_name="tr", content="still here")
+        await self.broker.publish("tr.inbound", good.to_json().encode())
+        d = Deferred.fromCoroutine(self.broker.get("tr.outbound"))
+        d.addTimeout(10, reactor)
+        self.assertEqual(json.loads(await d)["in_reply_to"], good["message_id"])
+
+    async def settle(self) -> None:
+        for _ in range(200):
+            if not self.service.in_flight:
+                return
+            await deferLater(reactor, 0.02, lambda: None)
+        self.fail(f"deliveries still in flight: {dict(self.service.counts)}")
+
+    async def test_bodies_that_raised_in_from_json_are_dead_lettered(self) -> None:
+        """Bodies that raised TypeError or OverflowError are dead-lettered; more than prefetch of them stop nothing."""
+        await self.start(prefetch=2)
+        bodies = [b'{"message_type": []}', b'{"message_type": {}}', b"{}",
+                  user_body(timestamp="0001-01-01 00:00:00+14:00"),
+                  user_body(timestamp="9999-12-31 23:59:59-14:00")]
+        for body in bodies:
+            await self.publish_inbound(body)
+        await self.assert_still_answers()
+        await self.settle()
+        self.assertEqual(self.broker.drain("tr.inbound.dead"), bodies)
+        self.assertEqual(self.service.counts["invalid"], len(bodies))
+
+    async def test_bad_event_bodies_are_dead_lettered(self) -> None:
+        """Events that raised in from_json are dead-lettered from <transport>.event too."""
+        await self.start(prefetch=1)
+        bodies = [b'{"message_type": ["event"]}',
+                  json.dumps({"message_version": "20110921", "message_type": "event", "event_type": "ack",
+                              "event_id": "e", "user_message_id": "u",
+                              "timestamp": "0001-01-01 00:00:00+01:00"}).encode()]
+        for body in bodies:
+            await self.broker.publish("tr.event", body)
+        await self.settle()
+        self.assertEqual(self.broker.drain("tr.event.dead"), bodies)
+        await self.assert_still_answers()
+
+    async def test_lone_surrogates_do_not_leak_pool_slots(self) -> None:
+        """Messages with lone surrogates are answered (with U+FFFD); max_children of them leave the worker serving."""
+        await self.start(prefetch=4, max_children=2)
+        bodies = [user_body(content="\ud800 half an emoji", transport_metadata={"k\udc00": "\udbff"})
+                  for _ in range(4)]
+        for body in bodies:
+            self.assertIn(b"\\ud800", body)
+            await self.publish_inbound(body)
+        replies = [json.loads(await self.broker.get("tr.outbound")) for _ in bodies]
+        self.assertEqual({r["content"] for r in replies}, {"echo: \ufffd half an emoji"})
+        self.assertEqual(replies[0]["transport_metadata"], {"k\ufffd": "\ufffd"})
+        await self.settle()
+        self.assertEqual(self.service.counts["ok"], 4)
+        await self.assert_still_answers()
+
+    async def test_deep_nesting_is_dead_lettered_and_frees_the_pool(self) -> None:
+        """Messages nested 850 to 960 deep are dead-lettered naming the nesting, and the worker keeps answering."""
+        await self.start(prefetch=6, max_children=2)
+        # Built as text: json.loads in a test's deep stack would itself hit the recursion limit.
+        # Whether such a body failed to parse or only to encode for the child depended on the stack.
+        bodies = [user_body(transport_metadata={"deep": "X"}).replace(b'"X"', b'{"a":' * depth + b"1" + b"}" * depth)
+                  for depth in (850, 850, 900, 900, 960, 960)]
+        with self.assertLogs("vxsandbox.service", "ERROR") as logs:
+            for body in bodies:
+                await self.publish_inbound(body)
+            await self.assert_still_answers()
+            await self.settle()
+        self.assertEqual(len(self.broker.drain("tr.inbound.dead")), 6)
+        self.assertEqual(len(logs.output), 6, logs.output)
+        self.assertTrue(all("nested" in line for line in logs.output), logs.output)
+
+    async def test_non_string_sandbox_id_is_dead_lettered(self) -> None:
+        """A sandbox_id of 123, ["x"] or {} is refused and dead-lettered, never run as the config's tenant."""
+        await self.start()
+        bodies = [user_body(sandbox_id=value) for value in (123, ["x"], {}, True)]
+        for body in bodies:
+            await self.publish_inbound(body)
+        await self.settle()
+        self.assertEqual(self.broker.drain("tr.inbound.dead"), bodies)
+        self.assertEqual(self.service.counts["refused"], 4)
+        self.assertEqual(self.broker.drain("tr.outbound"), [])
+        await self.assert_still_answers()
+
+    async def publish_inbound(self, body: bytes) -> None:
+        await self.broker.publish("tr.inbound", body)
+
+    async def test_fuzzed_bodies_are_all_settled(self) -> None:
+        """3,000 Hypothesis bodies on both queues are each acked or dead-lettered, and a good message is answered."""
+        await self.start(prefetch=20, max_children=6)
+        bodies = {"inbound": sample(hostile_bodies("tr"), 2000), "event": sample(hostile_bodies("tr", "event"), 1000)}
+        total = sum(len(b) for b in bodies.values())
+        with self.assertLogs("vxsandbox", "WARNING") as logs:
+            for queue, batch in bodies.items():
+                for body in batch:
+                    await self.broker.publish(f"tr.{queue}", body)
+            for _ in range(200 * 60 * 3):
+                if sum(self.service.counts.values()) >= total and not self.service.in_flight:
+                    break
+                await deferLater(reactor, 0.005, lambda: None)
+        counts = self.service.counts
+        self.assertEqual(sum(counts.values()), total, dict(counts))
+        self.assertEqual(self.broker.stats()["unacked"], {"tr.inbound": 0, "tr.event": 0})
+        self.assertEqual(self.broker.drain("tr.inbound") + self.broker.drain("tr.event"), [])
+        dead = len(self.broker.drain("tr.inbound.dead")) + len(self.broker.drain("tr.event.dead"))
+        self.assertEqual(dead, counts["invalid"] + counts["refused"], dict(counts))
+        self.assertEqual(counts["failed"], 0, dict(counts))
+        self.assertGreater(counts["ok"], 300, dict(counts))
+        # Every invalid body was refused with a MessageError naming what is wrong, never a surprise exception.
+        self.assertEqual([r.getMessage()[:200] for r in logs.records if r.exc_info], [])
+        await self.assert_still_answers()
+
+    test_fuzzed_bodies_are_all_settled.timeout = 240  # type: ignore[attr-defined]
+
+class OpenFilesLimitTests(TestCase):
+    def setUp(self) -> None:
+        import resource
+        self.original = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, self.original)
+
+    async def test_start_raises_the_soft_open_files_limit_to_the_hard_one(self) -> None:
+        """A worker starting under a low soft RLIMIT_NOFILE raises it to its hard limit (children stay at theirs)."""
+        import resource
+        soft, hard = self.original
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        broker = MemoryBroker()
+        worker = Sandbox(echo_worker_config("tr"), broker=broker, hooks=hooks_with())
+        service = WorkerService(worker, broker)
+        await service.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(service.stop()))
+        self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE), (hard, hard))
+        self.assertEqual(worker.rlimits[resource.RLIMIT_NOFILE][0], 15)

@@ -11,6 +11,7 @@ from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import TransportEvent
 from vxsandbox_core.testing import (
     RecordingBroker,
+    echo_worker_config,
     hooks_with,
     make_user_message,
     python_child,
@@ -104,3 +105,37 @@ class ConfigTests(TestCase):
     def test_sys_executable_is_accepted(self):
         """An absolute path to a program is taken as it is."""
         self.assertEqual(Sandbox({"executable": sys.executable}, hooks=hooks_with()).executable, sys.executable)
+
+
+class HostileMessageTests(TestCase):
+    timeout = 30
+
+    def test_non_string_sandbox_id_is_refused(self):
+        """A sandbox_id of 123, ["x"], {} or true is refused naming the field, not mapped to the config's tenant."""
+        worker = worker_with()
+        for value in (123, ["x"], {}, True):
+            with self.assertRaises(SandboxRefusedError) as e:
+                worker.sandbox_id_for_message(make_user_message(sandbox_id=value))
+            self.assertIn("field 'sandbox_id': expected a string", str(e.exception))
+
+    async def test_message_that_cannot_be_sent_is_refused_and_frees_its_child(self):
+        """A message that cannot be encoded for the child is refused; max_children of them leave the worker serving."""
+        worker = Sandbox(echo_worker_config("tr", max_children=1, messages_per_process=5), broker=RecordingBroker(),
+                         hooks=hooks_with())
+        await worker.setup()
+        self.addCleanup(worker.teardown)
+        deep: dict = {}
+        inner = deep
+        for _ in range(5000):
+            inner["a"] = {}
+            inner = inner["a"]
+        with self.assertLogs("vxsandbox.worker", "WARNING") as logs:
+            for _ in range(3):
+                outcome = await worker.process_message(make_user_message(transport_name="tr", transport_metadata=deep))
+                self.assertEqual(outcome, "refused")
+        self.assertTrue(all("could not be sent to the sandbox: RecursionError" in line for line in logs.output),
+                        logs.output)
+        self.assertEqual(worker.pool.busy, set())
+        good = make_user_message(transport_name="tr", content="after")
+        self.assertEqual(await worker.process_message(good), "ok")
+        self.assertEqual(worker.broker.messages()[-1]["in_reply_to"], good["message_id"])

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import re
 import shutil
+import subprocess
+import venv
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from .conftest import EXAMPLE, Built, Venv
+from .conftest import EXAMPLE, ROOT, Built, Venv
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +39,10 @@ def test_build_dists_passes_twine_check(built: Built) -> None:
     """scripts/build-dists builds an sdist and a wheel of all eight and twine check --strict passes them all."""
     names = sorted(p.name for p in built.folder.iterdir() if p.name.startswith("vxsandbox"))
     assert len(names) == 16, names
+    version = (ROOT / "VERSION").read_text().strip()
     for dist in DISTS:
         stem = dist.replace("-", "_")
-        assert f"{stem}-0.1.0.tar.gz" in names or any(n.startswith(stem + "-") for n in names)
+        assert f"{stem}-{version}.tar.gz" in names, names
         assert built.wheel(dist).exists()
     assert built.output.count("PASSED") == 16, built.output
     assert "FAILED" not in built.output and "WARNING" not in built.output
@@ -110,3 +116,32 @@ def test_example_resource_after_pip_install(built: Built, fresh_venv: Venv) -> N
                             EXAMPLE / "tests", check=False, cwd=EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\d+ passed", result.stdout)
+
+
+def build_dists_module() -> ModuleType:
+    """scripts/build-dists, imported as a module."""
+    loader = importlib.machinery.SourceFileLoader("build_dists", str(ROOT / "scripts" / "build-dists"))
+    spec = importlib.util.spec_from_loader("build_dists", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_build_dists_without_its_tools_says_what_to_do(tmp_path: Path) -> None:
+    """Run by a python without build (from a folder holding `make docs`'s build/), it names the fix."""
+    (tmp_path / "build" / "site").mkdir(parents=True)
+    bare = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False).create(bare)
+    proc = subprocess.run([str(bare / "bin" / "python"), str(ROOT / "scripts" / "build-dists"), str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "cannot import build, hatchling, twine; run the script with the project's venv" in proc.stderr
+    assert "pip install build hatchling twine" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_folder_does_not_pass_for_the_build_package(tmp_path: Path) -> None:
+    """A build/ folder in the current directory is not taken for the `build` package."""
+    (tmp_path / "build" / "site").mkdir(parents=True)
+    assert build_dists_module().missing_tools(str(tmp_path)) == []

@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
 from vxsandbox_core.brokers import Delivery
@@ -85,6 +86,48 @@ api.on_inbound_message = function (command) {
         var bad = require('buffer').Buffer.from([0x7b, 0xff, 0xfe, 0x7d, 0x0a]);
         for (var k = 0; k < 1000; k++) { fs.writeSync(1, bad); }
         return reply('bad utf8 sent');
+    }
+    // One tenant exhausting the worker: replies never read, log floods, metric names, http.
+    if (what === 'deaf') {
+        raw(JSON.stringify({cmd: 'kv.set', cmd_id: 'big', reply: false, key: 'big', value: 'v'.repeat(60000)}) + '\n');
+        // Batches under max_pending_requests, a pause for their replies to arrive, and never a read:
+        // Atomics.wait blocks the thread without spinning, so the attack costs no CPU.
+        var cell = new Int32Array(new SharedArrayBuffer(4));
+        for (var d = 0; d < 160; d++) {
+            line({cmd: 'kv.get', cmd_id: 'g' + d, reply: false, key: 'big'});
+            if (d % 40 === 39) { Atomics.wait(cell, 0, 0, 150); }
+        }
+        Atomics.wait(cell, 0, 0);
+    }
+    if (what === 'stderr-flood') { fs.writeSync(2, 'x\n'.repeat(400000)); return reply('stderr sent'); }
+    if (what === 'log-flood') {
+        var logged = 0;
+        for (var n = 0; n < 3000; n++) {
+            self.request('log.info', {msg: 'flood ' + n}, function () { if (++logged === 3000) { reply('logged'); } });
+        }
+        return;
+    }
+    if (what === 'metric-flood') {
+        var fired = 0, accepted = 0;
+        for (var f = 0; f < 500; f++) {
+            self.request('metrics.fire', {metric: 'm' + f + '.' + msg.message_id, value: 1, agg: 'sum'}, function (r) {
+                accepted += r.success ? 1 : 0;
+                if (++fired === 500) { reply('metrics accepted ' + accepted); }
+            });
+        }
+        return;
+    }
+    if (what === 'header-flood' || what === 'http-hold') {
+        var url = msg.transport_metadata.url + (what === 'header-flood' ? '/headers' : '/slow');
+        var count = what === 'header-flood' ? 1 : 100, answered = 0, failures = {};
+        for (var h = 0; h < count; h++) {
+            self.request('http.get', {url: url}, function (r) {
+                var why = r.success ? 'ok' : r.reason.replace(/^.*(max_[a-z_]+).*$/, '$1');
+                failures[why] = (failures[why] || 0) + 1;
+                if (++answered === count) { reply(JSON.stringify(failures)); }
+            });
+        }
+        return;
     }
     if (what === 'deep-json') { raw('['.repeat(200000) + ']'.repeat(200000) + '\n'); return reply('deep sent'); }
     if (what === 'big-line') {
@@ -164,10 +207,61 @@ def abuse_config(transport: str, **extra: Any) -> dict[str, Any]:
             "kv": {"cls": "kv", "redis_manager": {"url": "redis://127.0.0.1:6379/0",
                                                   "key_prefix": f"vxfault:{transport}"}},
             "outbound": {"cls": "outbound"},
+            "metrics": {"cls": "metrics"},
+            "http": {"cls": "http", "allowed_hosts": ["127.0.0.1"], "timeout": 2},
         },
     }
     config.update(extra)
     return config
+
+
+class _HostileHttp(Protocol):
+    """Answers ``/headers`` with endless 8 KB header lines and ``/slow`` with nothing at all."""
+
+    def __init__(self, server: HostileHttpServer) -> None:
+        self.server = server
+        self.request = b""
+        self.flooding = False
+
+    def connectionMade(self) -> None:
+        self.server.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.request.endswith(b"\r\n\r\n"):
+            return
+        self.request += data
+        if self.request.startswith(b"GET /headers") and self.request.endswith(b"\r\n\r\n"):
+            self.flooding = True
+            self.transport.write(b"HTTP/1.1 200 OK\r\n")
+            self.transport.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        if self.flooding:
+            chunk = b"".join(b"X-Flood-%d: %s\r\n" % (i, b"h" * 8000) for i in range(8))
+            self.server.header_bytes_sent += len(chunk)
+            self.transport.write(chunk)
+
+    def stopProducing(self) -> None:
+        self.flooding = False
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.flooding = False
+        self.server.connections.remove(self)
+
+
+class HostileHttpServer:
+    """A server on 127.0.0.1 an app can point the http resource at: header floods and requests never answered."""
+
+    def __init__(self) -> None:
+        self.connections: list[_HostileHttp] = []
+        self.header_bytes_sent = 0
+        self.port = reactor.listenTCP(0, Factory.forProtocol(lambda: _HostileHttp(self)), interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def stop(self) -> Deferred[Any]:
+        for connection in list(self.connections):
+            connection.transport.abortConnection()
+        return self.port.stopListening()
 
 
 class FaultBench:

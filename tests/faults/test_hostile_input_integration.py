@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
+from typing import Any
 
 import pytest
 from twisted.trial.unittest import TestCase
 
-from .harness import FaultBench, vumi_message
+from ..core.bodies import hostile_bodies, sample
+from .harness import ATTACKER, FaultBench, sleep, vumi_message
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.node]
 
@@ -17,12 +21,13 @@ class HostileInputTests(FaultBench, TestCase):
 
     timeout = 60
 
-    async def send_bad(self, bodies: list[bytes]) -> None:
+    async def send_bad(self, bodies: list[bytes], **config: Any) -> None:
         await self.open_bench()
-        await self.start_worker()
+        await self.start_worker(**config)
         await self.publish(*bodies)
-        await self.wait_settled(len(bodies))
+        # A good message sent after them is answered: the bad ones did not wedge the worker.
         await self.still_serves()
+        await self.wait_settled(len(bodies) + 3)
         self.assertEqual(self.service.counts["invalid"], len(bodies))
         await self.assert_dead_letters(len(bodies))
         lines = [r.getMessage() for r in self.records.records if "invalid message" in r.getMessage()]
@@ -89,3 +94,114 @@ class HostileInputTests(FaultBench, TestCase):
         refused = [r.getMessage() for r in self.records.records if "refused" in r.getMessage()]
         self.assertTrue(refused and all("sandbox_id" in line or "dead-lettered" in line for line in refused))
         self.assert_no_tracebacks()
+
+    async def test_bodies_that_raised_in_from_json(self) -> None:
+        """Bodies that raised TypeError or OverflowError, twice amqp_prefetch_count of them, are dead-lettered."""
+        base = vumi_message("x", "ok")
+        bodies = [b'{"message_type": []}', b'{"message_type": {}}', b"{}",
+                  json.dumps(dict(base, timestamp="0001-01-01 00:00:00+14:00")).encode()]
+        await self.send_bad(bodies, amqp_prefetch_count=2)
+
+    async def test_non_string_sandbox_id_is_refused(self) -> None:
+        """A sandbox_id of 123, ["x"] or {} is dead-lettered with the reason, never run as the config's tenant."""
+        await self.open_bench()
+        await self.start_worker()
+        odd = [vumi_message(self.tn, "kv", sandbox_id=value) for value in (123, ["x"], {})]
+        await self.publish(*odd)
+        await self.wait_settled(3)
+        self.assertEqual(self.service.counts["refused"], 3)
+        await self.assert_dead_letters(3)
+        await self.still_serves()
+        self.assertEqual(self.replies_to(odd), [])
+        refused = [r.getMessage() for r in self.records.records if "field 'sandbox_id'" in r.getMessage()]
+        self.assertEqual(len(refused), 3, refused)
+        self.assert_no_tracebacks()
+
+    async def test_lone_surrogates_and_deep_nesting_do_not_wedge(self) -> None:
+        """With max_children 2, messages with lone surrogates are answered and ~960-deep ones dead-lettered."""
+        await self.open_bench()
+        await self.start_worker(max_children=2, amqp_prefetch_count=8)
+        # Built as text: json in a deep stack would itself hit the recursion limit.
+        halves = [json.dumps(vumi_message(self.tn, "ok", transport_metadata={"udh": "\ud83d"})).encode()
+                  for _ in range(4)]
+        deep = [json.dumps(vumi_message(self.tn, "ok", transport_metadata="X")).encode().replace(
+                b'"X"', b'{"a":' * depth + b"1" + b"}" * depth) for depth in (900, 940, 960, 980)]
+        await self.publish(*halves, *deep)
+        await self.still_serves()
+        await self.wait_settled(8 + 3)
+        self.assertEqual(self.service.counts["ok"], 4 + 3)
+        self.assertEqual(self.service.counts["invalid"], 4)
+        await self.assert_dead_letters(4)
+        answered = [r for r in self.replies if r["content"] == "ok"]
+        self.assertIn({"udh": "\ufffd"}, [r["transport_metadata"] for r in answered])
+        nested = [r.getMessage() for r in self.records.records if "nested" in r.getMessage()]
+        self.assertEqual(len(nested), 4, nested)
+        self.assert_no_tracebacks()
+
+    async def test_lone_surrogates_from_the_app(self) -> None:
+        """Half characters in an app's cmd_id, kv values, log lines and reply become U+FFFD: one report, no hang."""
+        await self.open_bench()
+        await self.start_worker(javascript=HALVES_APP)
+        msg = vumi_message(self.tn, "go", sandbox_id=ATTACKER)
+        await self.publish(msg)
+        await self.wait_replies([msg])
+        await self.wait_settled(1)
+        self.assertEqual(self.replies_to([msg])[0]["content"], "split \ufffd|raw v\ufffd|\ufffd")
+        # "ok", not "error": the run ended with api.done(), not at its 3 s timeout.
+        self.assertEqual(dict(self.service.counts), {"ok": 1})
+        owner = self.owner_lines()
+        reports = [line for line in owner if "surrogate" in line]
+        self.assertEqual(len(reports), 2, owner)
+        self.assertIn("lone UTF-16 surrogates", reports[0])
+        self.assertRegex(reports[1], r"^\d+ more lines with lone surrogates repaired in this run$")
+        self.assertIn("log line \ufffd", owner)
+        self.assert_operator_quiet(max_lines=2)
+
+    async def test_fuzzed_bodies_through_rabbitmq(self) -> None:
+        """300 Hypothesis bodies on both queues are each acked or dead-lettered; the worker still answers."""
+        await self.open_bench()
+        await self.start_worker()
+        inbound, event = sample(hostile_bodies(self.tn), 200), sample(hostile_bodies(self.tn, "event"), 100)
+        await self.publish(*inbound)
+        await self.publish(*event, queue="event")
+        await self.wait_settled(len(inbound) + len(event), timeout=240)
+        counts = self.service.counts
+        self.assertEqual(counts["failed"], 0, dict(counts))
+        self.assertGreater(counts["ok"], 30, dict(counts))
+        expected, deadline = counts["invalid"] + counts["refused"], time.monotonic() + 10
+        # A reject reaches the dead-letter queue asynchronously.
+        while (dead := await self.dead_letters() + await self.dead_letters("event")) < expected \
+                and time.monotonic() < deadline:
+            await sleep(0.05)
+        self.assertEqual(dead, expected, dict(counts))
+        self.assertEqual(await self.transport.queue_length(f"{self.tn}.inbound"), 0)
+        self.assertEqual(await self.transport.queue_length(f"{self.tn}.event"), 0)
+        await self.still_serves()
+        invalid = [r for r in self.records.records if "invalid message" in r.getMessage()]
+        self.assertEqual(len(invalid), counts["invalid"])
+        self.assertFalse([r.getMessage()[:200] for r in self.records.records if r.levelno >= logging.ERROR
+                          and r.exc_info], "a body raised something other than a MessageError")
+
+    test_fuzzed_bodies_through_rabbitmq.timeout = 300  # type: ignore[attr-defined]
+
+
+#: An app that sends half characters every way it can: a raw line with its own cmd_id, kv, log, reply.
+HALVES_APP = r"""
+var fs = require('fs');
+api.on_inbound_message = function (command) {
+    var self = this;
+    var msg = command.msg;
+    fs.writeSync(1, JSON.stringify({cmd: 'kv.set', cmd_id: 'raw-\ud800', reply: false, key: 'raw',
+                                    value: 'v\udc00'}) + '\n');
+    for (var i = 0; i < 20; i++) { self.request('log.info', {msg: 'log line \udbff'}); }
+    self.request('kv.set', {key: 'half', value: 'split \ud83d'}, function () {
+        self.request('kv.get', {key: 'half'}, function (half) {
+            self.request('kv.get', {key: 'raw'}, function (raw) {
+                self.request('outbound.reply_to', {in_reply_to: msg.message_id, continue_session: false,
+                                                   content: half.value + '|raw ' + raw.value + '|\udfff'},
+                             function () { self.done(); });
+            });
+        });
+    });
+};
+"""

@@ -7,7 +7,10 @@ jail. The worker tests run ``isolation: bwrap`` end to end.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -20,22 +23,32 @@ from typing import Any
 import pytest
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from vxsandbox_core import hookimpl
+from tests.js.helpers import js_config
+from vxsandbox_core import hookimpl, isolation
+from vxsandbox_core.config import SandboxConfig
 from vxsandbox_core.isolation import (
     DEFAULT_MAX_PROCESSES,
     SANDBOX_UID_BASE,
     check_isolation,
     describe_isolation,
+    effective_isolation,
     find_bwrap,
+    isolation_warning,
     wrap_command,
 )
 from vxsandbox_core.process import rlimit_argv
-from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message, python_worker_config
+from vxsandbox_core.testing import (
+    RecordingBroker,
+    hooks_with,
+    make_user_message,
+    python_worker_config,
+)
 from vxsandbox_core.worker import Sandbox
+from vxsandbox_js import JsSandbox
 
-from .harness import ATTACKER, FaultBench, node_path, vumi_message
+from .harness import ATTACKER, FaultBench, RecordsHandler, node_path, vumi_message
 
 BWRAP = {"isolation": "bwrap"}
 
@@ -59,6 +72,11 @@ FORK_BOMB = textwrap.dedent("""
     sys.stdin.readline()
     sys.stdin.readline()
 """)
+
+
+def jailed(argv: list[str]) -> bool:
+    """Whether a child's command runs bwrap (started under setsid, so it leads its own process group)."""
+    return [os.path.basename(a) for a in argv[:2]] == ["setsid", "bwrap"]
 
 
 def run(argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -86,23 +104,109 @@ class ConfigTests(SynchronousTestCase):
     """The ``isolation`` value and what ``vxsandbox check`` says about it."""
 
     def test_values(self) -> None:
-        """``none`` and ``bwrap`` are accepted; anything else names the choices."""
+        """``auto``, ``none`` and ``bwrap`` are accepted; anything else names the choices."""
+        self.assertEqual(check_isolation("auto"), "auto")
         self.assertEqual(check_isolation("none"), "none")
         self.assertEqual(check_isolation("bwrap"), "bwrap")
         with self.assertRaises(ValueError) as e:
             check_isolation("docker")
-        self.assertIn("'none', 'bwrap'", str(e.exception))
+        self.assertIn("'auto', 'none', 'bwrap'", str(e.exception))
 
-    def test_none_changes_nothing(self) -> None:
-        """With ``isolation: none`` the argv is spawned as given."""
+    def test_default_is_auto_and_jails_here(self) -> None:
+        """A config without ``isolation`` is ``auto``, which is bwrap where bubblewrap works (as here)."""
+        self.assertEqual(SandboxConfig({}).isolation, "auto")
+        self.assertEqual(effective_isolation("auto"), "bwrap")
+        self.assertIsNone(isolation_warning("auto"))
         argv = ["/usr/bin/prlimit", "--as=1:1", "--", "/bin/true"]
+        self.assertTrue(jailed(wrap_command({}, argv, [])))
+
+    def test_none_as_root_runs_child_as_own_uid(self) -> None:
+        """Under ``none`` a root worker's child runs through setpriv as a uid of its own; others change nothing."""
+        argv = ["/usr/bin/prlimit", "--as=1:1", "--", "/bin/true"]
+        self.patch(isolation.os, "geteuid", lambda: 0)
+        wrapped = wrap_command({"isolation": "none"}, argv, [])
+        self.assertEqual(os.path.basename(wrapped[0]), "setpriv")
+        uid = next(int(a.split("=")[1]) for a in wrapped if a.startswith("--reuid="))
+        self.assertGreaterEqual(uid, SANDBOX_UID_BASE)
+        self.assertIn("--no-new-privs", wrapped)
+        self.assertEqual(wrapped[wrapped.index("--") + 1:], argv)
+        self.patch(isolation.os, "geteuid", lambda: 1000)
         self.assertEqual(wrap_command({"isolation": "none"}, argv, []), argv)
-        self.assertEqual(wrap_command({}, argv, []), argv)
 
     def test_describe(self) -> None:
-        """The check line names the active isolation and whether bwrap is available."""
+        """The check line names the active isolation, what it leaves open, and whether bwrap is available."""
         self.assertIn("isolation: bwrap", describe_isolation("bwrap"))
+        self.assertIn("isolation: auto -> bwrap", describe_isolation("auto"))
         self.assertIn("bwrap available at", describe_isolation("none"))
+        self.assertIn("can reach the network", describe_isolation("none"))
+
+    def test_program_under_symlinked_bin_does_not_bind_root(self) -> None:
+        """``/bin/sh`` on a merged-/usr system binds its real prefix, never the host's ``/``."""
+        wrapped = wrap_command(BWRAP, rlimit_argv({}) + ["/bin/sh", "-c", "true"], [])
+        binds = [wrapped[i + 1] for i, a in enumerate(wrapped) if a in ("--ro-bind", "--bind")]
+        self.assertNotIn("/", binds)
+        self.assertTrue(all(os.path.realpath(b) != "/" for b in binds), binds)
+
+
+class AutoFallbackTests(TestCase):
+    """``isolation: auto`` where bubblewrap is installed but cannot build its jail."""
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        fake = os.path.join(os.path.abspath(directory), "bwrap")
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+        os.chmod(fake, 0o755)
+        self.fake = fake
+        self.patch(isolation, "find_bwrap", lambda: fake)
+
+    def test_falls_back_with_warning(self) -> None:
+        """The probe fails, so children run unjailed, and the warning says why and what is then open."""
+        self.assertEqual(effective_isolation("auto"), "none")
+        warning = isolation_warning("auto")
+        assert warning is not None
+        self.assertIn("No permissions to create new namespace", warning)
+        self.assertIn("can reach the network", warning)
+        self.assertIn(self.fake, warning)
+        argv = ["/usr/bin/prlimit", "--as=1:1", "--", "/bin/true"]
+        self.assertNotIn(self.fake, wrap_command({}, argv, []))
+        with self.assertRaises(ValueError) as e:
+            check_isolation("bwrap")
+        self.assertIn("No permissions to create new namespace", str(e.exception))
+
+    def test_check_prints_warning(self) -> None:
+        """``vxsandbox check`` prints the WARNING line for a config that leaves isolation to auto."""
+        from vxsandbox_core.cli import main
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump({"worker": "sandbox", "transport_name": "t", "executable": sys.executable}, f)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(main(["check", "-c", config]), 0)
+        self.assertIn("WARNING: isolation: auto cannot use bubblewrap", out.getvalue())
+        self.assertIn("can reach the network", out.getvalue())
+
+    async def test_worker_warns_at_startup(self) -> None:
+        """A worker left on ``auto`` logs the WARNING when it starts, and its children still answer."""
+        records = RecordsHandler()
+        logging.getLogger("vxsandbox").addHandler(records)
+        self.addCleanup(logging.getLogger("vxsandbox").removeHandler, records)
+        # A JS child, because node is readable by the unprivileged uid a root worker's child runs as
+        # (this venv's python lives under /root, which is not).
+        broker = RecordingBroker()
+        app = ("api.on_inbound_message = function (c) { var self = this; self.request('outbound.reply_to',"
+               " {in_reply_to: c.msg.message_id, content: 'unjailed', continue_session: false},"
+               " function () { self.done(); }); };")
+        worker = JsSandbox(js_config(app, sandbox={"outbound": {"cls": "outbound"}}), broker=broker,
+                           hooks=hooks_with())
+        await worker.setup()
+        self.addCleanup(worker.teardown)
+        warnings = [r.getMessage() for r in records.records if r.levelno == logging.WARNING]
+        self.assertTrue(any("isolation: auto cannot use bubblewrap" in w and "can reach the network" in w
+                            for w in warnings), warnings)
+        self.assertEqual(await worker.process_message(make_user_message()), "ok")
+        self.assertEqual([m["content"] for m in broker.messages()], ["unjailed"])
 
     def test_configured_nproc_is_kept(self) -> None:
         """An ``RLIMIT_NPROC`` from the config replaces the jail's default process limit."""
@@ -152,6 +256,20 @@ class JailTests(TestCase):
         inside = run(wrap_command(BWRAP, argv, [os.path.abspath(app_dir)]))
         self.assertEqual(outside.stdout.split(), ["mine", "secret", open("/etc/hostname").read().strip()])
         self.assertEqual(inside.stdout.split(), ["mine", "ENOENT", "ENOENT"], inside.stderr)
+
+    def test_shell_from_symlinked_bin_reads_nothing_of_the_host(self) -> None:
+        """``/bin/sh`` (``/bin -> usr/bin``) in the jail reads neither /etc/hostname nor a file outside its binds."""
+        secret_dir = os.path.abspath(self.mktemp())
+        os.makedirs(secret_dir)
+        secret = os.path.join(secret_dir, "secret.txt")
+        with open(secret, "w") as f:
+            f.write("secret\n")
+        os.chmod(secret, 0o644)
+        argv = rlimit_argv({}) + ["/bin/sh", "-c", f"cat /etc/hostname {secret} 2>/dev/null; echo end"]
+        outside = run(argv)
+        inside = run(wrap_command(BWRAP, argv, []))
+        self.assertEqual(outside.stdout.split(), [open("/etc/hostname").read().strip(), "secret", "end"])
+        self.assertEqual(inside.stdout.split(), ["end"], inside.stderr)
 
     def test_program_and_app_under_host_tmp_are_visible(self) -> None:
         """A program (a venv-style python link) and an app under the host's /tmp show through the private /tmp."""
@@ -256,7 +374,7 @@ class WorkerJailTests(TestCase):
         forks = [r["forks"] for r in record.requests if r["cmd"] == "forks"]  # type: ignore[attr-defined]
         self.assertEqual(len(forks), 1)
         self.assertLess(forks[0], DEFAULT_MAX_PROCESSES)
-        self.assertIn("bwrap", os.path.basename(recorder.cmdlines[0][0]))
+        self.assertTrue(jailed(recorder.cmdlines[0]))
         self.assertEqual(outcome, "ok")
 
 
@@ -279,7 +397,7 @@ class JsWorkerJailTests(FaultBench, TestCase):
             await self.publish(msg)
             await self.wait_replies([msg])
             self.assertEqual(self.replies_to([msg])[0]["content"], f"visits {n}")
-        self.assertTrue(recorder.cmdlines and all("bwrap" in c[0] for c in recorder.cmdlines), recorder.cmdlines)
+        self.assertTrue(recorder.cmdlines and all(jailed(c) for c in recorder.cmdlines), recorder.cmdlines)
 
     async def test_app_cannot_reach_host_or_read_outside(self) -> None:
         """Even with Node's permission model off, the jailed app finds no listener and no file of the host."""
@@ -306,6 +424,62 @@ class JsWorkerJailTests(FaultBench, TestCase):
         self.assertEqual(factory.connected, 0)  # type: ignore[attr-defined]
 
 
+#: the realm escape, forced: a test-only app_context hands the app the runner's own ``process``
+ESCAPE_CONTEXT = "{process: process}"
+#: with the runner's process, signal the worker (signal 0: the kernel's permission check of a
+#: real kill, without killing the test) and connect to a listener of the host
+ESCAPE_APP = """
+api.on_inbound_message = function (c) {
+    var self = this, m = c.msg, target = JSON.parse(m.content), signal;
+    try { process.kill(target.pid, 0); signal = 'signalled'; } catch (e) { signal = e.code; }
+    var s = process.mainModule.require('net').connect(target.port, '127.0.0.1');
+    function answer(net) {
+        self.request('outbound.reply_to', {in_reply_to: m.message_id, content: net + ' ' + signal,
+                                           continue_session: false}, function () { self.done(); });
+    }
+    s.on('connect', function () { s.destroy(); answer('connected'); });
+    s.on('error', function (e) { answer(e.code); });
+};
+"""
+
+
+@pytest.mark.node
+class EscapedChildTests(TestCase):
+    """A JS child that has escaped the runner's realm still meets the OS layer."""
+
+    timeout = 60
+
+    async def escape(self, **extra: Any) -> tuple[str, int]:
+        """Run the escaping app once; returns its reply and how many connections the listener took."""
+        port, factory = listen()
+        self.addCleanup(port.stopListening)
+        broker = RecordingBroker()
+        config = js_config(ESCAPE_APP, sandbox={"outbound": {"cls": "outbound"}}, app_context=ESCAPE_CONTEXT,
+                           **extra)
+        worker = JsSandbox(config, broker=broker, hooks=hooks_with())
+        await worker.setup()
+        self.addCleanup(worker.teardown)
+        content = json.dumps({"pid": os.getpid(), "port": port.getHost().port})
+        self.assertEqual(await worker.process_message(make_user_message(content=content)), "ok")
+        (reply,) = broker.messages("test_transport.outbound")
+        return reply["content"], factory.connected  # type: ignore[attr-defined]
+
+    async def test_default_isolation_holds_escaped_child(self) -> None:
+        """Under the default isolation the escaped child reaches no host listener and cannot signal the worker."""
+        self.assertGreater(os.getpid(), 100)  # so no process of the jail's own PID namespace has it
+        content, connected = await self.escape()
+        self.assertEqual(content, "ECONNREFUSED ESRCH")
+        self.assertEqual(connected, 0)
+
+    async def test_none_as_root_cannot_signal_worker(self) -> None:
+        """Under ``isolation: none`` the escaped child reaches the network, but as root's child it cannot signal."""
+        if os.geteuid() != 0:
+            raise SkipTest("only a root worker can give its children a uid of their own")
+        content, connected = await self.escape(isolation="none")
+        self.assertEqual(content, "connected EPERM")
+        self.assertEqual(connected, 1)
+
+
 class CheckCommandTests(SynchronousTestCase):
     """``vxsandbox check`` reports the isolation."""
 
@@ -315,8 +489,10 @@ class CheckCommandTests(SynchronousTestCase):
         raw = {"worker": "sandbox", "transport_name": "t", "executable": sys.executable}
         lines, errors = check_config(dict(raw, isolation="bwrap"))
         self.assertEqual(errors, [])
-        self.assertTrue(any(line.startswith("isolation: bwrap") and "bwrap available" in line for line in lines))
-        lines, errors = check_config(raw)
+        self.assertTrue(any(line.startswith("isolation: bwrap (no network") and "bwrap at" in line for line in lines))
+        lines, errors = check_config(dict(raw, isolation="none"))
         self.assertTrue(any(line.startswith("isolation: none") for line in lines))
+        lines, errors = check_config(raw)
+        self.assertTrue(any(line.startswith("isolation: auto -> bwrap") for line in lines), lines)
         lines, errors = check_config(dict(raw, isolation="jail"))
         self.assertEqual(len([e for e in errors if "'isolation'" in e]), 1, errors)

@@ -115,6 +115,13 @@ class PathsResource(Resource):
         request.registerProducer(BigBody(request, size, self.server), False)
         return NOT_DONE_YET
 
+    def do_headers(self, request: Request, args: list[str]) -> bytes:
+        """``/headers/<count>/<size>``: ``count`` response headers ``x-h<i>``, each value ``size`` bytes."""
+        count, size = int(args[0]), int(args[1])
+        for i in range(count):
+            request.responseHeaders.setRawHeaders(f"x-h{i}".encode(), [b"h" * size])
+        return b"headers sent"
+
     def do_redirect(self, request: Request, args: list[str]) -> bytes:
         request.redirect(request.args[b"to"][0])
         return b""

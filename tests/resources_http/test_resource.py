@@ -418,3 +418,91 @@ class TlsTests(TestCase):
         self.assertEqual(await worker.process_message(make_user_message()), "ok")
         replies = worker.resources.resources["record"].replies()
         self.assertEqual([r["success"] for r in replies], [True, True, True], replies)
+
+
+class HeaderLimitTests(ServerTestCase):
+    """Response headers are bounded like the body: by count and by bytes, each failing with a reason."""
+
+    async def test_too_many_header_lines_fail_the_request(self) -> None:
+        """150 short headers pass max_headers (100 by default); the reply says so."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/150/10")}])
+        self.assertFalse(reply["success"])
+        self.assertIn("response has more than max_headers (100) header lines", reply["reason"])
+
+    async def test_too_many_header_bytes_fail_the_request(self) -> None:
+        """40 headers of 4000 bytes pass max_header_bytes (64 KiB by default); the reply says so."""
+        [reply] = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/40/4000")}])
+        self.assertFalse(reply["success"])
+        self.assertIn("response headers exceed max_header_bytes (65536 bytes)", reply["reason"])
+
+    async def test_header_flood_is_cut_off(self) -> None:
+        """2000 headers of 8 KB (16 MB) end the request with a reason, and the next request still works."""
+        flood, ok = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/2000/8000")},
+                                      {"cmd": "http.get", "url": self.server.url("/headers/3/10")}])
+        self.assertFalse(flood["success"])
+        self.assertIn("max_header", flood["reason"])
+        self.assertTrue(ok["success"], ok)
+        self.assertEqual(ok["headers"]["X-H2"], ["h" * 10])
+
+    async def test_header_limits_are_configurable(self) -> None:
+        """Raised limits let the same responses through with every header."""
+        many, big = await self.drive([{"cmd": "http.get", "url": self.server.url("/headers/150/10")},
+                                      {"cmd": "http.get", "url": self.server.url("/headers/40/4000")}],
+                                     http={"max_headers": 200, "max_header_bytes": 256 * 1024})
+        self.assertTrue(many["success"], many)
+        self.assertEqual(len([h for h in many["headers"] if h.startswith("X-H")]), 150)
+        self.assertTrue(big["success"], big)
+
+
+class BudgetTests(ServerTestCase):
+    """Concurrent requests are budgeted per worker and per tenant; past a budget a request is refused at once."""
+
+    def send(self, resource: HttpClientResource, sandbox_id: str, n: int) -> list[Any]:
+        """Start ``n`` slow GETs for ``sandbox_id``; return the fake APIs whose ``sent`` gets the replies."""
+        from vxsandbox_core.testing import FakeSandboxApi
+        apis = []
+        for i in range(n):
+            api = FakeSandboxApi(sandbox_id=sandbox_id)
+            api.resources.add("http", resource)
+            api.dispatch_request({"cmd": "http.get", "cmd_id": str(i), "reply": False,
+                                  "url": self.server.url("/slow")})
+            apis.append(api)
+        return apis
+
+    def refusals(self, apis: list[Any]) -> list[str]:
+        return [a.sent[0]["reason"] for a in apis if a.sent and not a.sent[0]["success"]]
+
+    async def test_tenant_budget_refuses_the_excess_at_once(self) -> None:
+        """With 5 per tenant, 30 slow requests give 25 immediate refusals naming the key; another tenant goes on."""
+        resource = HttpClientResource("http", None, {"cls": "http", "allowed_hosts": ["127.0.0.0/8"],
+                                                     "max_concurrent_requests_per_tenant": 5, "timeout": 5})
+        self.addCleanup(resource.teardown)
+        flood = self.send(resource, "flood", 30)
+        refused = self.refusals(flood)
+        self.assertEqual(len(refused), 25)
+        self.assertIn("max_concurrent_requests_per_tenant (5)", refused[0])
+        other = self.send(resource, "other", 1)
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(self.refusals(other), [])
+        self.assertEqual(len(self.server.slow), 6)
+
+    async def test_worker_budget_is_shared_by_all_tenants(self) -> None:
+        """With 8 per worker, tenants together get 8 in flight; the rest are refused naming the key, then freed."""
+        resource = HttpClientResource("http", None, {"cls": "http", "allowed_hosts": ["127.0.0.0/8"],
+                                                     "max_concurrent_requests": 8, "timeout": 0.5})
+        apis = [api for t in range(4) for api in self.send(resource, f"t{t}", 3)]
+        refused = self.refusals(apis)
+        self.assertEqual(len(refused), 4)
+        self.assertIn("max_concurrent_requests (8)", refused[0])
+        # Timed-out requests give their places back.
+        await deferLater(reactor, 1.5, lambda: None)
+        self.assertTrue(all(a.sent for a in apis))
+        later = self.send(resource, "t0", 8)
+        self.assertEqual(self.refusals(later), [])
+        resource.teardown()
+
+    def test_budget_defaults(self) -> None:
+        """The budgets default to 200 per worker and 20 per tenant."""
+        resource = HttpClientResource("http", None, {"cls": "http"})
+        self.assertEqual((resource.options.max_concurrent_requests,
+                          resource.options.max_concurrent_requests_per_tenant), (200, 20))

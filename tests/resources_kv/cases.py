@@ -231,7 +231,7 @@ class KVCommandCases(KVWorkerMixin):
 
     async def test_deprecated_keys_per_user_still_limits(self) -> None:
         """keys_per_user still sets the hard limit, with a deprecation warning in the log."""
-        with self.assertLogs("vxsandbox_resources_kv.config", logging.WARNING) as logs:  # type: ignore[attr-defined]
+        with self.assertLogs("vxsandbox.config", logging.WARNING) as logs:  # type: ignore[attr-defined]
             worker = await self.make_worker(keys_per_user=2)
         assert "deprecated" in logs.output[0] and "keys_per_user_hard" in logs.output[0]
         replies = await self.run_child(worker, [{"cmd": "kv.set", "key": k, "value": 1} for k in "abc"])

@@ -314,3 +314,16 @@ class LoggingResourceChildTests(LogCaptureMixin, TestCase):
         await worker.process_message(make_user_message(sandbox_id="child-tenant"))
         self.assertTrue(any("[child-tenant]" in line and "oops from child" in line
                             for _, line in handler.lines()), handler.lines())
+
+    async def test_log_flood_is_capped_per_run_with_one_summary(self):
+        """Past max_log_lines_per_run, log requests still succeed but are dropped, and one line counts them."""
+        handler = self.capture()
+        requests = [{"cmd": "log.info", "msg": f"n{i}"} for i in range(300)]
+        outcome, replies, _ = await self.run_child(requests, max_log_lines_per_run=100,
+                                                   max_pending_requests=1000, logging_resource="log")
+        self.assertEqual(outcome, "ok")
+        self.assertEqual([r["success"] for r in replies], [True] * 300)
+        lines = handler.lines()
+        self.assertEqual(lines[:100], [(20, f"[child-tenant] n{i}") for i in range(100)])
+        self.assertEqual(lines[100:], [(30, "[child-tenant] 200 more log lines dropped in this run "
+                                            "(max_log_lines_per_run is 100)")])

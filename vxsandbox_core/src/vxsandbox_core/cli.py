@@ -24,13 +24,14 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, split_config_errors
 
 log = logging.getLogger("vxsandbox.cli")
 
@@ -147,15 +148,29 @@ def _class_path(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 
 
-# --- run -----------------------------------------------------------------------------
+# --- run ---------------------------------------------------------------------------
 
-def build(raw: dict[str, Any], url_override: str | None) -> tuple[Any, Any]:
-    """Build the worker named by the config and its AMQP broker (nothing connects yet).
+def with_worker_class(raw: dict[str, Any], worker_class: str | None) -> dict[str, Any]:
+    """The config with ``--worker-class`` as its ``worker`` (old configs named it on twistd's command line).
 
-    :raises ConfigError: the config is invalid or names something not installed.
+    :raises ConfigError: the file names a different worker.
+    """
+    if worker_class is None:
+        return raw
+    if "worker" in raw and raw["worker"] != worker_class:
+        raise ConfigError("worker", f"is {raw['worker']!r} in the file but --worker-class says {worker_class!r}; "
+                                    "keep one of them")
+    return {**raw, "worker": worker_class}
+
+
+def build(raw: dict[str, Any], url_override: str | None, worker_class: str | None = None) -> tuple[Any, Any]:
+    """Build the worker named by the config (or ``worker_class``) and its AMQP broker (nothing connects yet).
+
+    :raises ConfigError: the config is invalid or names something not installed (every error found).
     """
     from .brokers.amqp import AmqpBroker
     from .registry import resolve_worker
+    raw = with_worker_class(raw, worker_class)
     worker_cls = resolve_worker(raw.get("worker", "sandbox"))
     config_cls = getattr(worker_cls, "CONFIG_CLASS", None)
     config = config_cls(raw) if config_cls is not None else raw
@@ -181,7 +196,8 @@ async def _serve(reactor: Any, worker: Any, broker: Any) -> None:
     try:
         observer = start_observability(worker, broker)
     except CannotListenError as e:
-        log.error("cannot serve metrics on metrics_port %s: %s", worker.config.get("metrics_port"), e.socketError)
+        log.error("cannot serve metrics on metrics_host %s, metrics_port %s: %s", worker.config.get("metrics_host"),
+                  worker.config.get("metrics_port"), e.socketError)
         raise SystemExit(EXIT_ERRORS) from None
 
     async def shutdown() -> None:
@@ -221,9 +237,12 @@ async def _serve(reactor: Any, worker: Any, broker: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     raw = load_config_file(args.config)
     try:
-        worker, broker = build(raw, args.amqp_url)
+        worker, broker = build(raw, args.amqp_url, args.worker_class)
     except ConfigError as e:
-        raise CliError(f"{args.config}: {e}") from None
+        errors = split_config_errors(e)
+        for error in errors[:-1]:
+            print(f"vxsandbox run: {args.config}: {error}", file=sys.stderr)
+        raise CliError(f"{args.config}: {errors[-1]}") from None
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
     _route_twisted_logs()
@@ -233,28 +252,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # --- check ---------------------------------------------------------------------------
 
-def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[list[str], list[str]]:
-    """Validate a worker config without connecting: returns (what would run, errors)."""
+def check_config(raw: dict[str, Any], url_override: str | None = None, worker_class: str | None = None,
+                 warnings: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Validate a worker config without connecting: returns (what would run, every error found).
+
+    Deprecation warnings are appended to ``warnings`` when given.
+    """
     from .brokers.amqp import AmqpUrl
     from .config import SandboxConfig
-    from .isolation import check_isolation, describe_isolation
+    from .isolation import DEFAULT_ISOLATION, check_isolation, describe_isolation
     from .registry import resolve_resource, resolve_worker
     lines: list[str] = []
     errors: list[str] = []
+    found_warnings: list[str] = [] if warnings is None else warnings
+
+    def add(error: ConfigError) -> None:
+        for single in split_config_errors(error):
+            if str(single) not in errors:
+                errors.append(str(single))
+
+    try:
+        raw = with_worker_class(raw, worker_class)
+    except ConfigError as e:
+        add(e)
     worker_name = raw.get("worker", "sandbox")
     try:
         worker_cls = resolve_worker(worker_name)
         lines.append(f"worker: {worker_name} -> {_class_path(worker_cls)} ({_distribution_of(worker_cls)})")
     except ConfigError as e:
-        errors.append(str(e))
+        add(e)
         worker_cls = None
     config_cls = getattr(worker_cls, "CONFIG_CLASS", SandboxConfig)
     config = None
     try:
         config = config_cls(raw)
+        found_warnings.extend(config.warnings)
     except ConfigError as e:
-        errors.append(str(e))
-    sandbox = raw.get("sandbox")
+        add(e)
+    # The worker's config may add resources of its own (the JS workers add 'log').
+    sandbox = config.sandbox if config is not None else raw.get("sandbox")
     resolved_all = True
     if isinstance(sandbox, dict):
         for name, rconfig in sandbox.items():
@@ -264,14 +300,18 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
                 lines.append(f"resource {name}: {cls_name} -> {_class_path(cls)} ({_distribution_of(cls)})")
             except ConfigError as e:
                 resolved_all = False
-                if str(e) not in errors:
-                    errors.append(str(e))
-    if config is None and not raw.get("transport_name"):
-        errors.append("config key 'transport_name': is required to run against a broker "
-                      "(the worker consumes <transport_name>.inbound and .event)")
-    if config is not None:
-        transport = getattr(config, "transport_name", None)
-        if transport:
+                add(e)
+                continue
+            options_cls = getattr(cls, "CONFIG_CLASS", None)
+            if options_cls is not None:
+                try:
+                    found_warnings.extend(options_cls(rconfig, prefix=f"sandbox.{name}.").warnings)
+                except ConfigError as e:
+                    resolved_all = False
+                    add(e)
+    transport = getattr(config, "transport_name", None) if config is not None else raw.get("transport_name")
+    if transport:
+        if config is not None:
             lines.append(f"consumes: {transport}.inbound, {transport}.event "
                          f"(prefetch {getattr(config, 'amqp_prefetch_count', 20)})")
             sends = {transport}
@@ -282,10 +322,11 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
                     continue
                 sends.add(target.get("transport_name") or transport)
             lines.append("publishes: " + ", ".join(f"{t}.outbound" for t in sorted(sends)))
-        else:
-            errors.append("config key 'transport_name': is required to run against a broker "
-                          "(the worker consumes <transport_name>.inbound and .event)")
-        mode = raw.get("isolation", "none")
+    else:
+        errors.append("config key 'transport_name': is required to run against a broker "
+                      "(the worker consumes <transport_name>.inbound and .event)")
+    if config is not None:
+        mode = raw.get("isolation", DEFAULT_ISOLATION)
         try:
             lines.append(describe_isolation(check_isolation(mode)))
         except ValueError as e:
@@ -295,14 +336,14 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
             url = AmqpUrl.parse(amqp_url(getattr(config, "amqp", None), url_override))
             lines.append(f"broker: {url.safe()}")
         except ConfigError as e:
-            errors.append(str(e))
+            add(e)
         if worker_cls is not None and resolved_all and not errors:
             # Building the worker (without setting it up) runs every resource's own
             # validation and finds the executable, without connecting anything.
             try:
                 worker_cls(config, broker=None)
             except ConfigError as e:
-                errors.append(str(e))
+                add(e)
             except Exception as e:
                 errors.append(f"building the worker failed: {type(e).__name__}: {e}")
     return lines, errors
@@ -310,9 +351,12 @@ def check_config(raw: dict[str, Any], url_override: str | None = None) -> tuple[
 
 def cmd_check(args: argparse.Namespace) -> int:
     raw = load_config_file(args.config)
-    lines, errors = check_config(raw, args.amqp_url)
+    warnings: list[str] = []
+    lines, errors = check_config(raw, args.amqp_url, args.worker_class, warnings)
     for line in lines:
         print(line)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if errors:
         for error in errors:
             print(f"error: {error}", file=sys.stderr)
@@ -372,6 +416,27 @@ def cmd_chat(argv: list[str]) -> int:
 
 # --- entry point -----------------------------------------------------------------------
 
+_RST_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """Text for a terminal: reStructuredText roles and literals (from docstrings) without their markup."""
+    # As Sphinx does, a role's target starting with ~ shows only its last component.
+    text = _RST_ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return _RST_LITERAL.sub(r"\1", text)
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """Help without the reStructuredText markup that descriptions taken from docstrings carry."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain_text(super()._expand_help(action))
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vxsandbox``."""
     from . import __version__
@@ -379,17 +444,22 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="stderr log lines as text (default) or JSON objects")
     common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    parser = argparse.ArgumentParser(prog="vxsandbox", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="vxsandbox", description=__doc__.splitlines()[0] if __doc__ else None,
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vxsandbox-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     run = sub.add_parser("run", parents=[common], help="run a worker against RabbitMQ (foreground)")
     run.add_argument("-c", "--config", required=True, help="worker config YAML file")
     run.add_argument("--amqp-url", help=f"broker URL (default: ${ENV_AMQP_URL}, then the config's amqp.url)")
+    run.add_argument("--worker-class", metavar="CLASS",
+                     help="worker to run when the config names none (old configs named it on the twistd "
+                          "command line), e.g. vxsandbox.worker.StandaloneJsFileSandbox or js-standalone")
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", parents=[common], help="validate a worker config without starting it")
     check.add_argument("-c", "--config", required=True, help="worker config YAML file")
     check.add_argument("--amqp-url", help="broker URL to check instead of the config's")
+    check.add_argument("--worker-class", metavar="CLASS", help="worker to check the config for, as for run")
     check.set_defaults(func=cmd_check)
     res = sub.add_parser("resources", parents=[common], help="list installed resource, worker and hook plugins")
     res.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -62,6 +62,9 @@ class SandboxApi:
         self.inbound_messages: dict[str, Message] = {}
         #: per-run scratch space for resources, keyed by resource name
         self.state: dict[str, Any] = {}
+        #: app log lines (stderr and the log resource) kept and dropped in this run
+        self.log_lines = 0
+        self.log_lines_dropped = 0
 
     def set_sandbox(self, protocol: SandboxProtocol) -> None:
         """Attach the child this run talks to."""
@@ -115,6 +118,23 @@ class SandboxApi:
                                              self.sandbox_id, f.getErrorMessage(), msg))
             return d
         return call_deferred(log.log, level, "[%s] %s", self.sandbox_id, msg)
+
+    def take_log_lines(self, n: int = 1) -> int:
+        """Count ``n`` app log lines against ``max_log_lines_per_run``; returns how many may be written.
+
+        The rest are counted as dropped, so a flood costs one line at the
+        run's end (:meth:`report_dropped_log_lines`) instead of one per line.
+        """
+        allowed = max(0, min(n, self.config.max_log_lines_per_run - self.log_lines))
+        self.log_lines += allowed
+        self.log_lines_dropped += n - allowed
+        return allowed
+
+    def report_dropped_log_lines(self) -> None:
+        """Say once how many app log lines this run dropped, if any."""
+        if self.log_lines_dropped:
+            self.report(f"{self.log_lines_dropped} more log lines dropped in this run "
+                        f"(max_log_lines_per_run is {self.config.max_log_lines_per_run})", logging.WARNING)
 
     def report(self, msg: str, level: int = logging.WARNING) -> None:
         """Tell both the app's owner (logging resource) and the operator (worker log) about a problem."""

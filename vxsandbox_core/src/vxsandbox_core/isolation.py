@@ -1,4 +1,4 @@
-"""Optional OS-level jail for sandboxed children: ``isolation: none`` (plain rlimits) or ``bwrap``.
+"""The OS layer of a child's confinement: ``isolation: auto`` (the default), ``bwrap`` or ``none``.
 
 With ``isolation: bwrap`` every child runs under bubblewrap (Debian package
 ``bubblewrap``):
@@ -6,12 +6,15 @@ With ``isolation: bwrap`` every child runs under bubblewrap (Debian package
 - its own network namespace with only a loopback of its own (``--unshare-net``),
   so it reaches no listener of the host, not even on 127.0.0.1;
 - a read-only view of the system directories (``/usr``, ``/lib*``, ``/bin``,
-  ``/sbin``, ``/etc/localtime``), of the program's install prefix, and of the
-  paths the worker says the child must read (the Node runner, the app file
-  and its ``node_modules``, the working directory); nothing else of the host
-  file system exists inside;
+  ``/sbin``, ``/etc/localtime``; a symlinked one, such as ``/bin -> usr/bin``
+  on merged-/usr systems, stays a symlink), of the program's real install
+  prefix (never ``/``), and of the paths the worker says the child must read
+  (the Node runner, the app file and the ``node_modules`` its resolution
+  searches, the working directory); nothing else of the host file system
+  exists inside;
 - a private, size-capped ``/tmp`` (tmpfs), a minimal ``/dev`` and a ``/proc`` of
-  its own PID namespace (``--unshare-pid``), its own IPC and UTS namespaces,
+  its own PID namespace (``--unshare-pid``), so it sees and can signal no
+  process of the host, the worker included; its own IPC and UTS namespaces,
   a new session (no terminal to inject keystrokes into), and
   ``--die-with-parent``: the child and everything it started die with the
   worker, and with the bwrap process the worker kills.
@@ -22,23 +25,36 @@ With ``isolation: bwrap`` every child runs under bubblewrap (Debian package
   child's process budget is its own. When the worker is not root, bwrap's
   user namespace gives the same per-child count.
 
-The default, ``isolation: none``, changes nothing: the child runs under the
-rlimits alone, so a first run needs nothing but util-linux.
+``isolation: auto`` means ``bwrap`` wherever bubblewrap is usable: installed
+and able to build the jail on this kernel, which :func:`probe_bwrap` tries
+once per process (containers and hardened kernels often forbid the
+namespaces). Where it is not, the children run as under ``none`` and the
+worker and ``vxsandbox check`` say so with a WARNING.
+
+``isolation: none`` runs the child under the rlimits alone: it can reach the
+network, 127.0.0.1 included. A worker running as root still switches each
+child to its own unprivileged uid with ``setpriv``, so it cannot signal the
+worker or another child; a worker that is not root cannot change the child's
+uid, and the child can then signal the worker.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import resource
 import shutil
+import subprocess
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ConfigError
 
 #: the values ``isolation`` accepts
-ISOLATION_MODES = ("none", "bwrap")
+ISOLATION_MODES = ("auto", "none", "bwrap")
+#: the isolation of a config that does not set one
+DEFAULT_ISOLATION = "auto"
 #: processes (threads count too) one jailed child may have unless ``rlimits`` sets ``RLIMIT_NPROC``;
 #: Node 20 starts about a dozen threads
 DEFAULT_MAX_PROCESSES = 64
@@ -67,47 +83,108 @@ def find_setpriv() -> str | None:
         (p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.access(p, os.X_OK)), None)
 
 
+def bwrap_problem() -> str | None:
+    """Why ``bwrap`` cannot jail children here, or None when it can (the probe runs once per bwrap path)."""
+    bwrap = find_bwrap()
+    if bwrap is None:
+        return "bubblewrap's bwrap program is not on PATH (apt-get install bubblewrap)"
+    if os.geteuid() == 0 and find_setpriv() is None:
+        return ("a worker running as root needs util-linux's setpriv to drop the child's privileges "
+                "(apt-get install util-linux)")
+    return probe_bwrap(bwrap)
+
+
+@functools.lru_cache(maxsize=8)
+def probe_bwrap(bwrap: str) -> str | None:
+    """Build the jail once with ``bwrap`` around ``true``: None when it works, else what bwrap said.
+
+    Runs a short subprocess, so it belongs to config and startup time, never to the reactor's
+    message path; the answer is cached for the life of the process.
+    """
+    true = shutil.which("true") or "/usr/bin/true"
+    try:
+        done = subprocess.run(_jail(bwrap, {}, [true], []), capture_output=True, text=True,
+                              env={}, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{bwrap} could not be run: {e}"
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        return f"{bwrap} failed (exit {done.returncode}): {said[-1] if said else 'no message'}"
+    return None
+
+
 def check_isolation(value: Any) -> str:
     """Validate the ``isolation`` config value; returns it.
 
-    :raises ValueError: not one of :data:`ISOLATION_MODES`, or ``bwrap``
-        without bubblewrap installed (or, for a root worker, without ``setpriv``).
+    ``auto`` probes bubblewrap (once) so that the first child does not pay for it.
+
+    :raises ValueError: not one of :data:`ISOLATION_MODES`, or ``bwrap`` where
+        bubblewrap is not installed or cannot build its jail (or, for a root
+        worker, without ``setpriv``).
     """
     if value not in ISOLATION_MODES:
         raise ValueError(f"expected one of {', '.join(repr(m) for m in ISOLATION_MODES)}")
-    if value == "bwrap":
-        if find_bwrap() is None:
-            raise ValueError("'bwrap' needs bubblewrap's bwrap program, which is not on PATH "
-                             "(apt-get install bubblewrap)")
-        if os.geteuid() == 0 and find_setpriv() is None:
-            raise ValueError("'bwrap' in a worker running as root needs util-linux's setpriv "
-                             "to drop the child's privileges (apt-get install util-linux)")
+    problem = bwrap_problem() if value in ("auto", "bwrap") else None
+    if value == "bwrap" and problem is not None:
+        raise ValueError(f"'bwrap' cannot jail children here: {problem}")
     return str(value)
 
 
 def isolation_mode(config: Any) -> str:
-    """The ``isolation`` of a worker config (an object with attributes, or a mapping); ``none`` when unset."""
+    """The ``isolation`` of a worker config (an object with attributes, or a mapping); ``auto`` when unset."""
     if isinstance(config, Mapping):
         mode = config.get("isolation")
     else:
         mode = getattr(config, "isolation", None)
         if mode is None and hasattr(config, "get"):
             mode = config.get("isolation")
-    return str(mode or "none")
+    return str(mode or DEFAULT_ISOLATION)
+
+
+def effective_isolation(mode: str) -> str:
+    """What children really run under: ``bwrap`` or ``none`` (``auto`` is ``bwrap`` where it is usable)."""
+    if mode == "auto":
+        return "none" if bwrap_problem() is not None else "bwrap"
+    return mode
+
+
+def unjailed_consequences() -> str:
+    """What untrusted code can do when its child runs without the jail, for this worker's user."""
+    if os.geteuid() == 0:
+        return ("untrusted code can reach the network (127.0.0.1 included: Redis, RabbitMQ, the metrics "
+                "port); each child runs as its own unprivileged uid, so it cannot signal the worker")
+    return ("untrusted code can reach the network (127.0.0.1 included: Redis, RabbitMQ, the metrics "
+            "port) and signal (kill) the worker, which runs as the same user")
+
+
+def isolation_warning(mode: str) -> str | None:
+    """The WARNING for ``isolation: auto`` without a usable bubblewrap; None when there is nothing to warn."""
+    if mode != "auto":
+        return None
+    problem = bwrap_problem()
+    if problem is None:
+        return None
+    return f"isolation: auto cannot use bubblewrap ({problem}); children run with rlimits only: " \
+           f"{unjailed_consequences()}"
 
 
 def describe_isolation(mode: str) -> str:
-    """One line for ``vxsandbox check``: which isolation is active and whether bwrap is available."""
-    bwrap = find_bwrap()
-    available = f"bwrap available at {bwrap}" if bwrap else "bwrap not installed (apt-get install bubblewrap)"
-    if mode == "bwrap":
+    """One line for ``vxsandbox check``: which isolation is active and what it leaves open."""
+    effective = effective_isolation(mode)
+    shown = f"auto -> {effective}" if mode == "auto" else mode
+    if effective == "bwrap":
         who = ("each child as its own unprivileged uid" if os.geteuid() == 0
                else "in a user namespace")
-        return (f"isolation: bwrap (no network, read-only view of what the child needs, private /tmp, "
-                f"{who}); {available}")
-    root = (" the worker runs as root, so RLIMIT_NPROC is not enforced: a fork bomb is stopped only "
-            "by isolation: bwrap;" if os.geteuid() == 0 else "")
-    return f"isolation: none (rlimits only);{root} {available}"
+        return (f"isolation: {shown} (no network, own PID namespace, read-only view of what the child "
+                f"needs, private /tmp, {who}); bwrap at {find_bwrap()}")
+    warning = isolation_warning(mode)
+    if warning is not None:
+        return f"WARNING: {warning}"
+    root = (" the worker runs as root, so RLIMIT_NPROC counts each child's own uid only;"
+            if os.geteuid() == 0 else "")
+    problem = bwrap_problem()
+    available = f"bwrap available at {find_bwrap()}" if problem is None else f"bwrap not usable: {problem}"
+    return f"isolation: none (rlimits only):{root} {unjailed_consequences()}; {available}"
 
 
 def wrap_command(config: Any, argv: list[str], read_paths: list[str]) -> list[str]:
@@ -119,30 +196,44 @@ def wrap_command(config: Any, argv: list[str], read_paths: list[str]) -> list[st
     :param argv: the full command, ``[prlimit, options..., "--", executable, *args]``.
     :param read_paths: files and directories the child must be able to read.
     """
-    if isolation_mode(config) != "bwrap":
-        return list(argv)
+    if effective_isolation(isolation_mode(config)) != "bwrap":
+        # Without the jail a root worker's child still gets a uid of its own: it can then signal
+        # neither the worker nor another tenant's child.
+        return _unprivileged(argv) if os.geteuid() == 0 else list(argv)
     bwrap = find_bwrap()
     if bwrap is None:
         raise ConfigError("isolation", "'bwrap' needs bubblewrap's bwrap program, which is not on PATH "
                                        "(apt-get install bubblewrap)")
+    return _jail(bwrap, config, argv, read_paths)
+
+
+def _jail(bwrap: str, config: Any, argv: list[str], read_paths: list[str]) -> list[str]:
     workdir = _config_value(config, "path")
     paths = [*read_paths, *([workdir] if isinstance(workdir, str) and workdir else [])]
     limited = _with_process_limit(argv, _max_processes(config))
     if os.geteuid() == 0:
-        setpriv = find_setpriv()
-        if setpriv is None:
-            raise ConfigError("isolation", "'bwrap' in a worker running as root needs util-linux's setpriv "
-                                           "(apt-get install util-linux)")
-        uid = next(_uids)
-        inner = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
-                 "--bounding-set=-all", "--no-new-privs", "--", *limited]
+        inner = _unprivileged(limited)
         # As root bwrap sets the jail up without a user namespace (one would keep the child's real
         # uid 0, which the kernel exempts from RLIMIT_NPROC); setpriv then needs these two.
         privilege = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         inner = limited
         privilege = ["--unshare-user"]
-    return [bwrap, *bwrap_options(_program_paths(argv) + paths, workdir), *privilege, "--", *inner]
+    # setsid makes bwrap a process group leader, so killing the child kills the group: a bwrap
+    # killed mid-setup otherwise leaves its namespace's init holding the child's pipes.
+    setsid = shutil.which("setsid") or "/usr/bin/setsid"
+    return [setsid, bwrap, *bwrap_options(_program_paths(argv) + paths, workdir), *privilege, "--", *inner]
+
+
+def _unprivileged(argv: list[str]) -> list[str]:
+    """``argv`` run by ``setpriv`` as the next uid of the rotating range, without capabilities."""
+    setpriv = find_setpriv()
+    if setpriv is None:
+        raise ConfigError("isolation", "a worker running as root needs util-linux's setpriv to run each "
+                                       "child as an unprivileged uid (apt-get install util-linux)")
+    uid = next(_uids)
+    return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "--no-new-privs", "--", *argv]
 
 
 def bwrap_options(read_paths: Iterable[str], workdir: str | None = None) -> list[str]:
@@ -165,7 +256,8 @@ def bwrap_options(read_paths: Iterable[str], workdir: str | None = None) -> list
         present.add(path)
         bound.add(path)
     for path in dict.fromkeys(os.path.abspath(p) for p in read_paths):
-        if _covered(path, bound) or not os.path.exists(path):
+        # A path that resolves to / would lay the host's whole file system over the jail.
+        if _covered(path, bound) or not os.path.exists(path) or os.path.realpath(path) == "/":
             continue
         options += _parents(path, present)
         options += ["--ro-bind", path, path]
@@ -212,9 +304,15 @@ def _program_paths(argv: list[str]) -> list[str]:
         if not os.path.isabs(program) or not os.path.isfile(program):
             continue
         for path in _link_chain(program):
-            directory = os.path.dirname(path)
+            # The real directory: on merged-/usr systems /bin/sh lives in /bin -> usr/bin, whose
+            # "prefix" taken literally would be the host's / (every file of the host).
+            directory = os.path.realpath(os.path.dirname(path))
+            prefix = os.path.dirname(directory)
             # <prefix>/bin/<program>: the program's libraries live under <prefix> (pyenv, nvm, /opt).
-            paths.append(os.path.dirname(directory) if os.path.basename(directory) == "bin" else path)
+            if os.path.basename(directory) == "bin" and prefix != "/":
+                paths.append(prefix)
+            else:
+                paths.append(os.path.join(directory, os.path.basename(path)))
     return paths
 
 

@@ -5,18 +5,29 @@ read liberally (vumi2 events without ``transport_name``, timestamps with a
 trailing ``Z`` or no microseconds, missing metadata); output is always in
 Vumi's exact form: metadata fields are objects, timestamps are
 ``"%Y-%m-%d %H:%M:%S.%f"`` in UTC.
+
+Hostile or broken bodies are refused with :class:`MessageError` naming what
+is wrong, never another exception: nesting deeper than :data:`MAX_NESTING`
+is refused (a body the worker could parse but not encode again for the
+child once wedged it), and a lone UTF-16 surrogate (half a character, as
+UCS-2 SMS gateways produce when a message is split inside an emoji) is
+replaced by U+FFFD, so the app still answers and every reply, log line and
+stored value is valid UTF-8.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from .errors import MessageError
-from .protocol import load_object
+from .protocol import load_object, may_hold_surrogates, replace_surrogates
+
+log = logging.getLogger("vxsandbox.message")
 
 VUMI_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 MESSAGE_VERSION = "20110921"
@@ -29,6 +40,8 @@ SESSION_EVENTS = (SESSION_NONE, SESSION_NEW, SESSION_RESUME, SESSION_CLOSE)
 EVENT_TYPES = ("ack", "nack", "delivery_report")
 DELIVERY_STATUSES = ("pending", "failed", "delivered")
 _METADATA = ("transport_metadata", "helper_metadata", "routing_metadata")
+#: levels of objects and arrays a message body may nest (Vumi's own use no more than four)
+MAX_NESTING = 64
 
 
 def format_timestamp(value: datetime) -> str:
@@ -70,8 +83,11 @@ def parse_timestamp(value: str) -> datetime:
     except ValueError:
         parsed = None
     if parsed is not None and parsed.tzinfo is not None and " " in text:
-        return parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    raise MessageError(f"field 'timestamp': {value!r} is not a Vumi timestamp "
+        try:
+            return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            raise MessageError(f"field 'timestamp': {_short(value)} is outside the years 1 to 9999 in UTC") from None
+    raise MessageError(f"field 'timestamp': {_short(value)} is not a Vumi timestamp "
                        "('YYYY-MM-DD HH:MM:SS.ffffff')")
 
 
@@ -98,7 +114,7 @@ class Message(Mapping[str, Any]):
         elif isinstance(timestamp, str):
             data["timestamp"] = parse_timestamp(timestamp)
         elif not isinstance(timestamp, datetime):
-            raise MessageError(f"field 'timestamp': expected a string, got {timestamp!r}")
+            raise MessageError(f"field 'timestamp': expected a string, got {_short(timestamp)}")
         for name in _METADATA:
             if data.get(name) is None:
                 data[name] = {}
@@ -112,10 +128,10 @@ class Message(Mapping[str, Any]):
         """
         if self.payload.get("message_version") != MESSAGE_VERSION:
             raise MessageError(f"field 'message_version': expected {MESSAGE_VERSION!r}, "
-                               f"got {self.payload.get('message_version')!r}")
+                               f"got {_short(self.payload.get('message_version'))}")
         if self.payload.get("message_type") != self.message_type:
             raise MessageError(f"field 'message_type': expected {self.message_type!r}, "
-                               f"got {self.payload.get('message_type')!r}")
+                               f"got {_short(self.payload.get('message_type'))}")
         for name, types in self.required.items():
             if name not in self.payload:
                 raise MessageError(f"field {name!r} is missing")
@@ -123,7 +139,7 @@ class Message(Mapping[str, Any]):
                 raise MessageError(f"field {name!r}: wrong type ({type(self.payload[name]).__name__})")
         for name in _METADATA:
             if not isinstance(self.payload[name], dict):
-                raise MessageError(f"field {name!r}: expected an object, got {self.payload[name]!r}")
+                raise MessageError(f"field {name!r}: expected an object, got {_short(self.payload[name])}")
 
     def __getitem__(self, key: str) -> Any:
         return self.payload[key]
@@ -166,14 +182,34 @@ class Message(Mapping[str, Any]):
     def from_json(body: bytes | str) -> Message:
         """Parse a broker body into a user message or an event, by its ``message_type``.
 
-        :raises MessageError: the body is not UTF-8 JSON, not an object, or not a valid message.
+        Lone surrogates are replaced by U+FFFD (logged once per body, naming the fields).
+
+        :raises MessageError: the body is not UTF-8 JSON, not an object, nested
+            deeper than :data:`MAX_NESTING`, or not a valid message.
         """
-        data = load_object(body, "body", MessageError)
+        data = load_object(body, "body", MessageError, MAX_NESTING)
+        if may_hold_surrogates(body):
+            repaired = replace_surrogates(data)
+            if repaired:
+                log.warning("message %s: lone UTF-16 surrogates (half a character) in %s replaced with U+FFFD",
+                            _short(data.get("message_id", data.get("event_id"))), _fields(repaired))
         kind = data.get("message_type")
-        cls = {"user_message": TransportUserMessage, "event": TransportEvent}.get(kind)  # type: ignore[arg-type]
+        classes = {"user_message": TransportUserMessage, "event": TransportEvent}
+        cls = classes.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise MessageError(f"field 'message_type': expected 'user_message' or 'event', got {kind!r}")
+            raise MessageError(f"field 'message_type': expected 'user_message' or 'event', got {_short(kind)}")
         return cls(data)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value's repr cut to ``limit`` characters, for reasons that quote hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _fields(paths: list[str], limit: int = 5) -> str:
+    shown = ", ".join(_short(p, 40) for p in sorted(paths)[:limit])
+    return shown if len(paths) <= limit else f"{shown} and {len(paths) - limit} more"
 
 
 def _json_default(value: Any) -> Any:
@@ -216,7 +252,7 @@ class TransportUserMessage(Message):
         super().validate()
         if self.payload["session_event"] not in SESSION_EVENTS:
             raise MessageError(f"field 'session_event': expected one of new, resume, close or null, "
-                               f"got {self.payload['session_event']!r}")
+                               f"got {_short(self.payload['session_event'])}")
 
     def reply(self, content: str | None, continue_session: bool = True, **fields: Any) -> TransportUserMessage:
         """Build the reply to this message: addresses swapped, transport fields and endpoint kept."""
@@ -293,11 +329,11 @@ class TransportEvent(Message):
         super().validate()
         event_type = self.payload["event_type"]
         if event_type not in EVENT_TYPES:
-            raise MessageError(f"field 'event_type': expected ack, nack or delivery_report, got {event_type!r}")
+            raise MessageError(f"field 'event_type': expected ack, nack or delivery_report, got {_short(event_type)}")
         needed = {"ack": "sent_message_id", "nack": "nack_reason", "delivery_report": "delivery_status"}[event_type]
         if needed not in self.payload:
             # vumi2 and Vumi always set these; a peer that leaves one out is still understood.
             self.payload[needed] = None
         status = self.payload.get("delivery_status")
         if event_type == "delivery_report" and status is not None and status not in DELIVERY_STATUSES:
-            raise MessageError(f"field 'delivery_status': expected pending, failed or delivered, got {status!r}")
+            raise MessageError(f"field 'delivery_status': expected pending, failed or delivered, got {_short(status)}")

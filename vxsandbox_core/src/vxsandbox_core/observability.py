@@ -45,6 +45,9 @@ RUN_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 #: label used for a command the resource does not implement
 OTHER_COMMAND = "other"
 
+#: the sandbox_id, store and metric labels of app metrics over the series caps
+OVERFLOW = "_overflow"
+
 
 def broker_connected(broker: Any) -> bool | None:
     """Whether ``broker`` is connected now: ``None`` when there is no broker to ask.
@@ -67,9 +70,13 @@ class ObservabilityPlugin:
     :param registry: where the metrics live (a new one by default, so two
         workers in one process, or two tests, never share counters).
     :param broker: the broker whose connection state ``vxsandbox_broker_connected`` reports.
+    :param max_series: app metric series (sandbox_id, store, metric, aggregator) exported in all;
+        fires of further ones are folded into one ``_overflow`` series per aggregator.
+    :param max_series_per_tenant: app metric series one sandbox_id may have before its new ones fold too.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, broker: Any = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, broker: Any = None,
+                 max_series: int = 10000, max_series_per_tenant: int = 100) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.broker = broker
         r = self.registry
@@ -92,6 +99,14 @@ class ObservabilityPlugin:
                                  ["sandbox_id", "store", "metric", "agg"], registry=r)
         self.app_values = Gauge("vxsandbox_app_metric", "Metrics fired by apps, aggregated as each asks",
                                 ["sandbox_id", "store", "metric", "agg"], registry=r)
+        self.app_overflow = Counter("vxsandbox_app_metric_overflow_fires",
+                                    "Metric values fired by apps past the series caps, folded into the "
+                                    "_overflow series", registry=r)
+        self.max_series = max_series
+        self.max_series_per_tenant = max_series_per_tenant
+        # Tenants choose metric names: without a cap each new one would be a new series forever.
+        self._series_per_tenant: dict[str, int] = {}
+        self._series = 0
         connected = Gauge("vxsandbox_broker_connected", "1 while the broker connection is up", registry=r)
         connected.set_function(lambda: 1.0 if broker_connected(self.broker) else 0.0)
         # Running (count, aggregate) per app metric, for aggregators a gauge cannot fold by itself.
@@ -137,8 +152,16 @@ class ObservabilityPlugin:
 
     @hookimpl
     def metric_fired(self, sandbox_id: str, store: str, metric: str, value: float, agg: str) -> None:
-        """Fold an app's metric into its gauge the way its aggregator says."""
+        """Fold an app's metric into its gauge the way its aggregator says (or into ``_overflow``)."""
         key = (sandbox_id, store, metric, agg)
+        if key not in self._aggregates:
+            if (self._series >= self.max_series
+                    or self._series_per_tenant.get(sandbox_id, 0) >= self.max_series_per_tenant):
+                key = (OVERFLOW, OVERFLOW, OVERFLOW, agg)
+                self.app_overflow.inc()
+            else:
+                self._series += 1
+                self._series_per_tenant[sandbox_id] = self._series_per_tenant.get(sandbox_id, 0) + 1
         self.app_fires.labels(*key).inc()
         count, current = self._aggregates.get(key, (0, 0.0))
         if count == 0:
@@ -251,7 +274,7 @@ class ObservabilityServer:
             await listening.stopListening()
 
 
-def start_observability(worker: Any, broker: Any = None, interface: str = "",
+def start_observability(worker: Any, broker: Any = None, interface: str | None = None,
                         reactor: Any = None) -> ObservabilityServer | None:
     """Serve metrics and health for ``worker`` if its config sets ``metrics_port``; else return ``None``.
 
@@ -260,11 +283,16 @@ def start_observability(worker: Any, broker: Any = None, interface: str = "",
     when the worker stops.
 
     :param broker: whose connection ``/health`` reports (default: ``worker.broker``).
+    :param interface: the address to listen on (default: the config's ``metrics_host``).
     """
     port = worker.config.get("metrics_port")
     if port is None:
         return None
-    plugin = ObservabilityPlugin(broker=broker if broker is not None else getattr(worker, "broker", None))
+    if interface is None:
+        interface = worker.config.get("metrics_host") or ""
+    plugin = ObservabilityPlugin(broker=broker if broker is not None else getattr(worker, "broker", None),
+                                 max_series=worker.config.get("metrics_max_series"),
+                                 max_series_per_tenant=worker.config.get("metrics_max_series_per_tenant"))
     server = ObservabilityServer(plugin, port, interface, reactor)
     server.start()
     pm = worker.hooks.pm

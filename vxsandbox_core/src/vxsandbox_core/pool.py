@@ -107,10 +107,10 @@ class ChildPool:
             self._top_up()
             return child, True
 
-    def release(self, child: SandboxProtocol, key: Hashable, result: SandboxResult) -> None:
-        """Take a child back after its run: keep it warm, or retire it."""
+    def release(self, child: SandboxProtocol, key: Hashable, result: SandboxResult | None) -> None:
+        """Take a child back after its run: keep it warm, or retire it (always when ``result`` is None)."""
         self.busy.discard(child)
-        if not result.retired and child.reusable and not self._cpu_worn(child):
+        if result is not None and not result.retired and child.reusable and not self._cpu_worn(child):
             timer = self.reactor.callLater(self.idle_timeout, self._reap, child)
             self.idle[child] = (key, timer)
         else:

@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -100,6 +101,16 @@ def find_executable(executable: str, key: str = "executable") -> str:
     return found
 
 
+def queued_bytes(protocol: ProcessProtocol) -> int:
+    """Bytes written to a child's stdin that it has not read yet (still in the worker's buffer)."""
+    pipes = getattr(protocol.transport, "pipes", None) or {}
+    writer = pipes.get(0)
+    if writer is None:
+        return 0
+    # Twisted's FileDescriptor offers no public count of what it still holds: these are its two buffers.
+    return len(writer.dataBuffer) - writer.offset + writer._tempDataLen
+
+
 @dataclass
 class SandboxResult:
     """How a sandbox run ended."""
@@ -151,18 +162,22 @@ class SandboxRun:
         self.ending = False
         #: problems reported once per run, by kind, with how often each happened
         self.reported: Counter[str] = Counter()
+        #: what was done with the problems of a kind ("ignored" unless said otherwise)
+        self.fates: dict[str, str] = {}
 
-    def report_once(self, kind: str, message: str, level: int = logging.WARNING) -> None:
+    def report_once(self, kind: str, message: str, level: int = logging.WARNING, fate: str = "ignored") -> None:
         """Report the first problem of a kind; later ones are only counted (a flood is one line)."""
         if not self.reported[kind]:
             self.api.report(message, level)
+            self.fates[kind] = fate
         self.reported[kind] += 1
 
     def report_counts(self) -> None:
-        """Say how many more problems of each kind were ignored after the first was reported."""
+        """Say how many more problems of each kind were ignored (or repaired) after the first was reported."""
         for kind, count in self.reported.items():
             if count > 1:
-                self.api.report(f"{count - 1} more {kind} ignored in this run", logging.WARNING)
+                self.api.report(f"{count - 1} more {kind} {self.fates.get(kind, 'ignored')} in this run",
+                                logging.WARNING)
 
 
 class SandboxProtocol(ProcessProtocol):
@@ -175,11 +190,12 @@ class SandboxProtocol(ProcessProtocol):
     :param max_runs: runs the child may serve before it is retired (1: a cold child).
     :param max_requests: requests one run may make before the child is killed.
     :param max_pending: requests one run may have in flight at once; more get an error reply.
+    :param stdin_limit: bytes of replies that may wait on the child's stdin, unread, before it is killed.
     """
 
     def __init__(self, argv: list[str], env: dict[str, str], path: str | None, recv_limit: int,
                  max_runs: int = 1, max_requests: int = 10000, max_pending: int = 100,
-                 reactor: Any = None) -> None:
+                 stdin_limit: int = 8 * 1024 * 1024, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -191,6 +207,9 @@ class SandboxProtocol(ProcessProtocol):
         self.max_runs = max_runs
         self.max_requests = max_requests
         self.max_pending = max_pending
+        self.stdin_limit = stdin_limit
+        #: bytes of the worker's own commands (initialize, the message) sent in this run: never refused
+        self._own_sent = 0
         self.runs_started = 0
         self.run: SandboxRun | None = None
         #: the API of the run that started the child (resources initialised it for this tenant)
@@ -228,6 +247,7 @@ class SandboxProtocol(ProcessProtocol):
             self.first_api = api
         run = SandboxRun(api, time.monotonic())
         self.run = run
+        self._own_sent = 0
         api.set_sandbox(self)
         if self.ended:
             # The child died before this run began (e.g. it could not be executed).
@@ -240,7 +260,21 @@ class SandboxProtocol(ProcessProtocol):
         """Write one command to the child; returns False (and drops it) if the child has gone."""
         if self.ended or self.transport is None:
             return False
-        self.transport.write(encode(command))
+        data = encode(command)
+        if command.get("reply") is True:
+            # A child that asks and never reads would make the worker hold every reply in memory.
+            waiting = queued_bytes(self) - self._own_sent
+            if waiting + len(data) > self.stdin_limit:
+                run = self.run
+                if run is not None and run.kill_reason is None and not run.finished:
+                    run.api.report(f"sandbox is not reading its replies: more than stdin_limit "
+                                   f"({self.stdin_limit} bytes) would wait on its stdin; killing it",
+                                   logging.ERROR)
+                self.kill("stdin_limit")
+                return False
+        else:
+            self._own_sent += len(data)
+        self.transport.write(data)
         return True
 
     def kill(self, reason: str) -> None:
@@ -254,6 +288,16 @@ class SandboxProtocol(ProcessProtocol):
         """End the child (SIGKILL); it serves no further run."""
         self.retiring = True
         if not self.ended:
+            pid = self.pid
+            try:
+                # A jailed child leads its own process group (isolation.py starts bwrap under
+                # setsid): bwrap killed while still building the jail leaves a process that
+                # holds the pipes and would never end, so the whole group goes. Never the
+                # worker's own group, which an unjailed child shares.
+                if pid is not None and os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
             try:
                 self.transport.signalProcess("KILL")
             except (twisted_error.ProcessExitedAlready, AttributeError, OSError):
@@ -284,6 +328,7 @@ class SandboxProtocol(ProcessProtocol):
             if self.run is run:
                 self.run = None
             run.report_counts()
+            run.api.report_dropped_log_lines()
             retired = self.ended or self.retiring
             run.result.callback(SandboxResult(
                 self.exit_code if self.ended else None, self.signal if self.ended else None,
@@ -337,10 +382,19 @@ class SandboxProtocol(ProcessProtocol):
         if self.ended or self.retiring or not self._count(data):
             return
         self._err += data
+        run = self.run
+        if run is not None and run.api.log_lines >= run.api.config.max_log_lines_per_run:
+            # Over the cap, count the lines without splitting them: a flood of 2-byte lines
+            # would otherwise cost the reactor a Python call per line.
+            end = self._err.rfind(b"\n")
+            if end >= 0:
+                run.api.take_log_lines(self._err.count(b"\n", 0, end + 1))
+                del self._err[:end + 1]
+            return
         for line in self._lines(self._err):
             text = line.decode("utf-8", "replace").rstrip("\r")
-            if text and self.run is not None:
-                self.run.api.log(text, logging.ERROR)
+            if text and run is not None and run.api.take_log_lines():
+                run.api.log(text, logging.ERROR)
 
     @staticmethod
     def _lines(buffer: bytearray) -> list[bytes]:
@@ -360,12 +414,19 @@ class SandboxProtocol(ProcessProtocol):
             run.report_once("requests after done", "sandbox sent requests after it said it was done; "
                             "they were not carried out")
             return
+        repaired: list[str] = []
         try:
-            command = decode(line)
+            command = decode(line, repaired)
         except ProtocolError as e:
             shown = line[:200].decode("utf-8", "replace")
             run.report_once("invalid lines", f"sandbox sent an invalid line, ignored: {e}: {shown!r}")
             return
+        if repaired:
+            # JavaScript strings may hold half a character (a lone surrogate); UTF-8 cannot.
+            fields = ", ".join(sorted(repaired)[:5])[:200]
+            run.report_once("lines with lone surrogates",
+                            f"sandbox sent text with lone UTF-16 surrogates (half a character) in "
+                            f"{command['cmd']!r} fields {fields}; replaced with U+FFFD", fate="repaired")
         if command["reply"]:
             run.report_once("replies to commands never sent",
                             f"sandbox sent a reply to a command it was never sent, ignored: "

@@ -10,12 +10,17 @@ request's ``cmd`` and ``cmd_id``, ``reply: true``, ``success`` and, on failure,
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
 from .errors import ProtocolError
 
 Command = dict[str, Any]
+
+#: what takes the place of a lone UTF-16 surrogate (half a character, which has no UTF-8 form)
+REPLACEMENT_CHARACTER = "\ufffd"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def new_cmd_id() -> str:
@@ -51,16 +56,23 @@ def encode(command: Command) -> bytes:
     """Serialise one command as a UTF-8 JSON line ending in a newline.
 
     Non-ASCII text is written as UTF-8, not ``\\u`` escapes, so a child reading
-    its stdin as UTF-8 text sees the characters themselves.
+    its stdin as UTF-8 text sees the characters themselves. A command holding
+    a lone surrogate (a ``cmd_id`` the child chose, echoed back) is written
+    with ``\\u`` escapes instead: UTF-8 cannot carry it, JSON can, exactly.
     """
-    return json.dumps(command, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    text = json.dumps(command, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(command, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def load_object(raw: bytes | str, what: str, error: type[Exception]) -> dict[str, Any]:
+def load_object(raw: bytes | str, what: str, error: type[Exception], max_depth: int | None = None) -> dict[str, Any]:
     """Parse UTF-8 JSON text that must be an object; ``error(reason)`` says what is wrong.
 
     ``what`` names the input in the reason ("line", "body"). Deep nesting is
-    a reason like any other, never a RecursionError in the worker.
+    a reason like any other, never a RecursionError in the worker; with
+    ``max_depth``, an object nested deeper than that is refused too.
     """
     if isinstance(raw, bytes):
         try:
@@ -75,16 +87,95 @@ def load_object(raw: bytes | str, what: str, error: type[Exception]) -> dict[str
         raise error(f"{what} is not JSON ({e})") from None
     if not isinstance(value, dict):
         raise error(f"{what} is JSON but not an object (got {type(value).__name__})")
+    # Fewer brackets than max_depth cannot nest deeper: most bodies skip the walk.
+    if max_depth is not None and raw.count("{") + raw.count("[") > max_depth and nesting(value) > max_depth:
+        raise error(f"{what} is JSON nested more than {max_depth} levels deep")
     return value
 
 
-def decode(line: bytes | str) -> Command:
+def nesting(value: Any) -> int:
+    """How many levels of objects and arrays ``value`` has (0 for a scalar), without recursing."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
+def may_hold_surrogates(raw: bytes | str) -> bool:
+    """False when JSON text certainly decodes to no lone surrogate: a cheap test before :func:`replace_surrogates`.
+
+    Strict UTF-8 cannot encode a surrogate, so in bytes only a ``\\uD8xx``
+    to ``\\uDFxx`` escape can produce one.
+    """
+    if isinstance(raw, str):
+        return "\\u" in raw or (not raw.isascii() and _SURROGATE.search(raw) is not None)
+    return b"\\ud" in raw or b"\\uD" in raw
+
+
+def replace_surrogates(value: dict[str, Any], keep: tuple[str, ...] = ()) -> list[str]:
+    """Replace every lone surrogate in the strings (keys too) of a JSON object by U+FFFD, in place.
+
+    json.loads joins an escaped surrogate pair into its character, so any
+    surrogate left in its result is half a character. Top-level fields named
+    in ``keep`` are left alone. Returns the paths of the fields changed
+    (``content``, ``transport_metadata.session``), in no particular order.
+    """
+    changed: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            entries = list(item.items())
+            if any(_SURROGATE.search(key) for key, _ in entries):
+                item.clear()
+                for key, child in entries:
+                    fixed = _SURROGATE.sub(REPLACEMENT_CHARACTER, key)
+                    if fixed != key:
+                        changed.append(path + fixed)
+                    item[fixed] = child
+                entries = list(item.items())
+            for key, child in entries:
+                if path == "" and key in keep:
+                    continue
+                if isinstance(child, str):
+                    if _SURROGATE.search(child):
+                        item[key] = _SURROGATE.sub(REPLACEMENT_CHARACTER, child)
+                        changed.append(path + key)
+                elif isinstance(child, (dict, list)):
+                    stack.append((child, f"{path}{key}."))
+        elif isinstance(item, list):
+            for index, child in enumerate(item):
+                if isinstance(child, str):
+                    if _SURROGATE.search(child):
+                        item[index] = _SURROGATE.sub(REPLACEMENT_CHARACTER, child)
+                        changed.append(f"{path}{index}")
+                elif isinstance(child, (dict, list)):
+                    stack.append((child, f"{path}{index}."))
+    return changed
+
+
+def decode(line: bytes | str, repaired: list[str] | None = None) -> Command:
     """Parse one line from a child into a command, validating its shape.
+
+    Lone surrogates (which JavaScript strings may hold, and UTF-8 cannot) are
+    replaced by U+FFFD everywhere but in ``cmd_id``, which the reply must
+    repeat exactly; the paths of the fields changed are added to ``repaired``.
 
     :raises ProtocolError: the line is not UTF-8, not JSON, not an object, or
         its ``cmd``, ``cmd_id`` or ``reply`` field has the wrong type.
     """
     value = load_object(line, "line", ProtocolError)
+    if may_hold_surrogates(line):
+        changed = replace_surrogates(value, keep=("cmd_id",))
+        if repaired is not None:
+            repaired.extend(changed)
     cmd = value.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise ProtocolError("command has no 'cmd' string")

@@ -66,11 +66,14 @@ def _legacy_table() -> dict[str, tuple[str, str]]:
             table[prefix + tail] = (RESOURCES_GROUP, name)
         for tail, name in _LEGACY_WORKERS.items():
             table[prefix + tail] = (WORKERS_GROUP, name)
-    # Old Vumi kept everything in one module.
+    # Old Vumi kept everything in one module; old vxsandbox re-exported every class from its
+    # package (configs say vxsandbox.RedisResource) and the resources from vxsandbox.resources.
     for tail, name in _LEGACY_RESOURCES.items():
-        table["vumi.application.sandbox." + tail.rsplit(".", 1)[1]] = (RESOURCES_GROUP, name)
+        for module in ("vumi.application.sandbox.", "vxsandbox.", "vxsandbox.resources."):
+            table[module + tail.rsplit(".", 1)[1]] = (RESOURCES_GROUP, name)
     for tail, name in _LEGACY_WORKERS.items():
-        table["vumi.application.sandbox." + tail.rsplit(".", 1)[1]] = (WORKERS_GROUP, name)
+        for module in ("vumi.application.sandbox.", "vxsandbox."):
+            table[module + tail.rsplit(".", 1)[1]] = (WORKERS_GROUP, name)
     # Vumi Go's own resources (the module is opt_out.py; configs also say optout.OptoutResource).
     for name, tail in [("contacts", "contacts.ContactsResource"), ("groups", "contacts.GroupsResource"),
                        ("optout", "optout.OptoutResource"), ("optout", "opt_out.OptOutResource")]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from .aio import call_deferred
-from .errors import ConfigError
+from .errors import ConfigError, raise_config_errors
 from .protocol import Command, make_error_reply, make_reply
 from .registry import resolve_resource
 
@@ -94,9 +94,15 @@ class SandboxResources:
     def __init__(self, worker: Any, config: dict[str, dict[str, Any]], prefix: str = "sandbox.") -> None:
         self.worker = worker
         self.resources: dict[str, SandboxResource] = {}
+        errors: list[ConfigError] = []
         for name, rconfig in config.items():
-            cls = resolve_resource(rconfig.get("cls"), key=f"{prefix}{name}.cls")
-            self.resources[name] = cls(name, worker, rconfig)
+            # Every resource is built, so one run names the mistakes of all of them.
+            try:
+                cls = resolve_resource(rconfig.get("cls"), key=f"{prefix}{name}.cls")
+                self.resources[name] = cls(name, worker, rconfig)
+            except ConfigError as e:
+                errors.append(e)
+        raise_config_errors(errors)
 
     def get(self, name: str) -> SandboxResource:
         """Return the resource called ``name``, or one that kills sandboxes asking for it."""

@@ -8,22 +8,32 @@ queue. What becomes of a delivery:
 - the run ended (``ok`` or ``error``: the app crashed or timed out, which
   running it again would not fix): **acked**, only after the run ended and
   everything it published was confirmed by the broker (at-least-once);
-- the body is not a Vumi message of the queue's kind: logged with the
-  reason and **rejected without requeue**, so it moves to the dead-letter
-  queue ``<queue>.dead``;
+- the body is not a Vumi message of the queue's kind (not UTF-8 JSON, not
+  an object, nested deeper than the message model allows, a field missing
+  or of the wrong type, a timestamp out of range; any exception while
+  reading it counts): logged with the reason and **rejected without
+  requeue**, so it moves to the dead-letter queue ``<queue>.dead``;
 - the worker refused it (``refused``: no ``sandbox_id`` in the message or
-  the config): logged with the reason and dead-lettered the same way, so an
-  operator can fix the config and shovel the messages back;
+  the config, a ``sandbox_id`` that is not a string, or a message that
+  could not be written to the child): logged with the reason and
+  dead-lettered the same way, so an operator can fix the config and
+  shovel the messages back;
 - the worker itself failed (a bug): logged with the traceback and
   dead-lettered, so one poison message cannot loop forever;
 - it arrived while the service was stopping, or its run was still going
   ``shutdown_timeout`` seconds after the stop began and was killed
   (``interrupted``): requeued for another worker.
+
+Starting also raises the worker's own soft ``RLIMIT_NOFILE`` to its hard
+limit: every child's pipes and every outbound connection cost descriptors,
+and a distribution's default soft limit (often 1024) runs out long before
+the hard one. Children keep their own, much lower, limit.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 from collections import Counter
 from typing import Any
 
@@ -35,6 +45,19 @@ from .errors import ConfigError, MessageError
 from .message import Message, TransportEvent, TransportUserMessage
 
 log = logging.getLogger("vxsandbox.service")
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; returns the (old, new) soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit (RLIMIT_NOFILE) from %d to %d: %s", soft, hard, e)
+            return soft, soft
+        log.info("raised the open files limit (RLIMIT_NOFILE) from %d to %d", soft, hard)
+    return soft, hard
 
 
 class WorkerService:
@@ -70,7 +93,8 @@ class WorkerService:
         return [f"{self.transport_name}.inbound", f"{self.transport_name}.event"]
 
     async def start(self) -> None:
-        """Set the worker up, connect the broker and start consuming."""
+        """Raise the open files limit, set the worker up, connect the broker and start consuming."""
+        raise_open_files_limit()
         await self.worker.setup()
         self._started = True
         await self.broker.connect()
@@ -146,10 +170,13 @@ class WorkerService:
             if not isinstance(msg, kind):
                 raise MessageError(f"field 'message_type': {delivery.routing_key} carries "
                                    f"{kind.message_type!r} messages, got {msg.message_type!r}")
-        except MessageError as e:
+        except Exception as e:
             self.counts["invalid"] += 1
+            # A MessageError names the field; anything else is a gap in validation, so keep its traceback.
             log.error("invalid message on %s, dead-lettered to %s.dead: %s; body starts %r",
-                      delivery.routing_key, delivery.routing_key, e, delivery.body[:120])
+                      delivery.routing_key, delivery.routing_key,
+                      e if isinstance(e, MessageError) else f"{type(e).__name__}: {e}", delivery.body[:120],
+                      exc_info=not isinstance(e, MessageError))
             await delivery.reject(requeue=False)
             return
         try:

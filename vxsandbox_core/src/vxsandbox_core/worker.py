@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from .config import DEFAULT_RLIMITS, SandboxConfig, effective_rlimits
 from .dispatch import SandboxApi
 from .errors import ConfigError, VxSandboxError
-from .isolation import wrap_command
+from .isolation import isolation_warning, wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
 from .pool import ChildPool, cpu_soft_limit
@@ -31,6 +31,8 @@ log = logging.getLogger("vxsandbox.worker")
 
 #: the kill reason of runs ended because the worker is stopping
 STOPPING = "worker stopping"
+#: the kill reason of runs whose message could not be written to the child
+UNDELIVERABLE = "message could not be sent"
 
 
 class SandboxRefusedError(VxSandboxError):
@@ -88,17 +90,27 @@ class Sandbox:
         return list(api.config.args)
 
     def read_paths(self, api: SandboxApi) -> list[str]:
-        """Files and directories the child must read, beyond its program (for ``isolation: bwrap``)."""
-        return []
+        """Files and directories the child must read, beyond its program (for ``isolation: bwrap``).
+
+        The generic worker's child reads the files its ``args`` name (a script for
+        its interpreter); a directory named there is not opened up, so an argument
+        can never widen the jail's view beyond single files.
+        """
+        return [arg for arg in api.config.args if os.path.isfile(arg)]
 
     def sandbox_id_for_message(self, msg: Message) -> str:
         """The tenant a message belongs to: its ``sandbox_id`` field, else the config's.
 
-        :raises SandboxRefusedError: neither gives one.
+        :raises SandboxRefusedError: neither gives one, or the message's is not a string
+            (mapping ``123`` or ``["x"]`` to the config's tenant would run it as someone it did not name).
         """
         sandbox_id = msg.get("sandbox_id")
         if isinstance(sandbox_id, str) and sandbox_id:
             return sandbox_id
+        if sandbox_id is not None and not isinstance(sandbox_id, str):
+            text = repr(sandbox_id)
+            raise SandboxRefusedError(f"field 'sandbox_id': expected a string, got {type(sandbox_id).__name__} "
+                                      f"{text if len(text) <= 80 else text[:80] + '...'}")
         if self.config.sandbox_id:
             return self.config.sandbox_id
         raise SandboxRefusedError(
@@ -129,7 +141,8 @@ class Sandbox:
         return SandboxProtocol(argv, dict(config.env), config.path, config.recv_limit,
                                max_runs=config.messages_per_process,
                                max_requests=config.max_requests_per_run,
-                               max_pending=config.max_pending_requests, reactor=self.reactor)
+                               max_pending=config.max_pending_requests,
+                               stdin_limit=config.stdin_limit, reactor=self.reactor)
 
     def _spawn_child(self, api: SandboxApi | None) -> SandboxProtocol:
         child = self.sandbox_protocol_for_message(None, api or self._template_api())
@@ -149,6 +162,9 @@ class Sandbox:
 
     async def setup(self) -> None:
         """Set up the resources and start the pre-started children; call once before processing messages."""
+        warning = isolation_warning(self.config.isolation)
+        if warning is not None:
+            log.warning("%s", warning)
         await self.resources.setup()
         self.pool._top_up()
 
@@ -204,21 +220,42 @@ class Sandbox:
         return outcome
 
     async def run_sandbox(self, api: SandboxApi, deliver: Any) -> SandboxResult:
-        """Get a child (warm, pre-started or new), let resources initialise a fresh one, deliver, wait."""
+        """Get a child (warm, pre-started or new), let resources initialise a fresh one, deliver, wait.
+
+        The child goes back to the pool however the run ends, so no failure can leak one of
+        ``max_children``'s slots.
+
+        :raises SandboxRefusedError: the message could not be written to the child (the child is
+            killed and the message should be dead-lettered).
+        """
         key = self.child_key(api)
         child, fresh = await self.pool.acquire(key, api, spare_ok=api.config is self.config)
-        run = child.start_run(api, api.config.timeout)
-        if fresh:
-            self.hooks.notify("sandbox_started", api=api, pid=child.pid)
-            try:
-                await self.resources.sandbox_init(api)
-            except Exception as e:
-                log.exception("[%s] sandbox_init failed", api.sandbox_id)
-                api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
-        if not run.called:
-            deliver(api)
-        result = await run
-        self.pool.release(child, key, result)
+        result: SandboxResult | None = None
+        undeliverable: Exception | None = None
+        try:
+            run = child.start_run(api, api.config.timeout)
+            if fresh:
+                self.hooks.notify("sandbox_started", api=api, pid=child.pid)
+                try:
+                    await self.resources.sandbox_init(api)
+                except Exception as e:
+                    log.exception("[%s] sandbox_init failed", api.sandbox_id)
+                    api.sandbox_kill("init failed", f"sandbox could not be initialised: {type(e).__name__}: {e}")
+            if not run.called:
+                try:
+                    deliver(api)
+                except Exception as e:
+                    # Nothing was written (encoding comes first), but the run cannot go on without its message.
+                    undeliverable = e
+                    child.kill(UNDELIVERABLE)
+            result = await run
+        finally:
+            # None: the wait itself failed (cancelled, or a bug above); the child cannot be trusted.
+            self.pool.release(child, key, result)
+        if undeliverable is not None:
+            self.hooks.notify("sandbox_ended", api=api, result=result)
+            raise SandboxRefusedError(f"the message could not be sent to the sandbox: "
+                                      f"{type(undeliverable).__name__}: {undeliverable}")
         if not result.ok:
             log.warning("[%s] sandbox run %s after %.3fs", api.sandbox_id, result.describe(), result.duration)
             if result.kill_reason is None:

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 from vxsandbox_core.protocol import Command, make_command
 from vxsandbox_core.resources import SandboxResource
 
+#: characters of a path or permission name from the child that a report shows
+MAX_SHOWN = 500
+
 if TYPE_CHECKING:
     from vxsandbox_core.dispatch import SandboxApi
 
@@ -28,6 +31,26 @@ class JsSandboxResource(SandboxResource):
         else:
             fields = {"javascript": worker.javascript_for_api(api), "app_context": worker.app_context_for_api(api)}
         api.sandbox_send(make_command("initialize", **fields))
+
+    def handle_access_denied(self, api: SandboxApi, command: Command) -> None:
+        """The app died of an access Node's permission model refused: say which path, and the key that allows it.
+
+        Node's own error names no path, so the runner passes on its ``resource``
+        and ``permission``. Reported once per run to the owner and the operator;
+        no reply is sent.
+        """
+        resource = command.get("resource")
+        permission = command.get("permission")
+        path = resource[:MAX_SHOWN] if isinstance(resource, str) else "a path Node did not name"
+        kind = permission[:MAX_SHOWN] if isinstance(permission, str) else "access"
+        message = (f"Node's permission model refused the app {kind} of {path!r}: only the app, the packages "
+                   f"its node_modules resolution loads and the worker config's allow_fs_read may be read; "
+                   f"add the path to allow_fs_read if the app must read it")
+        run = getattr(api.protocol, "run", None)
+        if run is not None:
+            run.report_once("access denied", message)
+        else:
+            api.report(message)
 
     def handle_done(self, api: SandboxApi, command: Command) -> None:
         """The app is done: end the child, counting the run as a success (no reply is sent)."""

@@ -262,6 +262,11 @@ function bootstrap(host, runnerFile) {
     function describe(value) {
         return safely(function (v) {
             if (v !== null && (typeof v === 'object' || typeof v === 'function')) {
+                if (v.code === 'ERR_ACCESS_DENIED') {
+                    // Node's message names no path: the worker tells the owner and the operator
+                    // which one was refused and which config key allows it.
+                    host('denied', toStr(v.permission), toStr(v.resource));
+                }
                 const stack = v.stack;
                 if (typeof stack === 'string') {
                     return appFrames(stack);
@@ -570,6 +575,10 @@ Session.prototype.bridge = function (runner, op, a, b, c) {
         runner.finish(this);
         return true;
     }
+    if (op === 'denied' && typeof a === 'string' && typeof b === 'string') {
+        runner.denied(a, b);
+        return true;
+    }
     if (op === 'fail' && typeof a === 'string' && typeof b === 'string') {
         runner.fail(a, b);
         return true;
@@ -668,9 +677,18 @@ function Runner() {
     // A value thrown at the process's error events: one of the runner's own errors, or the
     // app's (from a promise job, or from something app_context handed over), described in
     // the app's realm so that none of its hooks runs with the runner's objects.
+    // Reports a read or other access Node's permission model refused (strings only).
+    self.denied = function (permission, resource) {
+        writeCommand({cmd: 'js.access_denied', cmd_id: self.nextId(), reply: false,
+                      permission: permission, resource: resource});
+    };
+
     self.failValue = function (what, value) {
         let detail;
         if (value instanceof Error) {
+            if (value.code === 'ERR_ACCESS_DENIED') {
+                self.denied(String(value.permission), String(value.resource));
+            }
             detail = describeOwn(value);
         } else {
             detail = self.describe !== null ? self.describe(value) : undefined;

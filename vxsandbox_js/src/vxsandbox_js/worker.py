@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 from collections.abc import Hashable
 from typing import Any, ClassVar, cast
 
@@ -24,6 +25,7 @@ from vxsandbox_core.worker import Sandbox
 
 from .node import NodeVersion, find_node, hardening_flags, node_version, runner_files, runner_path
 from .preload import find_requires
+from .reads import app_reads
 from .resource import JsSandboxResource
 
 log = logging.getLogger("vxsandbox.worker")
@@ -43,6 +45,9 @@ NODE_RLIMITS: dict[str, int] = {
     "RLIMIT_MEMLOCK": 64 * 1024,
     "RLIMIT_AS": 1024 * MiB,
 }
+
+#: the least address space Node.js starts in reliably (measured on Node 20.20, see NODE_RLIMITS)
+NODE_MIN_ADDRESS_SPACE = 800 * MiB
 
 #: MiB of V8 old space an app may use unless ``max_old_space_size`` says otherwise
 DEFAULT_MAX_OLD_SPACE_SIZE = 64
@@ -108,6 +113,24 @@ class JsSandboxConfig(SandboxConfig):
             raw["sandbox"] = {**sandbox, "log": {"cls": "log"}}
         super().__init__(raw, prefix)
 
+    def validate(self) -> None:
+        """Drop ``args`` that start Vumi's own ``sandboxer.js`` (this worker runs its runner instead)."""
+        super().validate()
+        if any(os.path.basename(arg) == "sandboxer.js" for arg in self.args):
+            self.warn(f"config key {self.prefix + 'args'!r} is deprecated when it starts Vumi's sandboxer.js "
+                      f"({self.args!r}): ignored, the JavaScript workers run their own runner")
+            self.args = []
+        address_space = self.rlimits.get(resource.RLIMIT_AS)
+        if address_space is not None and address_space[0] < NODE_MIN_ADDRESS_SPACE:
+            # Old configs were written for Node 4, which started in 256 MiB; Node 20 dies of SIGTRAP there
+            # on every message. Memory stays bounded by RLIMIT_DATA and max_old_space_size.
+            raised = NODE_RLIMITS["RLIMIT_AS"]
+            self.warn(f"config key {self.prefix + 'rlimits.RLIMIT_AS'!r} of {address_space[0] // MiB} MiB is "
+                      f"deprecated: Node.js 20 needs about {NODE_MIN_ADDRESS_SPACE // MiB} MiB of address space "
+                      f"to start, so it is raised to {raised // MiB} MiB (memory stays bounded by RLIMIT_DATA "
+                      "and max_old_space_size)")
+            self.rlimits[resource.RLIMIT_AS] = (raised, max(raised, address_space[1]))
+
 
 class JsFileSandboxConfig(JsSandboxConfig):
     """Config of the ``js-file`` worker: the app comes from ``javascript_file``."""
@@ -119,10 +142,11 @@ class JsFileSandboxConfig(JsSandboxConfig):
         Field("javascript_file", (str,), "path of the file holding the app's JavaScript"),
     )
 
-    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
-        super().__init__(raw, prefix)
+    def validate(self) -> None:
+        """Check that ``javascript_file`` is a file."""
+        super().validate()
         if not os.path.isfile(self.javascript_file):
-            raise ConfigError(prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
+            raise ConfigError(self.prefix + "javascript_file", f"{self.javascript_file!r} is not a file")
         self.javascript_file = os.path.abspath(self.javascript_file)
 
 
@@ -158,15 +182,20 @@ class JsSandbox(Sandbox):
         return os.path.join(js_config(api).path or os.getcwd(), "app.js")
 
     def read_paths(self, api: SandboxApi) -> list[str]:
-        """What the child must read inside an OS jail: the same as under the permission model."""
-        return self.allowed_reads(api)
+        """What the bwrap jail shows: the runner, the app, the node_modules folders its resolution
+        searches (whole: inside the jail a link resolves among these binds only), the real paths of
+        its symlinked packages, and ``allow_fs_read``."""
+        reads = app_reads(self.app_filename(api))
+        return [*runner_files(), *reads.binds, *self._operator_reads(api)]
 
     def allowed_reads(self, api: SandboxApi) -> list[str]:
-        """What the child may read under the permission model: the runner, the app and its node_modules."""
-        app = self.app_filename(api)
-        paths = [*runner_files(), app, os.path.join(os.path.dirname(app), "node_modules")]
-        paths.extend(os.path.abspath(p) for p in js_config(api).allow_fs_read)
-        return paths
+        """What the child may read under the permission model: the runner, the app, each package its
+        resolution can load (see :mod:`vxsandbox_js.reads`), and ``allow_fs_read``."""
+        reads = app_reads(self.app_filename(api))
+        return [*runner_files(), *reads.allow, *self._operator_reads(api)]
+
+    def _operator_reads(self, api: SandboxApi) -> list[str]:
+        return [os.path.abspath(p) for p in js_config(api).allow_fs_read]
 
     def sandbox_args(self, api: SandboxApi) -> list[str]:
         """``[hardening flags] runner.js [--preload=JSON]``, or the config's ``args`` verbatim when given."""

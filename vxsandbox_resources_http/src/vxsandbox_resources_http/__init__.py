@@ -1,16 +1,17 @@
 """vxsandbox-resources-http: the ``http`` resource, HTTP requests for sandboxed apps to guarded destinations."""
 
 from .config import HttpClientConfig
-from .errors import DataLimitError, DestinationRefusedError, HttpResourceError
+from .errors import DataLimitError, DestinationRefusedError, HeaderLimitError, HttpResourceError
 from .guard import DestinationGuard, HostRules
 from .resource import HttpClientResource
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 __all__ = [
     "DataLimitError",
     "DestinationGuard",
     "DestinationRefusedError",
+    "HeaderLimitError",
     "HostRules",
     "HttpClientConfig",
     "HttpClientResource",

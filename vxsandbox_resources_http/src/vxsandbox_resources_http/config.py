@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vxsandbox_core.config import Config, Field, positive
+from vxsandbox_core.config import Field, ResourceConfig, positive
 
 from .guard import HostRules
 
@@ -15,7 +15,7 @@ def _host_rules(value: list[Any]) -> HostRules:
     return HostRules.parse(value)
 
 
-class HttpClientConfig(Config):
+class HttpClientConfig(ResourceConfig):
     """Config of :class:`~vxsandbox_resources_http.HttpClientResource`; the fields are its reference."""
 
     timeout: float
@@ -25,6 +25,10 @@ class HttpClientConfig(Config):
     allowed_hosts_only: bool
     follow_redirects: bool
     max_redirects: int
+    max_headers: int
+    max_concurrent_requests: int
+    max_concurrent_requests_per_tenant: int
+    max_header_bytes: int
 
     fields = (
         Field("timeout", (int, float),
@@ -33,6 +37,12 @@ class HttpClientConfig(Config):
         Field("data_limit", (int,),
               "bytes of response body a request may receive; a larger body is cut off and the request fails",
               128 * KiB, positive),
+        Field("max_headers", (int,),
+              "header lines a response may have; past them the connection is dropped and the request fails",
+              100, positive),
+        Field("max_header_bytes", (int,),
+              "bytes of a response's status line and headers together; past them the connection is dropped "
+              "and the request fails", 64 * KiB, positive),
         Field("allowed_hosts", (list,),
               "host names ('api.example.com', '*.example.com') and networks ('10.1.0.0/16', '127.0.0.1') "
               "exempt from the default refusal of loopback, private, link-local, multicast and other "
@@ -45,4 +55,10 @@ class HttpClientConfig(Config):
         Field("follow_redirects", (bool,),
               "follow redirects (each hop passes the destination guard again)", True),
         Field("max_redirects", (int,), "redirects followed before a request fails", 10, positive),
+        Field("max_concurrent_requests", (int,),
+              "requests this resource may have in flight at once, for every sandbox together (each holds "
+              "a file descriptor); more are refused at once with the reason", 200, positive),
+        Field("max_concurrent_requests_per_tenant", (int,),
+              "requests one sandbox_id may have in flight at once; more are refused at once with the reason",
+              20, positive),
     )

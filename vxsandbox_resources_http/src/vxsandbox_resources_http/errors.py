@@ -15,3 +15,7 @@ class DestinationRefusedError(HttpResourceError):
 
 class DataLimitError(HttpResourceError):
     """A response body is larger than the configured ``data_limit``."""
+
+
+class HeaderLimitError(DataLimitError):
+    """A response's headers pass ``max_headers`` lines or ``max_header_bytes`` bytes."""

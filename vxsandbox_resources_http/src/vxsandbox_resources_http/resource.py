@@ -31,7 +31,14 @@ from vxsandbox_core.resources import SandboxResource
 from .config import HttpClientConfig
 from .errors import DataLimitError, DestinationRefusedError
 from .guard import DestinationGuard
-from .transport import SSL_METHODS, VERIFY_OPTIONS, GuardedEndpointFactory, TlsSettings, read_body
+from .transport import (
+    SSL_METHODS,
+    VERIFY_OPTIONS,
+    GuardedEndpointFactory,
+    HeadLimits,
+    TlsSettings,
+    read_body,
+)
 
 if TYPE_CHECKING:
     from vxsandbox_core.dispatch import SandboxApi
@@ -261,6 +268,8 @@ class HttpClientResource(SandboxResource):
         #: trust roots for https (``None``: the platform's); tests and private CAs set their own
         self.trust_root: Any = None
         self._in_flight: set[Deferred[Any]] = set()
+        #: requests in flight per sandbox_id (an entry is dropped when it reaches zero)
+        self._per_tenant: dict[str, int] = {}
 
     def teardown(self) -> None:
         """Cancel requests still in flight, closing their connections."""
@@ -268,7 +277,8 @@ class HttpClientResource(SandboxResource):
             d.cancel()
 
     async def _perform(self, request: HttpRequest) -> tuple[Any, bytes]:
-        factory = GuardedEndpointFactory(self.reactor, self.resolver, self.guard, request.tls)
+        factory = GuardedEndpointFactory(self.reactor, self.resolver, self.guard, request.tls,
+                                         HeadLimits(self.options.max_headers, self.options.max_header_bytes))
         # No connection reuse: each request's TLS settings and guard decision are its own.
         pool = _QuietConnectionPool(self.reactor, persistent=False)
         agent: Any = Agent.usingEndpointFactory(self.reactor, factory, pool=pool)
@@ -302,6 +312,29 @@ class HttpClientResource(SandboxResource):
         request = parse_request(method, command, self.trust_root)
         if ":" in request.host:
             self._check_ipv6_literal(request)
+        self._check_budget(api.sandbox_id, method, request.url)
+        tenant = api.sandbox_id
+        self._per_tenant[tenant] = self._per_tenant.get(tenant, 0) + 1
+        try:
+            return await self._send(method, command, request)
+        finally:
+            self._per_tenant[tenant] -= 1
+            if not self._per_tenant[tenant]:
+                del self._per_tenant[tenant]
+
+    def _check_budget(self, tenant: str, method: str, url: str) -> None:
+        # Slow servers hold a file descriptor per request: unbudgeted, a few tenants could
+        # take every descriptor the worker has (EMFILE for everyone, the broker included).
+        options = self.options
+        if self._per_tenant.get(tenant, 0) >= options.max_concurrent_requests_per_tenant:
+            raise CommandError(f"{method} {url} refused: this sandbox already has "
+                               f"max_concurrent_requests_per_tenant ({options.max_concurrent_requests_per_tenant}) "
+                               "http requests in flight; wait for a reply first")
+        if len(self._in_flight) >= options.max_concurrent_requests:
+            raise CommandError(f"{method} {url} refused: the worker already has max_concurrent_requests "
+                               f"({options.max_concurrent_requests}) http requests in flight; try again later")
+
+    async def _send(self, method: str, command: Command, request: HttpRequest) -> Command:
         d = Deferred.fromCoroutine(self._perform(request))
         d.addTimeout(self.options.timeout, self.reactor, onTimeoutCancel=_timed_out)
         self._in_flight.add(d)

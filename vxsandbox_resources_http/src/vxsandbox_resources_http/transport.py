@@ -7,6 +7,11 @@ pick an allowed address and connect to exactly that address, so the name is
 never resolved a second time between the check and the connection. The URL
 keeps the host name, so the ``Host`` header, SNI and certificate checks use
 the name the app asked for.
+
+Twisted's HTTP client parser keeps every response header line it reads, with
+no limit of its own, so each connection's bytes pass through
+:class:`_HeadLimiter` first: it counts the response head's lines and bytes
+and drops the connection the moment either passes its limit.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.client import URI, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory
 from zope.interface import implementer
 
-from .errors import DataLimitError, DestinationRefusedError
+from .errors import DataLimitError, DestinationRefusedError, HeaderLimitError
 from .guard import DestinationGuard, parse_address
 
 #: ``ssl_method`` values: the seed's names, each pinning the protocol version (None: negotiate the best)
@@ -114,16 +120,123 @@ class GuardedEndpoint:
         return await endpoint_class(self.reactor, address, self.port).connect(factory)
 
 
+@dataclass(frozen=True)
+class HeadLimits:
+    """How much of a response head (status line and headers) a connection may receive."""
+
+    max_lines: int
+    max_bytes: int
+
+
+class _HeadLimiter(ProtocolWrapper):
+    """Passes a connection's bytes to the HTTP client, counting the response head's lines and bytes.
+
+    A head ends at its first empty line; a ``1xx`` informational head is
+    followed by another, which counts against the same limits. Past a
+    limit the connection is aborted and the request fails with a
+    :class:`HeaderLimitError` saying which limit.
+    """
+
+    factory: _HeadLimitingFactory
+
+    def __init__(self, factory: _HeadLimitingFactory, wrapped: Any) -> None:
+        super().__init__(factory, wrapped)
+        self.in_head = True
+        self.head_bytes = 0
+        self.header_lines = 0
+        #: the status line of the current head (its start), None until it is read
+        self.status: bytes | None = None
+        self.line_length = 0
+        self.line_start = b""
+        self.error: HeaderLimitError | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        if self.in_head:
+            self._scan(data)
+            if self.error is not None:
+                self.transport.abortConnection()
+                return
+        super().dataReceived(data)
+
+    def _scan(self, data: bytes) -> None:
+        limits = self.factory.limits
+        start = 0
+        while self.in_head and start < len(data):
+            newline = data.find(b"\n", start)
+            end = len(data) if newline < 0 else newline + 1
+            self.head_bytes += end - start
+            if self.head_bytes > limits.max_bytes:
+                self.error = HeaderLimitError(f"response headers exceed max_header_bytes ({limits.max_bytes} "
+                                              "bytes); the connection was dropped")
+                return
+            piece = data[start:end - (newline >= 0)]
+            self.line_length += len(piece)
+            if len(self.line_start) < 16:
+                self.line_start = (self.line_start + piece)[:16]
+            start = end
+            if newline < 0:
+                return
+            self._line_ended()
+            if self.header_lines > limits.max_lines:
+                self.error = HeaderLimitError(f"response has more than max_headers ({limits.max_lines}) "
+                                              "header lines; the connection was dropped")
+                return
+
+    def _line_ended(self) -> None:
+        empty = self.line_start in (b"", b"\r")
+        line, self.line_start, self.line_length = self.line_start, b"", 0
+        if self.status is None:
+            if not empty:
+                self.status = line
+        elif not empty:
+            self.header_lines += 1
+        elif self.status.split(b" ")[1:2] and self.status.split(b" ")[1].startswith(b"1"):
+            # "100 Continue" and friends: the real response's head follows.
+            self.status = None
+        else:
+            self.in_head = False
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # The client then fails the request with this reason instead of a bare "connection aborted".
+        super().connectionLost(Failure(self.error) if self.error is not None else reason)
+
+
+class _HeadLimitingFactory(WrappingFactory):
+    protocol = _HeadLimiter
+
+    def __init__(self, wrapped: Any, limits: HeadLimits) -> None:
+        super().__init__(wrapped)
+        self.limits = limits
+
+
+@implementer(IStreamClientEndpoint)
+class HeadLimitedEndpoint:
+    """Wraps an endpoint so every connection's response head is bounded by ``limits`` (outside any TLS)."""
+
+    def __init__(self, endpoint: Any, limits: HeadLimits) -> None:
+        self.endpoint = endpoint
+        self.limits = limits
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        d = self.endpoint.connect(_HeadLimitingFactory(factory, self.limits))
+        # The Agent talks to the protocol it built (it calls its request()), not to the wrapper.
+        d.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+        return d
+
+
 @implementer(IAgentEndpointFactory)
 class GuardedEndpointFactory:
-    """Endpoints for an ``Agent``: only http and https, every connection through the guard."""
+    """Endpoints for an ``Agent``: only http and https, every connection through the guard, heads bounded."""
 
     def __init__(self, reactor: Any, resolver: IHostnameResolver, guard: DestinationGuard,
-                 tls: TlsSettings) -> None:
+                 tls: TlsSettings, head_limits: HeadLimits) -> None:
         self.reactor = reactor
         self.resolver = resolver
         self.guard = guard
         self.tls = tls
+        self.head_limits = head_limits
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         scheme = uri.scheme.decode("ascii", "replace")
@@ -133,7 +246,7 @@ class GuardedEndpointFactory:
         endpoint: Any = GuardedEndpoint(self.reactor, self.resolver, self.guard, host, uri.port)
         if scheme == "https":
             endpoint = wrapClientTLS(self.tls.creator(host), endpoint)
-        return endpoint
+        return HeadLimitedEndpoint(endpoint, self.head_limits)
 
 
 class _LimitedBodyReader(Protocol):

@@ -6,13 +6,11 @@ with examples).
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from vxsandbox_core import Config, ConfigError, Field
-
-log = logging.getLogger(__name__)
+from vxsandbox_core import Config, ConfigError, Field, ResourceConfig
+from vxsandbox_core.errors import raise_config_errors
 
 KiB = 1024
 
@@ -49,19 +47,55 @@ def _redis_url(value: str) -> str:
     return value
 
 
-class RedisManagerConfig(Config):
-    """The ``redis_manager`` mapping: where Redis is and how long to wait for it."""
+def _port(value: int) -> int:
+    if not 0 < value <= 65535:
+        raise ValueError("expected a TCP port number from 1 to 65535")
+    return value
 
-    url: str
+
+def _db(value: int) -> int:
+    if value < 0:
+        raise ValueError("expected a database number, 0 or more")
+    return value
+
+
+def _separator(value: str) -> str:
+    if not value:
+        raise ValueError("expected at least one character")
+    return value
+
+
+class RedisManagerConfig(Config):
+    """The ``redis_manager`` mapping: where Redis is and how long to wait for it.
+
+    Redis is named either by ``url`` or, as Vumi's redis_manager did, by
+    ``host``, ``port``, ``db`` and ``password``; not both.
+    """
+
+    url: str | None
+    host: str | None
+    port: int | None
+    db: int | None
+    password: str | None
     key_prefix: str
+    key_separator: str
     connect_timeout: float
     command_timeout: float
     reconnect_max_delay: float
 
     fields = (
-        Field("url", (str,), "Redis to use: redis://[:password@]host[:port][/db]",
-              "redis://127.0.0.1:6379/0", _redis_url),
-        Field("key_prefix", (str,), "prefix of every key this resource writes (followed by ':')", ""),
+        Field("url", (str, type(None)), "Redis to use: redis://[:password@]host[:port][/db] (default "
+              "redis://127.0.0.1:6379/0 unless host, port, db or password is given)", None, _redis_url),
+        Field("host", (str, type(None)), "Redis host, as Vumi's redis_manager named it (instead of url)", None),
+        Field("port", (int, type(None)), "Redis port, as Vumi's redis_manager named it (instead of url)",
+              None, _port),
+        Field("db", (int, type(None)), "Redis database number, as Vumi's redis_manager named it (instead of url)",
+              None, _db),
+        Field("password", (str, type(None)), "Redis password, as Vumi's redis_manager named it (instead of url)",
+              None),
+        Field("key_prefix", (str,), "prefix of every key this resource writes (followed by key_separator)", ""),
+        Field("key_separator", (str,), "what follows key_prefix in every key, as in Vumi's redis_manager", ":",
+              _separator),
         Field("connect_timeout", (int, float), "seconds to wait for a connection to Redis", 5, _positive),
         Field("command_timeout", (int, float),
               "seconds a command may wait for Redis before failing with 'kv backend unavailable'", 5, _positive),
@@ -69,21 +103,30 @@ class RedisManagerConfig(Config):
               "most seconds between attempts to reconnect to Redis while it is down", 5, _positive),
     )
 
-    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
-        super().__init__(raw, prefix)
-        unknown = sorted(set(self.raw) - {f.name for f in self.all_fields()})
-        if unknown:
-            raise ConfigError(prefix + unknown[0], f"is not an option of redis_manager "
-                                                   f"(options: {', '.join(f.name for f in self.all_fields())})")
-        parts = urlsplit(self.url)
-        self.host: str = parts.hostname or "127.0.0.1"
-        self.port: int = parts.port or 6379
-        self.db: int = int(parts.path.lstrip("/") or 0)
-        self.password: str | None = unquote(parts.password) if parts.password else None
+    deprecated_keys: ClassVar[dict[str, str]] = {
+        "FAKE_REDIS": "use 'backend: memory' on the kv resource (the resource switches to it)",
+        "charset": "ignored: values are always stored as UTF-8 JSON",
+        "errors": "ignored: values are always stored as UTF-8 JSON, and text that is not valid is refused",
+    }
+
+    def validate(self) -> None:
+        """Work out the Redis address from ``url`` or the Vumi-style keys."""
+        super().validate()
+        vumi_style = [k for k in ("host", "port", "db", "password") if getattr(self, k) is not None]
+        if self.url is not None and vumi_style:
+            raise ConfigError(self.prefix + vumi_style[0], f"gives Redis's address a second way, and 'url' "
+                                                          f"({self.url!r}) gives it already: keep one of them")
+        parts = urlsplit(self.url or "redis://127.0.0.1:6379/0")
+        self.host = self.host or parts.hostname or "127.0.0.1"
+        self.port = self.port or parts.port or 6379
+        if self.db is None:
+            self.db = int(parts.path.lstrip("/") or 0)
+        if self.password is None and parts.password:
+            self.password = unquote(parts.password)
         self.username: str | None = unquote(parts.username) if parts.username else None
 
 
-class KVConfig(Config):
+class KVConfig(ResourceConfig):
     """Config of the ``kv`` resource (the mapping under ``sandbox.<name>``)."""
 
     backend: str
@@ -98,8 +141,8 @@ class KVConfig(Config):
         Field("cls", (str,), "the resource class: kv", "kv"),
         Field("backend", (str,), "where values live: 'redis' (shared, durable) or 'memory' (this worker only)",
               "redis", _backend),
-        Field("redis_manager", (dict,), "Redis connection (backend redis): {url, key_prefix, connect_timeout, "
-              "command_timeout, reconnect_max_delay}", dict),
+        Field("redis_manager", (dict,), "Redis connection (backend redis): {url (or host, port, db, password), "
+              "key_prefix, key_separator, connect_timeout, command_timeout, reconnect_max_delay}", dict),
         Field("keys_per_user_hard", (int,), "most keys one sandbox_id may hold; a new key past it fails "
               "with 'Too many keys'", 100, _positive_int),
         Field("keys_per_user", (int,), "deprecated synonym of keys_per_user_hard", None, _positive_int),
@@ -109,21 +152,35 @@ class KVConfig(Config):
         Field("max_value_size", (int,), "most bytes in a value, serialised as JSON", 256 * KiB, _positive_int),
     )
 
-    def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
-        super().__init__(raw, prefix)
+    def validate(self) -> None:
+        """Settle the key quotas and build the ``redis_manager`` options."""
+        super().validate()
+        prefix = self.prefix
+        errors: list[ConfigError] = []
         if self.keys_per_user is not None:
             if "keys_per_user_hard" in self.raw and self.keys_per_user_hard != self.keys_per_user:
-                raise ConfigError(prefix + "keys_per_user",
-                                  f"is a deprecated synonym of keys_per_user_hard and disagrees with it "
-                                  f"({self.keys_per_user} vs {self.keys_per_user_hard}); keep only "
-                                  "keys_per_user_hard")
-            log.warning("config key %r is deprecated: use %r instead",
-                        prefix + "keys_per_user", prefix + "keys_per_user_hard")
-            self.keys_per_user_hard = self.keys_per_user
+                errors.append(ConfigError(
+                    prefix + "keys_per_user", f"is a deprecated synonym of keys_per_user_hard and disagrees "
+                    f"with it ({self.keys_per_user} vs {self.keys_per_user_hard}); keep only keys_per_user_hard"))
+            else:
+                self.warn(f"config key {prefix + 'keys_per_user'!r} is deprecated: use "
+                          f"{prefix + 'keys_per_user_hard'!r} instead")
+                self.keys_per_user_hard = self.keys_per_user
         if self.keys_per_user_soft is None:
             self.keys_per_user_soft = self.keys_per_user_hard * 4 // 5
         elif self.keys_per_user_soft > self.keys_per_user_hard:
-            raise ConfigError(prefix + "keys_per_user_soft",
-                              f"({self.keys_per_user_soft}) must not exceed keys_per_user_hard "
-                              f"({self.keys_per_user_hard})")
-        self.redis = RedisManagerConfig(self.redis_manager, prefix + "redis_manager.")
+            errors.append(ConfigError(prefix + "keys_per_user_soft",
+                                      f"({self.keys_per_user_soft}) must not exceed keys_per_user_hard "
+                                      f"({self.keys_per_user_hard})"))
+        try:
+            self.redis = RedisManagerConfig(self.redis_manager, prefix + "redis_manager.")
+            self.warnings.extend(self.redis.warnings)
+            if "FAKE_REDIS" in self.redis_manager:
+                if "backend" in self.raw and self.backend != "memory":
+                    errors.append(ConfigError(prefix + "redis_manager.FAKE_REDIS",
+                                              f"asks for Vumi's fake (in-memory) Redis, but 'backend' is "
+                                              f"{self.backend!r}: keep only 'backend'"))
+                self.backend = "memory"
+        except ConfigError as e:
+            errors.append(e)
+        raise_config_errors(errors)

@@ -41,11 +41,11 @@ class KeyScheme:
     """Builds the store's names for one resource.
 
     :param key_prefix: the operator's prefix (``redis_manager.key_prefix``);
-        when not empty it is followed by ``:`` as Vumi's Redis manager did.
+        when not empty it is followed by ``separator`` (``:``) as Vumi's Redis manager did.
     """
 
-    def __init__(self, key_prefix: str = "") -> None:
-        self.prefix = f"{key_prefix}:" if key_prefix else ""
+    def __init__(self, key_prefix: str = "", separator: str = ":") -> None:
+        self.prefix = f"{key_prefix}{separator}" if key_prefix else ""
 
     def data_key(self, sandbox_id: str, key: str) -> str:
         """The name holding the value of ``key`` for ``sandbox_id``."""

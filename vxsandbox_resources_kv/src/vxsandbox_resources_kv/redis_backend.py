@@ -114,7 +114,7 @@ class RedisBackend:
     def __init__(self, config: RedisManagerConfig, clock: Any) -> None:
         self.config = config
         self.clock = clock
-        self.scheme = KeyScheme(config.key_prefix)
+        self.scheme = KeyScheme(config.key_prefix, config.key_separator)
         self.address = f"{config.host}:{config.port}/{config.db}"
         self._redis: Any = None
         self._restart: Any = None

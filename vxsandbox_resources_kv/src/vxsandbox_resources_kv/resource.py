@@ -48,7 +48,8 @@ class RedisResource(SandboxResource):
             from twisted.internet import reactor as clock
         self.backend: KVBackend
         if self.options.backend == "memory":
-            self.backend = MemoryBackend(clock, KeyScheme(self.options.redis.key_prefix))
+            redis = self.options.redis
+            self.backend = MemoryBackend(clock, KeyScheme(redis.key_prefix, redis.key_separator))
         else:
             self.backend = RedisBackend(self.options.redis, clock)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from vxsandbox_core import Config, Field, SandboxResource
+from vxsandbox_core import Field, ResourceConfig, SandboxResource
 from vxsandbox_core.aio import call_deferred
 from vxsandbox_core.protocol import Command
 
@@ -31,7 +31,7 @@ def _at_least_min_length(value: int) -> int:
     return value
 
 
-class LoggingConfig(Config):
+class LoggingConfig(ResourceConfig):
     """Options of the ``log`` resource (under ``sandbox.<name>`` in the worker config)."""
 
     max_length: int
@@ -104,6 +104,9 @@ class LoggingResource(SandboxResource):
         """Validate ``msg``, log it at ``level`` and build the reply."""
         if command.get("msg") is None:
             return self.reply_error(command, "'msg' is required: the text to log")
+        if not api.take_log_lines():
+            # Still a success: vumigo_v02 aborts a run whose log request fails.
+            return self.reply(command)
         msg = truncate(stringify(command["msg"]), self.options.max_length)
         try:
             await call_deferred(self.log, api, msg, level)

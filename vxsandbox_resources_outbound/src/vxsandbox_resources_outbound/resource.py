@@ -12,7 +12,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vxsandbox_core import CommandError, Config, Field, MessageError, SandboxRefusedError, SandboxResource
+from vxsandbox_core import CommandError, Field, MessageError, ResourceConfig, SandboxRefusedError, SandboxResource
 from vxsandbox_core.config import string_list
 from vxsandbox_core.message import TransportUserMessage
 from vxsandbox_core.protocol import Command
@@ -28,7 +28,7 @@ ENDPOINT_MESSAGE_OPTIONS = ("from_addr", "from_addr_type", "to_addr_type", "prov
                             "transport_metadata", "helper_metadata")
 
 
-class OutboundConfig(Config):
+class OutboundConfig(ResourceConfig):
     """Options of the ``outbound`` resource (under ``sandbox.<name>`` in the worker config)."""
 
     allowed_helper_metadata: list[str]

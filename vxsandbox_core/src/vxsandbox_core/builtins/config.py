@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..config import Config, Field, string_map
+from ..config import Field, ResourceConfig, string_map
 from ..dispatch import CommandError
 from ..errors import ConfigError
 from ..protocol import Command
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..dispatch import SandboxApi
 
 
-class ConfigResourceConfig(Config):
+class ConfigResourceConfig(ResourceConfig):
     """Options of the ``config`` resource (under ``sandbox.<name>`` in the worker config)."""
 
     values: dict[str, Any]
@@ -44,10 +44,12 @@ class ConfigResource(SandboxResource):
     user picked a language) and treat null as "not set".
     """
 
+    CONFIG_CLASS = ConfigResourceConfig
+
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
         prefix = f"sandbox.{name}."
-        self.options = ConfigResourceConfig(config, prefix=prefix)
+        self.options = self.CONFIG_CLASS(config, prefix=prefix)
         self.values: dict[str, str] = {}
         for key, value in self.options.values.items():
             if not isinstance(key, str):

@@ -8,8 +8,9 @@ resource a generic child ends its run by exiting.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..config import ResourceConfig
 from ..protocol import Command
 from ..resources import SandboxResource
 
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
 
 class RunResource(SandboxResource):
     """Resource ``run``: command ``done`` ends the current run as a success (no reply is sent)."""
+
+    #: it takes no options beyond ``cls``
+    CONFIG_CLASS = ResourceConfig
+
+    def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
+        super().__init__(name, worker, config)
+        self.options = self.CONFIG_CLASS(config, prefix=f"sandbox.{name}.")
 
     def handle_done(self, api: SandboxApi, command: Command) -> None:
         api.sandbox_finish()
