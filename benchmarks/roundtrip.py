@@ -26,7 +26,9 @@ context each).
 The same run measures the floors with the same client library: the RabbitMQ
 echo (a minimal txamqp consumer that republishes), the echo through one warm
 node child that runs each message in a fresh vm context (no vxsandbox code),
-and the bare ``node -e 0`` spawn. Queues are unique per run and deleted at
+with ``vumigo`` the same for the toolkit app (its kv, config, log and metrics
+answered inside that node process, only ``outbound.reply_to`` and ``done``
+crossing to the floor worker), and the bare ``node -e 0`` spawn. Queues are unique per run and deleted at
 the end; all traffic stays on the loopback interface.
 """
 
@@ -82,6 +84,8 @@ COUNTS = {
 MODES = {"cold": (1, 0), "prefork": (1, 2), "warm": (1000, 0)}
 #: the low-load measurement: PACED messages, one every PACE seconds (time enough to start a spare)
 PACED, PACE = 15, 0.25
+#: the toolkit floor's row: the vumigo app in one warm node, its resources answered in that process
+VUMIGO_FLOOR = "floor: echo + warm node, vumigo app"
 
 # The floor's node child: every message runs the app's code in a fresh vm context, and the app
 # makes one request and then says done (4 JSON lines per message, as a warm sandbox run makes).
@@ -126,6 +130,74 @@ api.on_inbound_message = function (command) {
 };
 """
 
+
+# The toolkit floor's node child: the vumigo_v02 example app (argv[1]) in a fresh vm context per
+# message, with its resources answered inside the process (kv in a Map, config, log, metrics), so
+# only outbound.reply_to and done cross to the floor worker: the cheapest a toolkit message can be.
+NODE_VUMIGO_CHILD = r"""
+'use strict';
+const fs = require('fs');
+const vm = require('vm');
+const Module = require('module');
+const appFile = process.argv[1];
+const script = new vm.Script(fs.readFileSync(appFile, 'utf8'), {filename: appFile});
+const appRequire = Module.createRequire(appFile);
+const kv = new Map();
+const pending = new Map();
+const config = {config: JSON.stringify({name: 'Tea Time'})};
+let buffer = '';
+function write(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
+function local(name, fields) {
+    if (name === 'kv.get') { return {success: true, value: kv.has(fields.key) ? kv.get(fields.key) : null}; }
+    if (name === 'kv.set') { kv.set(fields.key, fields.value); return {success: true}; }
+    if (name === 'kv.delete') { kv.delete(fields.key); return {success: true}; }
+    if (name === 'kv.incr') {
+        const value = (kv.get(fields.key) || 0) + (fields.amount || 1);
+        kv.set(fields.key, value);
+        return {success: true, value: value};
+    }
+    if (name === 'config.get') {
+        return {success: true, value: config[fields.key] === undefined ? null : config[fields.key]};
+    }
+    if (name.startsWith('log.') || name === 'metrics.fire') { return {success: true}; }
+    return {success: false, reason: 'no stand-in for ' + name};
+}
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', function (chunk) {
+    buffer += chunk;
+    let end;
+    while ((end = buffer.indexOf('\n')) >= 0) {
+        const cmd = JSON.parse(buffer.slice(0, end));
+        buffer = buffer.slice(end + 1);
+        if (cmd.reply) {
+            const done = pending.get(cmd.cmd_id); pending.delete(cmd.cmd_id); done(cmd);
+            continue;
+        }
+        const id = cmd.id;
+        const api = {
+            request: function (name, fields, cb) {
+                const self = this;
+                const callback = typeof cb === 'function' ? function (reply) { cb.call(self, reply); } : function () {};
+                if (name === 'outbound.reply_to') {
+                    const out = Object.assign({}, fields, {cmd: name, cmd_id: id, reply: false});
+                    pending.set(id, callback); write(out);
+                } else {
+                    const reply = local(name, fields || {});
+                    setImmediate(callback, reply);
+                }
+            },
+            log: function (msg, level, cb) { this.request('log.' + (level || 'info'), {msg: msg}, cb); },
+            log_info: function (msg, cb) { this.request('log.info', {msg: msg}, cb); },
+            done: function () { write({cmd: 'done', cmd_id: id, reply: false}); },
+        };
+        const ctx = vm.createContext({api: api, require: appRequire, console: console});
+        script.runInContext(ctx);
+        const handler = api.on_inbound_message;
+        handler.call(api, cmd);
+    }
+});
+process.stdin.on('end', function () { process.exit(0); });
+"""
 
 # --- a minimal txamqp client (the transport, and the floor workers) ----------------------------
 
@@ -243,10 +315,11 @@ async def serve_floor(reactor: Any, kind: str, transport: str) -> None:
         amqp.publish(outbound, body)
         child.transport.write(json.dumps({"reply": True, "cmd_id": n, "success": True}).encode() + b"\n")
 
-    if kind == "node-echo":
+    if kind in ("node-echo", "node-vumigo"):
         child = NodeEchoProtocol(on_child_line)
         node = shutil.which("node") or "node"
-        reactor.spawnProcess(child, node, [node, "-e", NODE_ECHO_CHILD, NODE_ECHO_APP], env=None)
+        script, arg = (NODE_ECHO_CHILD, NODE_ECHO_APP) if kind == "node-echo" else (NODE_VUMIGO_CHILD, VUMIGO_APP)
+        reactor.spawnProcess(child, node, [node, "-e", script, arg], env=None)
 
     def on_message(msg: Any) -> None:
         tag = msg.delivery_tag
@@ -568,11 +641,13 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     progress(f"node -e 0 spawn: {results['node_spawn']}")
     progress(f"JS child spawn: {results['runner_spawn']}")
     me = os.path.abspath(__file__)
-    floors = [("floor: RabbitMQ echo", "echo", 300, 4000),
-              ("floor: echo + warm node, fresh vm", "node-echo", 300, 2000)]
-    for name, kind, n_one, n_sat in floors:
+    floors = [("floor: RabbitMQ echo", "echo", "js", 300, 4000),
+              ("floor: echo + warm node, fresh vm", "node-echo", "js", 300, 2000)]
+    if "vumigo" in args.apps:
+        floors.append((VUMIGO_FLOOR, "node-vumigo", "vumigo", 200, 1000))
+    for name, kind, floor_app, n_one, n_sat in floors:
         tn = f"vxbench_{run_id}_{kind.replace('-', '_')}"
-        row = await measure(reactor, name, [sys.executable, me, "--serve", kind, tn], tn, "js",
+        row = await measure(reactor, name, [sys.executable, me, "--serve", kind, tn], tn, floor_app,
                             int(n_one * scale) or 1, int(n_sat * scale) or 1, 20, tmp, args.repeat)
         progress(asdict(row))
         results["rows"].append(asdict(row))
@@ -603,9 +678,13 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     node_floor = rows.get("floor: echo + warm node, fresh vm")
     echo_floor = rows.get("floor: RabbitMQ echo")
+    vumigo_floor = rows.get(VUMIGO_FLOOR)
     for name, row in rows.items():
         if name.startswith("floor"):
             continue
+        if vumigo_floor and name.startswith("vumigo"):
+            out[f"{name} / toolkit floor"] = row["sat"]["msg_per_s"] / vumigo_floor["sat"]["msg_per_s"]
+            out[f"{name} low-load p50 / toolkit floor's"] = row["low"]["p50_ms"] / vumigo_floor["low"]["p50_ms"]
         if node_floor:
             out[f"{name} / node-echo floor"] = row["sat"]["msg_per_s"] / node_floor["sat"]["msg_per_s"]
         if echo_floor:

@@ -107,6 +107,13 @@ def runner_path() -> str:
     return str(resources.files("vxsandbox_js").joinpath("runner.js"))
 
 
+@lru_cache(maxsize=1)
+def runner_files() -> list[str]:
+    """The runner and the files it requires: what a child must be allowed to read of this package."""
+    package = resources.files("vxsandbox_js")
+    return [runner_path(), str(package.joinpath("preload.js"))]
+
+
 def hardening_flags(version: NodeVersion, max_old_space_size: int | None, permissions: bool,
                     allow_fs_read: list[str]) -> list[str]:
     """The node flags placed before the runner script.

@@ -24,13 +24,12 @@ class JsSandboxResource(SandboxResource):
 
     def sandbox_init(self, api: SandboxApi) -> None:
         worker: Any = api.worker
-        fields: dict[str, Any] = {
-            "javascript": worker.javascript_for_api(api),
-            "app_context": worker.app_context_for_api(api),
-        }
-        app_filename = getattr(worker, "app_filename", None)
-        if app_filename is not None:
-            fields["filename"] = app_filename(api)
+        app_fields = getattr(worker, "app_fields", None)
+        if app_fields is not None:
+            # The same fields as a prefork spare's ``prepare``, so a prepared runner finds them equal.
+            fields: dict[str, Any] = app_fields(api)
+        else:
+            fields = {"javascript": worker.javascript_for_api(api), "app_context": worker.app_context_for_api(api)}
         api.sandbox_send(make_command("initialize", **fields))
 
     def handle_access_denied(self, api: SandboxApi, command: Command) -> None:

@@ -3,7 +3,9 @@
 // Protocol (newline-delimited JSON on stdin/stdout, UTF-8 both ways):
 //   worker -> runner: {"cmd": "initialize", "javascript": ..., "app_context": ..., "filename": ...}
 //                     {"cmd": "inbound-message", "msg": {...}}, {"cmd": "inbound-event", ...},
-//                     {"cmd": "exit"}, and replies ({"reply": true, "cmd_id": ...}) to the app's requests.
+//                     {"cmd": "prepare", ...the fields of initialize} (to a prefork spare, before
+//                     any tenant is known), {"cmd": "exit"}, and replies ({"reply": true,
+//                     "cmd_id": ...}) to the app's requests.
 //   runner -> worker: requests {"cmd": "resource.command", "cmd_id": "1", "reply": false, ...}
 //                     and finally {"cmd": "js.done"} once the app calls api.done().
 //
@@ -47,6 +49,9 @@ const path = require('path');
 const vm = require('vm');
 const Module = require('module');
 const util = require('util');
+
+// The app's modules, loaded before any message when the worker names them (--preload=JSON).
+require('./preload.js')(process.argv);
 
 // How long a fatal error waits for the log resource to acknowledge the report before exiting.
 const FATAL_LOG_WAIT_MS = 2000;
@@ -494,6 +499,11 @@ function describeOwn(err) {
     return util.inspect(err);
 }
 
+// The fields of an initialize or prepare command that decide what a child runs, as one string.
+function appKey(command) {
+    return JSON.stringify([command.javascript, command.app_context, command.filename]);
+}
+
 // One run: the context of one inbound message or event, with its own api, timers and pending
 // callbacks. Only its bridge to the runner and the entry points the bootstrap returned live here.
 function Session(runner) {
@@ -618,6 +628,12 @@ function Runner() {
     const self = this;
     let lastId = 0;
     self.app = null;
+    // Set by the first `initialize`: the child now serves the tenant of its first message.
+    self.initialized = false;
+    // What `prepare` loaded (its fields as one string), until `initialize` says whether it fits.
+    self.prepared = null;
+    // A context made ahead of a run (see prepare), never yet handed to any app code.
+    self.standby = null;
     self.session = null;
     // The latest session's describe, for what reaches the process's error events.
     self.describe = null;
@@ -714,11 +730,48 @@ function Runner() {
         self.app.context();
     };
 
+    // `prepare` (the worker sends it to a prefork spare, before any tenant is known) carries what
+    // `initialize` will: the app is compiled, app_context evaluated and the first run's context
+    // made while the spare waits. Nothing here runs app code or belongs to a tenant. A failure is
+    // left for `initialize` to meet and report, so a broken app cannot make spares die and restart.
+    self.prepare = function (command) {
+        if (self.initialized || self.prepared !== null) {
+            return;
+        }
+        try {
+            self.load(command);
+            self.standby = new Session(self);
+            self.prepared = appKey(command);
+        } catch (err) {
+            self.app = null;
+            self.standby = null;
+        }
+    };
+
+    self.initialize = function (command) {
+        self.initialized = true;
+        if (self.prepared === null || self.prepared !== appKey(command)) {
+            // Not prepared, or prepared with other code than this child is to run: load it anew.
+            self.standby = null;
+            try {
+                self.load(command);
+            } catch (err) {
+                self.fail('app failed to load', describeOwn(err));
+                return;
+            }
+        }
+        self.prepared = null;
+        const queued = self.queued;
+        self.queued = [];
+        queued.forEach(function (item) { self.dispatch(item[0], item[1]); });
+    };
+
     // Start a run: a fresh context in which the app's code runs, with a fresh api. Returns the
     // session, or the description of what the app threw while loading.
     self.begin = function () {
         const extra = self.app.context();
-        const session = new Session(self);
+        const session = self.standby !== null ? self.standby : new Session(self);
+        self.standby = null;
         self.session = session;
         self.describe = session.describe;
         if (extra !== null) {
@@ -776,17 +829,13 @@ function Runner() {
         if (command.cmd === 'exit') {
             process.exit(0);
         }
-        if (self.app === null) {
+        if (command.cmd === 'prepare') {
+            self.prepare(command);
+            return;
+        }
+        if (!self.initialized) {
             if (command.cmd === 'initialize') {
-                try {
-                    self.load(command);
-                } catch (err) {
-                    self.fail('app failed to load', describeOwn(err));
-                    return;
-                }
-                const queued = self.queued;
-                self.queued = [];
-                queued.forEach(function (item) { self.dispatch(item[0], item[1]); });
+                self.initialize(command);
             } else {
                 self.queued.push([command, line]);
             }

@@ -8,6 +8,7 @@ and the app's ``api.done()`` (``js.done``) ends the run successfully.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import resource
@@ -18,11 +19,13 @@ from vxsandbox_core.api import SandboxApi
 from vxsandbox_core.config import Field, SandboxConfig, positive, string_list
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.message import Message
-from vxsandbox_core.process import SandboxResult
+from vxsandbox_core.process import SandboxChild, SandboxResult
+from vxsandbox_core.protocol import make_command
 from vxsandbox_core.rlimits import MiB
 from vxsandbox_core.worker import Sandbox
 
-from .node import NodeVersion, find_node, hardening_flags, node_version, runner_path
+from .node import NodeVersion, find_node, hardening_flags, node_version, runner_files, runner_path
+from .preload import find_requires
 from .reads import app_reads
 from .resource import JsSandboxResource
 
@@ -52,6 +55,10 @@ DEFAULT_MAX_OLD_SPACE_SIZE = 64
 
 
 
+def _optional_string_list(value: list[Any] | None) -> list[str] | None:
+    return None if value is None else string_list(value)
+
+
 class JsSandboxConfig(SandboxConfig):
     """Config of the ``js`` worker: the generic options plus the app and the Node.js hardening."""
 
@@ -66,6 +73,7 @@ class JsSandboxConfig(SandboxConfig):
     max_old_space_size: int | None
     node_permissions: bool
     allow_fs_read: list[str]
+    preload: list[str] | None
 
     fields: ClassVar[tuple[Field, ...]] = (
         Field("javascript", (str,), "the app's JavaScript source"),
@@ -86,6 +94,10 @@ class JsSandboxConfig(SandboxConfig):
               "run under Node's permission model where the node version has it (Node 20 and newer)", True),
         Field("allow_fs_read", (list,), "extra files or directories the app may read under the permission model",
               list, string_list),
+        Field("preload", (list, type(None)),
+              "modules every child requires as the app would, before its first message (spares too); "
+              "null: the app's literal require('...') calls, found without running it, when app_context "
+              "mentions require; [] for none", None, _optional_string_list),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
@@ -169,25 +181,47 @@ class JsSandbox(Sandbox):
         searches (whole: inside the jail a link resolves among these binds only), the real paths of
         its symlinked packages, and ``allow_fs_read``."""
         reads = app_reads(self.app_filename(api))
-        return [runner_path(), *reads.binds, *self._operator_reads(api)]
+        return [*runner_files(), *reads.binds, *self._operator_reads(api)]
 
     def allowed_reads(self, api: SandboxApi) -> list[str]:
         """What the child may read under the permission model: the runner, the app, each package its
         resolution can load (see :mod:`vxsandbox_js.reads`), and ``allow_fs_read``."""
         reads = app_reads(self.app_filename(api))
-        return [runner_path(), *reads.allow, *self._operator_reads(api)]
+        return [*runner_files(), *reads.allow, *self._operator_reads(api)]
 
     def _operator_reads(self, api: SandboxApi) -> list[str]:
         return [os.path.abspath(p) for p in js_config(api).allow_fs_read]
 
     def sandbox_args(self, api: SandboxApi) -> list[str]:
-        """``[hardening flags] runner.js``, or the config's ``args`` verbatim when given."""
+        """``[hardening flags] runner.js [--preload=JSON]``, or the config's ``args`` verbatim when given."""
         config = js_config(api)
         if config.args:
             return list(config.args)
-        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
-                                self.allowed_reads(api))
-        return [*flags, runner_path()]
+        args = [*hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
+                                 self.allowed_reads(api)), runner_path()]
+        modules = self.preload_modules(api)
+        if modules:
+            args.append("--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules}))
+        return args
+
+    def preload_modules(self, api: SandboxApi) -> list[str]:
+        """The modules a child requires before its first message (``preload``, else found in the app)."""
+        config = js_config(api)
+        if config.preload is not None:
+            return list(config.preload)
+        context = self.app_context_for_api(api)
+        if context is None or "require" not in context:
+            # The app is given no require: there is nothing it could load.
+            return []
+        return self._found_requires(self.javascript_for_api(api))
+
+    def _found_requires(self, source: str) -> list[str]:
+        # Spares and new children ask for every spawn; the scan runs once per version of the code.
+        if self._requires_cache is None or self._requires_cache[0] != source:
+            self._requires_cache = (source, find_requires(source))
+        return list(self._requires_cache[1])
+
+    _requires_cache: tuple[str, list[str]] | None = None
 
     async def run_sandbox(self, api: SandboxApi, deliver: Any) -> SandboxResult:
         """Run the child; a run killed by the timeout is also explained in the app's own log."""
@@ -197,6 +231,24 @@ class JsSandbox(Sandbox):
             api.log(f"the app's run was killed after the {js_config(api).timeout}s timeout: it did not call "
                     "api.done() (or kept working after it)", logging.ERROR)
         return result
+
+    def app_fields(self, api: SandboxApi) -> dict[str, Any]:
+        """What ``initialize`` tells the runner: the app's code, its context and its file name."""
+        return {"javascript": self.javascript_for_api(api), "app_context": self.app_context_for_api(api),
+                "filename": self.app_filename(api)}
+
+    def _spawn_child(self, api: SandboxApi | None) -> SandboxChild:
+        """Start a child; a prefork spare (``api`` None) is told to prepare the worker's app while it waits.
+
+        ``prepare`` carries what ``initialize`` will (the worker's own config is
+        the only one a spare serves): the runner compiles the app and makes its
+        first context before any tenant is known, runs no app code, and binds
+        to a tenant only at the ``initialize`` of its first run.
+        """
+        child = super()._spawn_child(api)
+        if api is None:
+            child.send(make_command("prepare", **self.app_fields(self._template_api())))
+        return child
 
     def child_key(self, api: SandboxApi) -> Hashable:
         """A warm child serves one tenant and one version of its code and context, nothing else."""

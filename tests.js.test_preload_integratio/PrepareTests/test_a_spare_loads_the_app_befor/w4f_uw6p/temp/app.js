@@ -1,0 +1,5 @@
+
+api.on_inbound_message = function (command) {
+    var self = this;
+    self.log_info('version one', function () { self.done(); });
+};

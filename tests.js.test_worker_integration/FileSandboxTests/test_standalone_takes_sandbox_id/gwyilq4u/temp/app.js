@@ -1,0 +1,1 @@
+api.on_inbound_message = function() { this.log_info('x', this.done); };
