@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vxsandbox_core import describe_type
+from vxsandbox_core import describe_field, describe_type
 
 
 @pytest.mark.parametrize(("value", "said"), [
@@ -21,3 +21,10 @@ from vxsandbox_core import describe_type
 def test_describe_type_names_json_types_as_the_apps_author_sees_them(value, said):
     """A wrong value is described by its JSON type (never Python's), quoted as JSON when short."""
     assert describe_type(value) == said
+
+
+def test_describe_field_tells_a_missing_field_from_a_null_one():
+    """A field the request lacks is "nothing"; a present one is described as describe_type does."""
+    assert describe_field({"cmd": "x"}, "to_addr") == "nothing"
+    assert describe_field({"to_addr": None}, "to_addr") == "null"
+    assert describe_field({"to_addr": 7}, "to_addr") == "a number 7"

@@ -9,9 +9,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = (ROOT / "DISTRIBUTIONS").read_text(encoding="utf-8").split()
-#: helpers core owns (aio.default_reactor, config.positive/non_negative, resources.describe_type)
+#: helpers core owns (aio.default_reactor, config.positive/non_negative, resources.describe_type/describe_field)
 CORE_HELPERS = {"default_reactor", "positive", "non_negative", "_positive", "_positive_int", "_non_negative",
-                "describe_type", "_describe", "_json_type", "_kind"}
+                "describe_type", "_describe", "_json_type", "_kind", "describe_field", "_got"}
+#: the module of core that defines each helper (config.py unless named here)
+HELPER_HOMES = {"default_reactor": "aio.py", "describe_type": "resources.py", "describe_field": "resources.py"}
 
 
 def sources() -> list[Path]:
@@ -33,7 +35,7 @@ def test_no_copy_of_a_core_helper(path: Path):
     in_core = path.is_relative_to(ROOT / "vxsandbox_core")
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in CORE_HELPERS:
-            home = {"default_reactor": "aio.py", "describe_type": "resources.py"}.get(node.name, "config.py")
+            home = HELPER_HOMES.get(node.name, "config.py")
             assert in_core and path.name == home, f"{node.name} defined again at line {node.lineno}"
         if isinstance(node, ast.ImportFrom) and node.module == "twisted.internet":
             names = {alias.name for alias in node.names}

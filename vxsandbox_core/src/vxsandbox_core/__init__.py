@@ -15,7 +15,7 @@ from .errors import (
 from .hookspecs import hookimpl
 from .message import TransportEvent, TransportUserMessage
 from .process import SandboxChild, SandboxResult
-from .resources import SandboxResource, SandboxResources, describe_type
+from .resources import SandboxResource, SandboxResources, describe_field, describe_type
 from .worker import Sandbox
 
 __version__ = "1.0.0"
@@ -42,6 +42,7 @@ __all__ = [
     "TransportUserMessage",
     "VxSandboxError",
     "__version__",
+    "describe_field",
     "describe_type",
     "hookimpl",
 ]

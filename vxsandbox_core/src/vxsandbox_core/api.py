@@ -14,8 +14,10 @@ from twisted.internet.defer import Deferred
 
 from .aio import call_deferred
 from .errors import CommandError
+from .message import TransportUserMessage
 from .plugins import Hooks
 from .protocol import Command, make_command, make_error_reply
+from .resources import describe_field
 
 if TYPE_CHECKING:
     from .config import SandboxConfig
@@ -91,6 +93,26 @@ class SandboxApi:
         """Hand a user message to the child as ``inbound-message``."""
         self.inbound_messages[msg["message_id"]] = msg
         self.sandbox_send(make_command("inbound-message", msg=msg.to_dict()))
+
+    def received_message(self, command: Command, field: str = "in_reply_to") -> TransportUserMessage:
+        """The user message this run received whose ``message_id`` the request's ``field`` names.
+
+        The one rule for what a reply may answer (the ``outbound`` resource
+        and :class:`~vxsandbox_core.testing.StubOutboundResource` both use it):
+        only a message handed to this run, never another run's or another
+        tenant's, nor an event.
+
+        :raises CommandError: ``field`` is not a non-empty string, or names no
+            message this run received; the reason says which.
+        """
+        message_id = command.get(field)
+        if not isinstance(message_id, str) or not message_id:
+            raise CommandError(f"{field!r} is required: the message_id of a message this sandbox run "
+                               f"received, got {describe_field(command, field)}")
+        original = self.inbound_messages.get(message_id)
+        if not isinstance(original, TransportUserMessage):
+            raise CommandError(f"{field!r}: {message_id!r} is not a message this sandbox run received")
+        return original
 
     def sandbox_inbound_event(self, event: Message) -> None:
         """Hand an event to the child as ``inbound-event``."""

@@ -8,7 +8,8 @@ the worker's lifetime; per-run state belongs on the :class:`SandboxApi`.
 The base class is the resource author's toolkit: it parses the options of
 ``CONFIG_CLASS`` into ``self.options``, gives ``self.reactor``, and builds
 replies; a handler fails a request by raising :class:`CommandError`, whose
-reason should describe a wrong value with :func:`describe_type`.
+reason should describe a wrong value with :func:`describe_type` (or a field
+that may be missing with :func:`describe_field`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def describe_type(value: Any) -> str:
     except (TypeError, ValueError):
         return name
     return f"{name} {text}" if len(text) <= 40 else name
+
+
+def describe_field(command: Command, key: str) -> str:
+    """Describe what a request carried for ``key``: ``nothing`` when absent, else :func:`describe_type` of it."""
+    return describe_type(command[key]) if key in command else "nothing"
 
 
 class SandboxResource:

@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 from .api import SandboxApi
-from .config import SandboxConfig
+from .config import Field, ResourceConfig, SandboxConfig
+from .errors import CommandError, SandboxRefusedError
 from .message import TransportUserMessage
 from .plugins import Hooks, build_plugin_manager
 from .protocol import Command
@@ -198,31 +199,46 @@ class FakeSandboxApi(SandboxApi):
         self.logs.append((level, msg))
 
 
+class StubOutboundConfig(ResourceConfig):
+    """Options of :class:`StubOutboundResource`."""
+
+    transport_type: str
+    fields = (
+        Field("transport_type", (str,), "transport_type of new messages whose endpoint's send_to options "
+              "set none", "sms"),
+    )
+
+
 class StubOutboundResource(SandboxResource):
     """A minimal ``outbound`` resource for broker tests: ``reply_to`` and ``send_to`` as Vumi's.
 
     ``reply_to`` (``in_reply_to``, ``content``, ``continue_session``) publishes
     the reply to a message this run received; ``send_to`` (``to_addr``,
     ``content``, ``endpoint``) publishes a new message through an endpoint,
-    with ``transport_type`` from the resource config (default ``sms``). Real
-    deployments use the ``outbound`` resource from vxsandbox-resources-outbound.
+    with ``transport_type`` from the resource config (default ``sms``). It
+    checks fewer fields than the real one, but which message a reply may
+    answer (:meth:`SandboxApi.received_message`) and what a new message for
+    an endpoint carries (:meth:`Sandbox.endpoint_message`) are the same
+    calls the ``outbound`` resource of vxsandbox-resources-outbound makes,
+    which real deployments use.
     """
 
+    CONFIG_CLASS = StubOutboundConfig
+    options: StubOutboundConfig
+
     async def handle_reply_to(self, api: SandboxApi, command: Command) -> Command:
-        msg = api.inbound_messages.get(command.get("in_reply_to", ""))
-        if not isinstance(msg, TransportUserMessage):
-            return self.reply_error(command, "in_reply_to names no message this sandbox received")
-        reply = msg.reply(command.get("content"), bool(command.get("continue_session", True)))
+        original = api.received_message(command, "in_reply_to")
+        reply = original.reply(command.get("content"), bool(command.get("continue_session", True)))
         await api.worker.publish_message(reply)
         return self.reply(command)
 
     async def handle_send_to(self, api: SandboxApi, command: Command) -> Command:
         endpoint = command.get("endpoint") or "default"
-        transport_name = api.worker.routing_key_for(endpoint).rsplit(".", 1)[0]
-        msg = TransportUserMessage.send(command.get("to_addr"), command.get("content"),
-                                        transport_name=transport_name,
-                                        transport_type=self.config.get("transport_type", "sms"),
-                                        endpoint=endpoint)
+        try:
+            msg = api.worker.endpoint_message(endpoint, command.get("to_addr"), command.get("content"),
+                                              default_transport_type=self.options.transport_type)
+        except SandboxRefusedError as e:
+            raise CommandError(f"'endpoint': {e}") from None
         await api.worker.publish_message(msg, endpoint)
         return self.reply(command)
 

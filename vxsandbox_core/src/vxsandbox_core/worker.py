@@ -8,6 +8,7 @@ memory) feed it messages and carry what it publishes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -20,7 +21,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from .aio import default_reactor
 from .api import SandboxApi
 from .config import SandboxConfig
-from .errors import ConfigError, SandboxRefusedError
+from .errors import ConfigError, MessageError, SandboxRefusedError
 from .isolation import isolation_warning, wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
@@ -30,6 +31,11 @@ from .resources import SandboxResources
 from .rlimits import DEFAULT_RLIMITS, clamp_rlimits, cpu_soft_limit, effective_rlimits, rlimit_argv
 
 log = logging.getLogger("vxsandbox.worker")
+
+#: ``send_to.<endpoint>`` options copied onto new messages (as Vumi's ``send_to`` did with all of them;
+#: the addressing and identity fields stay the app's or the message's own)
+ENDPOINT_MESSAGE_OPTIONS = ("from_addr", "from_addr_type", "to_addr_type", "provider", "group",
+                            "transport_metadata", "helper_metadata")
 
 #: the kill reason of runs ended because the worker is stopping
 STOPPING = "worker stopping"
@@ -263,12 +269,13 @@ class Sandbox:
 
     # --- publishing (used by the outbound resource) -----------------------------------
 
-    def routing_key_for(self, endpoint: str | None) -> str:
-        """The ``<transport_name>.outbound`` queue an endpoint publishes to.
+    def endpoint_transport_name(self, endpoint: str | None) -> str:
+        """The transport an endpoint sends through: its ``send_to`` ``transport_name``, else the worker's.
 
-        :raises SandboxRefusedError: the endpoint is not configured.
+        :raises SandboxRefusedError: the endpoint is not configured, or has no transport to send through.
         """
         name = endpoint or "default"
+        transport_name: str | None
         if name in self.config.send_to:
             transport_name = self.config.send_to[name].get("transport_name") or self.config.transport_name
         elif name == "default":
@@ -279,7 +286,43 @@ class Sandbox:
                 f"(configured: {sorted(self.config.send_to) or 'none'})")
         if not transport_name:
             raise SandboxRefusedError("no transport_name to publish to: set 'transport_name' in the worker config")
-        return f"{transport_name}.outbound"
+        return transport_name
+
+    def routing_key_for(self, endpoint: str | None) -> str:
+        """The ``<transport_name>.outbound`` queue an endpoint publishes to.
+
+        :raises SandboxRefusedError: the endpoint is not configured.
+        """
+        return f"{self.endpoint_transport_name(endpoint)}.outbound"
+
+    def endpoint_message(self, endpoint: str, to_addr: str | None, content: str | None, *,
+                         default_transport_type: str, helper_metadata: dict[str, Any] | None = None,
+                         ) -> TransportUserMessage:
+        """Build a new message (not a reply) for ``endpoint`` from its ``send_to`` options.
+
+        The endpoint's :data:`ENDPOINT_MESSAGE_OPTIONS` are copied onto the
+        message, ``helper_metadata`` (the app's, already checked) is merged
+        over the endpoint's, and ``transport_type`` is the endpoint's or else
+        ``default_transport_type``. The one rule for new messages: the
+        ``outbound`` resource and :class:`~vxsandbox_core.testing.StubOutboundResource`
+        both use it.
+
+        :raises SandboxRefusedError: the endpoint is not configured, or its
+            options do not make a valid message (also logged for the operator).
+        """
+        transport_name = self.endpoint_transport_name(endpoint)
+        options = copy.deepcopy(self.config.send_to.get(endpoint) or {})
+        fields = {k: options[k] for k in ENDPOINT_MESSAGE_OPTIONS if k in options}
+        if helper_metadata:
+            fields["helper_metadata"] = {**(fields.get("helper_metadata") or {}), **helper_metadata}
+        transport_type = options.get("transport_type") or default_transport_type
+        try:
+            return TransportUserMessage.send(to_addr, content, transport_name=transport_name,
+                                             transport_type=transport_type, endpoint=endpoint, **fields)
+        except MessageError as e:
+            log.error("send_to.%s options make an invalid message: %s", endpoint, e)
+            raise SandboxRefusedError(f"the options configured for endpoint {endpoint!r} "
+                                      f"do not make a valid message ({e})") from None
 
     async def publish_message(self, msg: TransportUserMessage, endpoint: str | None = None) -> None:
         """Publish an outbound message through the broker to the endpoint's transport."""

@@ -8,32 +8,29 @@ answered ``success: true`` only once the message is published.
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
 from vxsandbox_core import (
     CommandError,
     Field,
-    MessageError,
     ResourceConfig,
     SandboxRefusedError,
     SandboxResource,
+    describe_field,
     describe_type,
 )
 from vxsandbox_core.config import string_list
-from vxsandbox_core.message import TransportUserMessage
 from vxsandbox_core.protocol import Command
+from vxsandbox_core.worker import ENDPOINT_MESSAGE_OPTIONS
 
 if TYPE_CHECKING:
     from vxsandbox_core import SandboxApi
+    from vxsandbox_core.message import TransportUserMessage
 
 log = logging.getLogger("vxsandbox.outbound")
 
-#: ``send_to.<endpoint>`` options copied onto new messages (as Vumi's ``send_to`` did with all of them;
-#: the addressing and identity fields stay the app's or the message's own)
-ENDPOINT_MESSAGE_OPTIONS = ("from_addr", "from_addr_type", "to_addr_type", "provider", "group",
-                            "transport_metadata", "helper_metadata")
+__all__ = ["ENDPOINT_MESSAGE_OPTIONS", "OutboundConfig", "OutboundResource"]
 
 
 class OutboundConfig(ResourceConfig):
@@ -77,15 +74,7 @@ class OutboundResource(SandboxResource):
 
     def in_reply_to(self, api: SandboxApi, command: Command) -> TransportUserMessage:
         """The message named by ``in_reply_to``, which this sandbox run must have received."""
-        message_id = command.get("in_reply_to")
-        if not isinstance(message_id, str) or not message_id:
-            raise CommandError(f"'in_reply_to' is required: the message_id of a message this sandbox run "
-                               f"received, got {_got(command, 'in_reply_to')}")
-        original = api.inbound_messages.get(message_id)
-        if not isinstance(original, TransportUserMessage):
-            # Another run's (or another tenant's) message id must never work here.
-            raise CommandError(f"'in_reply_to': {message_id!r} is not a message this sandbox run received")
-        return original
+        return api.received_message(command, "in_reply_to")
 
     def continue_session(self, command: Command) -> bool:
         """The ``continue_session`` field: a boolean, default true."""
@@ -111,7 +100,8 @@ class OutboundResource(SandboxResource):
         """The ``to_addr`` field: a non-empty string."""
         value = command.get("to_addr")
         if not isinstance(value, str) or not value:
-            raise CommandError(f"'to_addr' is required: the address to send to, got {_got(command, 'to_addr')}")
+            raise CommandError(f"'to_addr' is required: the address to send to, "
+                               f"got {describe_field(command, 'to_addr')}")
         return value
 
     def endpoint(self, command: Command, default: str | None = None) -> str:
@@ -119,7 +109,7 @@ class OutboundResource(SandboxResource):
         value = command.get("endpoint", default)
         if not isinstance(value, str) or not value:
             raise CommandError(f"'endpoint' is required: the name of a configured endpoint, "
-                               f"got {_got(command, 'endpoint')}")
+                               f"got {describe_field(command, 'endpoint')}")
         self.check_endpoint(value)
         return value
 
@@ -135,19 +125,13 @@ class OutboundResource(SandboxResource):
     def new_message(self, to_addr: str, content: str | None, endpoint: str,
                     helper_metadata: dict[str, Any]) -> TransportUserMessage:
         """Build a message that is not a reply, with the endpoint's ``send_to`` options."""
-        options = copy.deepcopy(self.worker.config.send_to.get(endpoint) or {})
-        fields = {k: options[k] for k in ENDPOINT_MESSAGE_OPTIONS if k in options}
-        if helper_metadata:
-            fields["helper_metadata"] = {**(fields.get("helper_metadata") or {}), **helper_metadata}
-        transport_name = options.get("transport_name") or self.worker.config.transport_name
-        transport_type = options.get("transport_type") or self.options.transport_type
         try:
-            return TransportUserMessage.send(to_addr, content, transport_name=transport_name,
-                                             transport_type=transport_type, endpoint=endpoint, **fields)
-        except MessageError as e:
-            log.error("send_to.%s options make an invalid message: %s", endpoint, e)
-            raise CommandError(f"'endpoint': the options configured for endpoint {endpoint!r} "
-                               f"do not make a valid message ({e})") from None
+            msg: TransportUserMessage = self.worker.endpoint_message(
+                endpoint, to_addr, content, default_transport_type=self.options.transport_type,
+                helper_metadata=helper_metadata)
+        except SandboxRefusedError as e:
+            raise CommandError(f"'endpoint': {e}") from None
+        return msg
 
     async def publish(self, api: SandboxApi, command: Command, msg: TransportUserMessage,
                       endpoint: str | None) -> Command:
@@ -209,7 +193,3 @@ class OutboundResource(SandboxResource):
         msg = self.new_message(to_addr, content, endpoint, helper_metadata)
         return await self.publish(api, command, msg, endpoint)
 
-
-def _got(command: Command, key: str) -> str:
-    """Describe what a request carried for ``key``: nothing, or the wrong value."""
-    return describe_type(command[key]) if key in command else "nothing"
