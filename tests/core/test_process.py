@@ -259,6 +259,20 @@ class LogLineCapTests(TestCase):
         self.assertEqual(logs[50:], ["499950 more log lines dropped in this run "
                                      "(max_log_lines_per_run is 50)"])
 
+    async def test_stderr_written_before_done_is_all_logged(self):
+        """Lines still in the stderr pipe when the app says it is done are logged, not dropped with the child."""
+        code = ("import sys, json\n"
+                "sys.stdin.readline()\n"
+                "sys.stderr.write(''.join('stderr line %05d\\n' % i for i in range(3000))); sys.stderr.flush()\n"
+                "sys.stdout.write(json.dumps({'cmd': 'run.done', 'cmd_id': '1', 'reply': False}) + '\\n')\n"
+                "sys.stdout.flush(); sys.stdin.readline()\n")
+        worker = code_worker(code, max_log_lines_per_run=5000, sandbox={"run": {"cls": "run"}})
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message())
+        self.assertEqual(outcome, "ok")
+        logs = [m for _, _, m in worker.resources.resources["record"].logs]
+        self.assertEqual(logs, [f"stderr line {i:05d}" for i in range(3000)])
+
     async def test_default_cap_keeps_a_thousand_lines(self):
         """Without config, a run keeps its first 1000 stderr lines."""
         code = "import sys; sys.stderr.write(''.join('line %d\\n' % i for i in range(1500)))"

@@ -255,6 +255,9 @@ class SandboxChild(ProcessProtocol):
         run = self.run
         if run is None or run.ending or run.kill_reason is not None:
             return
+        self._drain_stderr()
+        if self.run is not run or run.ending or run.kill_reason is not None:
+            return
         run.finished = True
         if self.runs_started >= self.max_runs:
             self.retire()
@@ -289,6 +292,29 @@ class SandboxChild(ProcessProtocol):
             fire(None)
 
     # --- reading from the child -----------------------------------------------
+
+    def _drain_stderr(self) -> None:
+        """Read what the child wrote to stderr before it said it was done.
+
+        It is already in the pipe, but the reactor reads a pipe a few KiB at a
+        time and may reach the done line on stdout first: the rest of the run's
+        stderr would then arrive after the run (and a cold child's retirement)
+        and be lost.
+        """
+        pipes = getattr(self.transport, "pipes", None) or {}
+        reader = pipes.get(2)
+        if reader is None:
+            return
+        while not (self.ended or self.retiring):
+            try:
+                data = os.read(reader.fileno(), 65536)
+            except OSError:
+                # EAGAIN: nothing more is waiting (the pipe is non-blocking); any other
+                # error is the reactor's to see on its own read.
+                return
+            if not data:
+                return
+            self.errReceived(data)
 
     def _count(self, data: bytes) -> bool:
         run = self.run

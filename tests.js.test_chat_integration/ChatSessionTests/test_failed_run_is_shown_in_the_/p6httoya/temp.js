@@ -1,1 +1,0 @@
-api.on_inbound_message = function() { throw new Error('nope'); };

@@ -1,5 +1,0 @@
-
-api.on_inbound_message = function (command) {
-    var self = this;
-    self.log_info('version one', function () { self.done(); });
-};

@@ -1,1 +1,0 @@
-api.on_inbound_message = function() { this.log_info('v2', this.done); };
