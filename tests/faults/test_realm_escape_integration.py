@@ -312,6 +312,8 @@ class RealmEscapeTests(TestCase):
     timeout = 60
 
     def worker(self, javascript: str, **extra: Any) -> Any:
+        # No jail under the runner: these tests are about the realm boundary alone.
+        extra.setdefault("isolation", "none")
         worker = make_worker(JsSandbox, js_config(javascript, **extra))
         self.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
         return worker
