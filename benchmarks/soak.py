@@ -2,7 +2,7 @@
 
 Run by hand (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379, node on PATH)::
 
-    python benchmarks/soak.py --seconds 600 [--isolation bwrap] [--rate 20]
+    python benchmarks/soak.py --seconds 600 [--isolation none|bwrap] [--rate 20]
 
 A transport publishes user messages at ``--rate`` per second: nine in ten
 are well-behaved (an ``ok`` reply, or a ``kv`` visit counter then a reply),
@@ -226,7 +226,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="how long to publish (default 60)")
     parser.add_argument("--rate", type=int, default=20, help="messages published per second (default 20)")
     parser.add_argument("--timeout", type=float, default=3, help="the worker's sandbox timeout (default 3)")
-    parser.add_argument("--isolation", choices=("none", "bwrap"), default="none")
+    parser.add_argument("--isolation", choices=("auto", "none", "bwrap"), default="auto",
+                        help="the workers' isolation (default auto, the product's default)")
     parser.add_argument("--messages-per-process", type=int, default=1,
                         help="messages a child serves before it is retired (default 1: a child per message)")
     parser.add_argument("--seed", type=int, default=7)
