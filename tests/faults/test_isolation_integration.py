@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -331,6 +332,33 @@ class JailTests(TestCase):
         while _processes_of(uid) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(_processes_of(uid), 0)
+
+    def test_killing_the_group_ends_a_jail_at_any_stage(self) -> None:
+        """The jail's init stays in the process group the worker kills; only the program has a new session.
+
+        bwrap's init sets ``--die-with-parent`` only after its setup: an init that
+        left the group (``--new-session`` did, before that) outlived a bwrap killed
+        in between and kept the child's pipes open, and the worker's stop hung.
+        """
+        argv = rlimit_argv({}) + ["/bin/sh", "-c", "echo up; read line"]
+        proc = subprocess.Popen(wrap_command(BWRAP, argv, []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env={})
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        assert proc.stdout is not None
+        self.assertEqual(proc.stdout.readline(), b"up\n")
+        (init,) = _children(proc.pid)
+        (program,) = _children(init)
+        self.assertEqual(os.getpgid(init), proc.pid)
+        self.assertEqual(os.getsid(program), program)
+        os.killpg(proc.pid, signal.SIGKILL)
+        # Killed together, nothing is left holding the pipe: it reads end of file at once.
+        self.assertEqual(proc.stdout.read(), b"")
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
 
 
 def _processes_of(uid: int) -> int:

@@ -15,7 +15,7 @@ With ``isolation: bwrap`` every child runs under bubblewrap (Debian package
 - a private, size-capped ``/tmp`` (tmpfs), a minimal ``/dev`` and a ``/proc`` of
   its own PID namespace (``--unshare-pid``), so it sees and can signal no
   process of the host, the worker included; its own IPC and UTS namespaces,
-  a new session (no terminal to inject keystrokes into), and
+  a new session for the program (no terminal to inject keystrokes into), and
   ``--die-with-parent``: the child and everything it started die with the
   worker, and with the bwrap process the worker kills.
 - a fork bomb is stopped by ``RLIMIT_NPROC``. The kernel does not enforce that
@@ -217,9 +217,12 @@ def _jail(bwrap: str, config: Any, argv: list[str], read_paths: list[str]) -> li
         inner = limited
         privilege = ["--unshare-user"]
     # setsid makes bwrap a process group leader, so killing the child kills the group: a bwrap
-    # killed mid-setup otherwise leaves its namespace's init holding the child's pipes.
+    # killed mid-setup otherwise leaves its namespace's init holding the child's pipes. That init
+    # must stay in the group: bwrap's --new-session would move it to a session of its own before
+    # it sets --die-with-parent's signal, so the session is made inside the jail, for the program.
     setsid = shutil.which("setsid") or "/usr/bin/setsid"
-    return [setsid, bwrap, *bwrap_options(_program_paths(argv) + paths, workdir), *privilege, "--", *inner]
+    return [setsid, bwrap, *bwrap_options(_program_paths(argv) + paths, workdir), *privilege, "--",
+            setsid, *inner]
 
 
 def _unprivileged(argv: list[str]) -> list[str]:
@@ -236,7 +239,7 @@ def _unprivileged(argv: list[str]) -> list[str]:
 def bwrap_options(read_paths: Iterable[str], workdir: str | None = None) -> list[str]:
     """bwrap's options for the jail: namespaces, system directories, ``read_paths`` read-only, private /tmp."""
     options = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-               "--die-with-parent", "--new-session", "--hostname", "sandbox",
+               "--die-with-parent", "--hostname", "sandbox",
                # The private /tmp comes before the binds, so a program or app that lives under the
                # host's /tmp is bound on top of it rather than hidden by it.
                "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]

@@ -234,20 +234,23 @@ class SandboxChild(ProcessProtocol):
         """End the child (SIGKILL); it serves no further run."""
         self.retiring = True
         if not self.ended:
-            pid = self.pid
-            try:
-                # A jailed child leads its own process group (isolation.py starts bwrap under
-                # setsid): bwrap killed while still building the jail leaves a process that
-                # holds the pipes and would never end, so the whole group goes. Never the
-                # worker's own group, which an unjailed child shares.
-                if pid is not None and os.getpgid(pid) == pid:
-                    os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+            # The transport forgets the pid once the child is reaped: the number may then be reused.
+            pid = getattr(self.transport, "pid", None)
             try:
                 if self.transport is not None:
                     self.transport.signalProcess("KILL")
             except (twisted_error.ProcessExitedAlready, AttributeError, OSError):
+                pass
+            try:
+                # A jailed child leads its own process group (isolation.py starts bwrap under
+                # setsid): bwrap killed while still building the jail leaves a process that
+                # holds the pipes and would never end, so the whole group goes. Never the
+                # worker's own group, which an unjailed child shares. Asked only after the
+                # kill: a child still on its way to setsid could otherwise lead a group (and
+                # start the jail in it) between the question and the kill.
+                if pid is not None and os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+            except OSError:
                 pass
 
     def finish(self) -> None:
