@@ -175,4 +175,6 @@ def test_stevedore_caches_outside_the_users_home():
     assert not _cache._c._dir.startswith(os.path.expanduser("~/.cache"))
     registry.clear_cache()
     assert "sandbox" in registry.installed(registry.WORKERS_GROUP)
-    assert os.listdir(_cache._c._dir)
+    # stevedore writes no cache at all for an interpreter under /tmp (CI clones may live there).
+    if not _cache._c._disable_caching:
+        assert os.listdir(_cache._c._dir)
