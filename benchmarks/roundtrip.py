@@ -87,6 +87,28 @@ PACED, PACE = 15, 0.25
 #: the toolkit floor's row: the vumigo app in one warm node, its resources answered in that process
 VUMIGO_FLOOR = "floor: echo + warm node, vumigo app"
 
+# The floors' node children read JSON lines from stdin: a reply goes to its pending callback,
+# anything else is a message for runMessage(cmd, id), which each child defines.
+NODE_LINE_LOOP = r"""
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', function (chunk) {
+    buffer += chunk;
+    let end;
+    while ((end = buffer.indexOf('\n')) >= 0) {
+        const cmd = JSON.parse(buffer.slice(0, end));
+        buffer = buffer.slice(end + 1);
+        if (cmd.reply) {
+            const callback = pending.get(cmd.cmd_id);
+            pending.delete(cmd.cmd_id);
+            callback(cmd);
+        } else {
+            runMessage(cmd, cmd.id);
+        }
+    }
+});
+process.stdin.on('end', function () { process.exit(0); });
+"""
+
 # The floor's node child: every message runs the app's code in a fresh vm context, and the app
 # makes one request and then says done (4 JSON lines per message, as a warm sandbox run makes).
 NODE_ECHO_CHILD = r"""
@@ -96,32 +118,19 @@ const script = new vm.Script(process.argv[1]);
 const pending = new Map();
 let buffer = '';
 function write(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', function (chunk) {
-    buffer += chunk;
-    let end;
-    while ((end = buffer.indexOf('\n')) >= 0) {
-        const cmd = JSON.parse(buffer.slice(0, end));
-        buffer = buffer.slice(end + 1);
-        if (cmd.reply) {
-            const cb = pending.get(cmd.cmd_id); pending.delete(cmd.cmd_id); cb(cmd);
-            continue;
-        }
-        const id = cmd.id;
-        const api = {
-            request: function (name, fields, cb) {
-                fields.cmd = name; fields.cmd_id = id; fields.reply = false;
-                pending.set(id, cb); write(fields);
-            },
-            done: function () { write({cmd: 'done', cmd_id: id, reply: false}); },
-        };
-        const ctx = vm.createContext({api: api});
-        script.runInContext(ctx);
-        ctx.api.on_inbound_message(cmd);
-    }
-});
-process.stdin.on('end', function () { process.exit(0); });
-"""
+function runMessage(cmd, id) {
+    const api = {
+        request: function (name, fields, cb) {
+            fields.cmd = name; fields.cmd_id = id; fields.reply = false;
+            pending.set(id, cb); write(fields);
+        },
+        done: function () { write({cmd: 'done', cmd_id: id, reply: false}); },
+    };
+    const ctx = vm.createContext({api: api});
+    script.runInContext(ctx);
+    ctx.api.on_inbound_message(cmd);
+}
+""" + NODE_LINE_LOOP
 NODE_ECHO_APP = """
 api.on_inbound_message = function (command) {
     var msg = command.msg;
@@ -162,42 +171,29 @@ function local(name, fields) {
     if (name.startsWith('log.') || name === 'metrics.fire') { return {success: true}; }
     return {success: false, reason: 'no stand-in for ' + name};
 }
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', function (chunk) {
-    buffer += chunk;
-    let end;
-    while ((end = buffer.indexOf('\n')) >= 0) {
-        const cmd = JSON.parse(buffer.slice(0, end));
-        buffer = buffer.slice(end + 1);
-        if (cmd.reply) {
-            const done = pending.get(cmd.cmd_id); pending.delete(cmd.cmd_id); done(cmd);
-            continue;
-        }
-        const id = cmd.id;
-        const api = {
-            request: function (name, fields, cb) {
-                const self = this;
-                const callback = typeof cb === 'function' ? function (reply) { cb.call(self, reply); } : function () {};
-                if (name === 'outbound.reply_to') {
-                    const out = Object.assign({}, fields, {cmd: name, cmd_id: id, reply: false});
-                    pending.set(id, callback); write(out);
-                } else {
-                    const reply = local(name, fields || {});
-                    setImmediate(callback, reply);
-                }
-            },
-            log: function (msg, level, cb) { this.request('log.' + (level || 'info'), {msg: msg}, cb); },
-            log_info: function (msg, cb) { this.request('log.info', {msg: msg}, cb); },
-            done: function () { write({cmd: 'done', cmd_id: id, reply: false}); },
-        };
-        const ctx = vm.createContext({api: api, require: appRequire, console: console});
-        script.runInContext(ctx);
-        const handler = api.on_inbound_message;
-        handler.call(api, cmd);
-    }
-});
-process.stdin.on('end', function () { process.exit(0); });
-"""
+function runMessage(cmd, id) {
+    const api = {
+        request: function (name, fields, cb) {
+            const self = this;
+            const callback = typeof cb === 'function' ? function (reply) { cb.call(self, reply); } : function () {};
+            if (name === 'outbound.reply_to') {
+                const out = Object.assign({}, fields, {cmd: name, cmd_id: id, reply: false});
+                pending.set(id, callback); write(out);
+            } else {
+                const reply = local(name, fields || {});
+                setImmediate(callback, reply);
+            }
+        },
+        log: function (msg, level, cb) { this.request('log.' + (level || 'info'), {msg: msg}, cb); },
+        log_info: function (msg, cb) { this.request('log.info', {msg: msg}, cb); },
+        done: function () { write({cmd: 'done', cmd_id: id, reply: false}); },
+    };
+    const ctx = vm.createContext({api: api, require: appRequire, console: console});
+    script.runInContext(ctx);
+    const handler = api.on_inbound_message;
+    handler.call(api, cmd);
+}
+""" + NODE_LINE_LOOP
 
 # --- a minimal txamqp client (the transport, and the floor workers) ----------------------------
 
