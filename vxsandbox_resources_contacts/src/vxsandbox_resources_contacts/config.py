@@ -11,18 +11,11 @@ from typing import Any, ClassVar
 
 from vxsandbox_core import Field, ResourceConfig
 from vxsandbox_core.config import positive
-from vxsandbox_resources_kv.config import RedisManagerConfig
+from vxsandbox_resources_kv.config import RedisManagerConfig, backend_name
 
 from .model import DELIVERY_CLASSES
 
 KiB = 1024
-
-
-
-def _backend(value: str) -> str:
-    if value not in ("redis", "memory"):
-        raise ValueError("expected 'redis' or 'memory'")
-    return value
 
 
 def _delivery_class(value: str) -> str:
@@ -49,7 +42,7 @@ class StoreConfig(ResourceConfig):
 
     fields: ClassVar[tuple[Field, ...]] = (
         Field("backend", (str,), "where records live: 'redis' (shared, durable) or 'memory' (this worker only)",
-              "redis", _backend),
+              "redis", backend_name),
         Field("redis_manager", (dict,), "Redis connection, as the kv resource's: {url, key_prefix, "
               "connect_timeout, command_timeout, reconnect_max_delay}", dict),
         Field("max_contacts", (int,), "most contacts one sandbox_id may hold; creating one past it fails "

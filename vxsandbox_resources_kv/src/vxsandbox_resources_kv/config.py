@@ -16,9 +16,8 @@ from vxsandbox_core.errors import raise_config_errors
 KiB = 1024
 
 
-
-
-def _backend(value: str) -> str:
+def backend_name(value: str) -> str:
+    """Validate a ``backend`` option: where a Redis-layer resource keeps its data ('redis' or 'memory')."""
     if value not in ("redis", "memory"):
         raise ValueError("expected 'redis' or 'memory'")
     return value
@@ -131,7 +130,7 @@ class KVConfig(ResourceConfig):
     fields = (
         Field("cls", (str,), "the resource class: kv", "kv"),
         Field("backend", (str,), "where values live: 'redis' (shared, durable) or 'memory' (this worker only)",
-              "redis", _backend),
+              "redis", backend_name),
         Field("redis_manager", (dict,), "Redis connection (backend redis): {url (or host, port, db, password), "
               "key_prefix, key_separator, connect_timeout, command_timeout, reconnect_max_delay}", dict),
         Field("keys_per_user_hard", (int,), "most keys one sandbox_id may hold; a new key past it fails "
