@@ -4,42 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from typing import Any
 
 import pytest
 import txredisapi
-from twisted.internet.defer import DeferredQueue
-from twisted.trial.unittest import TestCase
 
 from vxsandbox_core.brokers.amqp import AmqpBroker
-from vxsandbox_core.brokers.amqp.admin import delete_queues
-from vxsandbox_core.message import TransportUserMessage
 from vxsandbox_core.service import WorkerService
 from vxsandbox_core.testing import hooks_with
 
-from .helpers import delete_prefixed
+from ..ussd_app import AMQP_URL, APP_DIR, UssdAppOverRabbitMQ
 
 # the vumigo_v02 worker lives in vxsandbox-js, which this distribution does not depend on
 vxsandbox_js = pytest.importorskip("vxsandbox_js")
 
 pytestmark = [pytest.mark.node, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.distributions("vxsandbox-js")]
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-APP_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "vumigo_app")
-
-
-class ContactsAppOverRabbitMQTests(TestCase):
+class ContactsAppOverRabbitMQTests(UssdAppOverRabbitMQ):
     """examples/vumigo_app/contacts_app.js as deployed: RabbitMQ carries its messages, Redis keeps its contacts."""
 
-    timeout = 120
-
-    def setUp(self) -> None:
-        if not os.path.isdir(os.path.join(APP_DIR, "node_modules", "vumigo_v02")):
-            pytest.fail("examples/vumigo_app/node_modules is missing: run `npm ci --prefix examples/vumigo_app`")
-        self.transport = f"vxcontacts_{uuid.uuid4().hex[:12]}"
-        self.prefix = f"test-contacts-js-{uuid.uuid4().hex}"
-        self.replies: DeferredQueue[dict[str, Any]] = DeferredQueue()
+    transport_prefix = "vxcontacts"
 
     def worker_config(self) -> dict[str, Any]:
         redis = {"url": "redis://127.0.0.1:6379/0", "key_prefix": self.prefix}
@@ -63,30 +47,8 @@ class ContactsAppOverRabbitMQTests(TestCase):
         worker = vxsandbox_js.StandaloneJsFileSandbox(self.worker_config(), broker=broker, hooks=hooks_with())
         service = WorkerService(worker, broker)
         await service.start()
-        transport = AmqpBroker(AMQP_URL, connection_name="test-transport")
-        await transport.connect()
-
-        async def on_reply(delivery: Any) -> None:
-            self.replies.put(json.loads(delivery.body))
-            await delivery.ack()
-
-        await transport.consume(f"{self.transport}.outbound", on_reply)
-        self.addCleanup(self.cleanup, transport)
+        transport = await self.start_transport()
         return service, transport
-
-    async def cleanup(self, transport: AmqpBroker) -> None:
-        await delete_queues(transport, f"{self.transport}.inbound", f"{self.transport}.event",
-                            f"{self.transport}.outbound")
-        await transport.close()
-        await delete_prefixed(self.prefix)
-
-    async def dial(self, transport: AmqpBroker, user: str, content: str | None, event: str) -> dict[str, Any]:
-        msg = TransportUserMessage(to_addr="*120*8864#", from_addr=user, transport_name=self.transport,
-                                   transport_type="ussd", content=content, session_event=event)
-        await transport.publish(f"{self.transport}.inbound", msg.to_json().encode("utf-8"))
-        reply = await self.replies.get()
-        assert reply["in_reply_to"] == msg["message_id"]
-        return reply
 
     async def test_new_user_is_saved_with_extras_and_joins_a_group(self) -> None:
         """for_user creates the contact, save stores its name extra, groups.get creates the group, sizeOf counts."""
