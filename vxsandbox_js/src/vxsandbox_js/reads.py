@@ -19,18 +19,39 @@ then outside every allowed path), while the bwrap jail binds the
 ``node_modules`` folders whole: inside the jail a link resolves in the
 jail's own view, which holds only what was bound. Anything wider is the
 operator's explicit ``allow_fs_read``.
+
+The worker asks for every message (a warm child's key holds what it may
+read) and for every spawn, so the walk is kept per app file and done again
+only when the app file (by its real path: a re-pointed release link) or
+one of the folders the walk listed changed: each ancestor
+``node_modules`` (made, removed, re-pointed, an entry added, removed or
+re-linked) and each ``@scope`` folder in them. A result is kept only once
+those folders have been still for :data:`SETTLED_NS`, so a change within the
+file system's timestamp granularity of the walk is never missed. What the
+folders' times cannot show (a linked package's own folder gaining or losing
+its ``package.json``) is seen at the next change of its ``node_modules``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger("vxsandbox.worker")
 
 #: links already reported to the operator, so a refused link is logged once per worker, not per child
 _reported: set[tuple[str, str]] = set()
+
+#: how long the listed folders must have been unchanged before a walk is reused (2 s, in ns)
+SETTLED_NS = 2_000_000_000
+
+#: Folder state: (device, inode, mtime in ns) of each folder a walk depends on, None where it is missing.
+Signature = tuple[tuple[int, int, int] | None, ...]
+
+#: per app file: the folders its walk listed, their state then, and the walk
+_walks: dict[str, tuple[list[str], Signature, AppReads]] = {}
 
 
 @dataclass
@@ -41,11 +62,49 @@ class AppReads:
     binds: list[str] = field(default_factory=list)
     #: symlinked entries refused, as (link, its real path)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    #: the folders the walk listed or looked for: a change to any of them may change the result
+    watched: list[str] = field(default_factory=list)
 
 
 def app_reads(app: str) -> AppReads:
-    """What the app at ``app`` (an absolute file name) may read by Node's module resolution."""
-    reads = AppReads(allow=_both(app), binds=_both(app))
+    """What the app at ``app`` (an absolute file name) may read by Node's module resolution.
+
+    The result is shared between calls: callers must not change it.
+    """
+    kept = _walks.get(app)
+    if kept is not None:
+        watched, signature, reads = kept
+        if _signature(watched) == signature:
+            return reads
+    reads = _walk(app)
+    signature = _signature(reads.watched)
+    if _settled(signature):
+        _walks[app] = (reads.watched, signature, reads)
+    else:
+        _walks.pop(app, None)
+    return reads
+
+
+def _signature(folders: list[str]) -> Signature:
+    states: list[tuple[int, int, int] | None] = []
+    for folder in folders:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            states.append(None)
+        else:
+            states.append((st.st_dev, st.st_ino, st.st_mtime_ns))
+    return tuple(states)
+
+
+def _settled(signature: Signature) -> bool:
+    now = time.time_ns()
+    return all(state is None or now - state[2] >= SETTLED_NS for state in signature)
+
+
+def _walk(app: str) -> AppReads:
+    # The app file by its real path: a re-pointed link (a new release) gives a new inode.
+    reads = AppReads(allow=_both(app), binds=_both(app), watched=[app])
     app_real = os.path.realpath(app)
     directory = os.path.dirname(app)
     while True:
@@ -65,6 +124,7 @@ def app_reads(app: str) -> AppReads:
 
 
 def _add_node_modules(reads: AppReads, path: str, app_real: str) -> None:
+    reads.watched.append(path)
     if not os.path.isdir(path):
         return
     real = os.path.realpath(path)
@@ -78,6 +138,7 @@ def _add_node_modules(reads: AppReads, path: str, app_real: str) -> None:
         if name == ".bin":
             continue
         if name.startswith("@") and os.path.isdir(entry) and not os.path.islink(entry):
+            reads.watched.append(entry)
             for scoped in sorted(os.listdir(entry)):
                 _add_entry(reads, os.path.join(entry, scoped), app_real)
         else:
@@ -108,3 +169,29 @@ def _holds(directory: str, app_real: str) -> bool:
 
 def _both(path: str) -> list[str]:
     return list(dict.fromkeys([path, os.path.realpath(path)]))
+
+
+#: per app file: its state when read, and its text
+_sources: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def app_source(path: str) -> str:
+    """The text of the app file ``path``, read again only when the file changed.
+
+    The file is stat'ed for every call (a run reads the app as it is then: an
+    edited app takes effect at its next message); its text is kept once it has
+    been unchanged for :data:`SETTLED_NS`, so a bundle of hundreds of KiB is
+    not read for every message.
+    """
+    st = os.stat(path)
+    state = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    kept = _sources.get(path)
+    if kept is not None and kept[0] == state:
+        return kept[1]
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if time.time_ns() - st.st_mtime_ns >= SETTLED_NS:
+        _sources[path] = (state, text)
+    else:
+        _sources.pop(path, None)
+    return text

@@ -26,7 +26,7 @@ from vxsandbox_core.worker import Sandbox
 
 from .node import NodeVersion, find_node, hardening_flags, node_version, runner_files, runner_path
 from .preload import find_requires
-from .reads import app_reads
+from .reads import app_reads, app_source
 from .resource import JsSandboxResource
 
 log = logging.getLogger("vxsandbox.worker")
@@ -265,8 +265,13 @@ class JsSandbox(Sandbox):
 
     def child_key(self, api: SandboxApi) -> Hashable:
         """A warm child serves one tenant and one version of its code and context, nothing else."""
-        code = repr((self.javascript_for_api(api), self.app_context_for_api(api), self.app_filename(api)))
-        return (super().child_key(api), hashlib.sha256(code.encode("utf-8")).hexdigest())
+        code = (self.javascript_for_api(api), self.app_context_for_api(api), self.app_filename(api))
+        # Hashed once per version of the code (an app bundle can be hundreds of KiB), not per message.
+        if self._code_digest is None or self._code_digest[0] != code:
+            self._code_digest = (code, hashlib.sha256(repr(code).encode("utf-8")).hexdigest())
+        return (super().child_key(api), self._code_digest[1])
+
+    _code_digest: tuple[tuple[str, str | None, str], str] | None = None
 
     def javascript_for_api(self, api: SandboxApi) -> str:
         """The app's source code for a run."""
@@ -293,8 +298,7 @@ class JsFileSandbox(JsSandbox):
 
     def javascript_for_api(self, api: SandboxApi) -> str:
         """The app's source, read from its file for every run so an edited app takes effect."""
-        with open(cast(JsFileSandboxConfig, api.config).javascript_file, encoding="utf-8") as f:
-            return f.read()
+        return app_source(cast(JsFileSandboxConfig, api.config).javascript_file)
 
 
 class StandaloneJsFileSandbox(JsFileSandbox):
