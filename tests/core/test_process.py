@@ -283,3 +283,43 @@ class LogLineCapTests(TestCase):
         self.assertEqual(len(logs), 1001)
         self.assertEqual(logs[999], "line 999")
         self.assertIn("500 more log lines dropped", logs[1000])
+
+
+class WriteNowTests(TestCase):
+    """A line to a child goes into its pipe at once, and never overtakes one Twisted still holds."""
+
+    async def test_lines_go_into_the_pipe_at_once_and_in_order(self):
+        import sys
+
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+        from twisted.internet.protocol import ProcessProtocol
+
+        from vxsandbox_core.process import queued_bytes_of, write_now
+
+        class Collect(ProcessProtocol):
+            def __init__(self):
+                self.out, self.ended = bytearray(), Deferred()
+
+            def outReceived(self, data):
+                self.out += data
+
+            def processEnded(self, reason):
+                self.ended.callback(None)
+
+        # Reads nothing for half a second, then echoes all of its stdin.
+        code = "import sys, time; time.sleep(0.5); sys.stdout.buffer.write(sys.stdin.buffer.read())"
+        proto = Collect()
+        transport = reactor.spawnProcess(proto, sys.executable, [sys.executable, "-c", code], env=None)
+        writer = transport.pipes[0]
+        write_now(transport, b"first\n")
+        self.assertEqual(queued_bytes_of(writer), 0)  # in the pipe already, no reactor turn needed
+        big = b"x" * (512 * 1024) + b"\n"  # more than a pipe holds: the rest waits in Twisted's queue
+        write_now(transport, big)
+        held = queued_bytes_of(writer)
+        self.assertGreater(held, 0)
+        write_now(transport, b"last\n")
+        self.assertEqual(queued_bytes_of(writer), held + 5)  # queued behind, not written past the rest
+        transport.closeStdin()
+        await proto.ended
+        self.assertEqual(bytes(proto.out), b"first\n" + big + b"last\n")

@@ -54,9 +54,35 @@ def queued_bytes(protocol: ProcessProtocol) -> int:
     writer = pipes.get(0)
     if writer is None:
         return 0
-    # Twisted's FileDescriptor offers no public count of what it still holds: these are its two buffers.
+    return queued_bytes_of(writer)
+
+
+def queued_bytes_of(writer: Any) -> int:
+    """Bytes a Twisted writer still holds (it offers no public count: these are its two buffers)."""
     held: int = len(writer.dataBuffer) - writer.offset + writer._tempDataLen
     return held
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """Write ``data`` to a child's stdin: straight into the pipe when nothing is queued before it.
+
+    Twisted's ``write`` always queues and writes on a later reactor turn, which
+    costs two ``epoll_ctl`` calls and a turn per line. When its queue is empty
+    and the pipe has room, the line goes into the pipe now; whatever does not
+    fit (or any error: the child may have gone) is left to the transport, which
+    keeps the order and reports the error as usual.
+    """
+    pipes = getattr(transport, "pipes", None) or {}
+    writer = pipes.get(0)
+    if writer is not None and writer.connected and not writer._writeDisconnected and queued_bytes_of(writer) == 0:
+        try:
+            written = os.write(writer.fileno(), data)
+        except OSError:
+            written = 0
+        data = data[written:]
+        if not data:
+            return
+    transport.write(data)
 
 
 @dataclass
@@ -220,7 +246,7 @@ class SandboxChild(ProcessProtocol):
                 return False
         else:
             self._own_sent += len(data)
-        self.transport.write(data)
+        write_now(self.transport, data)
         return True
 
     def kill(self, reason: str) -> None:
