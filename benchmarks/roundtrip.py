@@ -5,6 +5,7 @@ PATH, ``npm ci --prefix examples/vumigo_app`` for the vumigo_v02 app)::
 
     python benchmarks/roundtrip.py [--json] [--apps js,vumigo,python] [--modes cold,prefork,warm]
     python benchmarks/roundtrip.py --rss 100000      # worker RSS over a long warm run
+    python benchmarks/roundtrip.py --rss 10000 --rss-app vumigo   # one warm toolkit child's RSS
 
 This process plays the transport: it publishes raw Vumi JSON user messages to
 ``<transport>.inbound`` on the ``vumi`` exchange and consumes the replies from
@@ -469,14 +470,30 @@ class WorkerProcess:
         return cpu_seconds(self.popen.pid)
 
     def rss_kib(self) -> int:
-        try:
-            with open(f"/proc/{self.popen.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        return _vm_rss_kib(self.popen.pid)
+
+    def node_rss_kib(self) -> list[int]:
+        """The RSS of each node process below the worker (inside bwrap and prlimit), largest first."""
+        parents: dict[int, int] = {}
+        names: dict[int, str] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
+            names[int(entry)] = stat[stat.index("(") + 1:stat.rindex(")")]
+            parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        below = {self.popen.pid}
+        grew = True
+        while grew:
+            found = {pid for pid, ppid in parents.items() if ppid in below} - below
+            below |= found
+            grew = bool(found)
+        return sorted((_vm_rss_kib(pid) for pid in below if names.get(pid) == "node"), reverse=True)
 
     async def stop(self, reactor: Any, timeout: float = 20.0) -> None:
         if self.popen.poll() is None:
@@ -492,6 +509,17 @@ class WorkerProcess:
     def tail(self) -> str:
         with open(self.log_path, "rb") as f:
             return f.read()[-2000:].decode("utf-8", "replace")
+
+
+def _vm_rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def vxsandbox_argv(config_path: str) -> list[str]:
@@ -721,53 +749,77 @@ def print_table(results: dict[str, Any]) -> None:
 # --- RSS over a long warm run -------------------------------------------------------------------------
 
 async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Warm reply-only JS for ``--rss`` messages, in flight 200 at a time; worker RSS at checkpoints."""
+    """``--rss`` warm messages of ``--rss-app``; the worker's RSS and its node children's at each tenth.
+
+    For ``vumigo`` one child serves every message (prefetch 1, ``messages_per_process`` above the
+    count), so the last sample is the RSS of a warm child after that many toolkit messages. The
+    ``js`` run keeps the benchmark's prefetch and in flight 200 at a time, children retired every
+    1000 messages: the worker's RSS is the figure there.
+    """
     run_id = uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="vxbench-rss-")
     tn = f"vxbench_{run_id}_rss"
+    app = args.rss_app
+    total = args.rss
+    config = worker_config(app, "warm", tn, f"vxbench:{run_id}")
+    window = 200
+    if app == "vumigo":
+        config.update(amqp_prefetch_count=1, messages_per_process=total + 1)
+        window = 20
     config_path = os.path.join(tmp, "worker.json")
     with open(config_path, "w") as f:
-        json.dump(worker_config("js", "warm", tn, ""), f)
+        json.dump(config, f)
     transport = Transport(reactor, tn)
     await transport.start()
     worker = WorkerProcess(vxsandbox_argv(config_path), os.path.join(tmp, "worker.log"))
-    samples: list[tuple[int, int]] = []
-    total = args.rss
+    samples: list[tuple[int, int, list[int]]] = []
     checkpoint = max(total // 10, 1)
+
+    def sample(n: int) -> None:
+        samples.append((n, worker.rss_kib(), worker.node_rss_kib()))
+        print(f"{n} messages: worker RSS {samples[-1][1]} KiB, node children {samples[-1][2]} KiB",
+              file=sys.stderr, flush=True)
+
     try:
         await wait_consumed(transport.amqp, f"{tn}.inbound", worker, reactor)
         transport.latencies = []
         start = time.perf_counter()
         sent = 0
-        window = 200
         while sent < total:
             batch = min(window, total - sent)
             for _ in range(batch):
-                transport.send("js")
+                transport.send(app)
             sent += batch
             await transport.replies(sent - window // 2 if sent < total else total, 120)
             if sent % checkpoint < window and len(samples) < sent // checkpoint:
-                samples.append((len(transport.latencies), worker.rss_kib()))
-                print(f"{samples[-1][0]} messages: worker RSS {samples[-1][1]} KiB", file=sys.stderr, flush=True)
+                sample(len(transport.latencies))
         await transport.replies(total, 120)
         elapsed = time.perf_counter() - start
         if not samples or samples[-1][0] != total:
-            samples.append((total, worker.rss_kib()))
+            sample(total)
     finally:
         await worker.stop(reactor)
         await transport.amqp.delete(*(f"{tn}.{q}" for q in ("inbound", "event", "outbound", "inbound.dead",
                                                             "event.dead")))
         await transport.amqp.close()
+        await clean_redis(f"vxbench:{run_id}")
         shutil.rmtree(tmp, ignore_errors=True)
     at_10 = min(samples, key=lambda s: abs(s[0] - total // 10))
-    return {"messages": total, "seconds": elapsed, "msg_per_s": total / elapsed, "samples_kib": samples,
-            "rss_growth_after_10pct": samples[-1][1] / at_10[1] - 1}
+    out: dict[str, Any] = {"app": app, "messages": total, "seconds": elapsed, "msg_per_s": total / elapsed,
+                           "samples_kib": samples, "rss_growth_after_10pct": samples[-1][1] / at_10[1] - 1}
+    if app == "vumigo" and at_10[2] and samples[-1][2]:
+        out["child_rss_growth_after_10pct"] = samples[-1][2][0] / at_10[2][0] - 1
+    return out
 
 
 def _rss_text(out: dict[str, Any]) -> str:
-    lines = [f"{n} messages: worker RSS {kib / 1024:.1f} MiB" for n, kib in out["samples_kib"]]
-    lines.append(f"{out['messages']} messages in {out['seconds']:.0f}s ({out['msg_per_s']:.0f} msg/s); RSS at the end "
-                 f"vs after a tenth: {out['rss_growth_after_10pct']:+.1%}")
+    lines = [f"{n} messages: worker RSS {kib / 1024:.1f} MiB, node children "
+             f"{', '.join(f'{c / 1024:.1f}' for c in children) or 'none'} MiB"
+             for n, kib, children in out["samples_kib"]]
+    lines.append(f"{out['app']}: {out['messages']} messages in {out['seconds']:.0f}s ({out['msg_per_s']:.0f} msg/s); "
+                 f"worker RSS at the end vs after a tenth: {out['rss_growth_after_10pct']:+.1%}")
+    if "child_rss_growth_after_10pct" in out:
+        lines.append(f"the warm child's RSS at the end vs after a tenth: {out['child_rss_growth_after_10pct']:+.1%}")
     return "\n".join(lines)
 
 
@@ -780,7 +832,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="saturation runs of the floors and warm modes; the best counts (default 3)")
     parser.add_argument("--rss", type=int, default=0, metavar="N",
-                        help="instead: N warm reply-only messages, printing the worker's RSS at each tenth")
+                        help="instead: N warm messages, printing the worker's and its node children's RSS at "
+                             "each tenth")
+    parser.add_argument("--rss-app", default="js", choices=("js", "vumigo"),
+                        help="the --rss run's app: js (reply-only, children retired every 1000 messages) or "
+                             "vumigo (one warm child serves all N)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "TRANSPORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
