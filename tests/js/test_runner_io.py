@@ -187,3 +187,18 @@ def test_end_of_input_after_a_fatal_error_exits_1(runners: Any) -> None:
     report = runner.read_line()
     assert report["cmd"] == "log.error" and "app failed to load" in report["msg"]
     assert runner.close() == 1
+
+
+def test_done_does_not_wait_for_the_reply_to_its_log_line(runners: Any) -> None:
+    """`api.done()` sends `log.info` "Done." and `js.done` back to back: a warm run saves a round trip."""
+    runner = runners()
+    runner.write(initialize(ECHO_APP) + message(content="one"))
+    request = runner.read_line()
+    runner.write(reply(request["cmd_id"]))
+    logged = runner.read_line()
+    assert (logged["cmd"], logged["msg"]) == ("log.info", "Done.")
+    assert runner.read_line(timeout=5)["cmd"] == "js.done"
+    # The log line's reply, arriving after the run ended, is ignored; the next run is served.
+    runner.write(reply(logged["cmd_id"]), message(content="two"))
+    assert serve_one(runner)["content"] == "two"
+    assert runner.close() == 0
