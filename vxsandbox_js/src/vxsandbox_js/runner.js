@@ -663,6 +663,20 @@ function Runner() {
             self.session = null;
         }
         writeCommand({cmd: 'js.done', cmd_id: self.nextId(), reply: false});
+        // The next run's context is made while the worker handles this one's end, off the next
+        // message's path. It belongs to no run or tenant until that run begins in it; the
+        // context of the run just ended is never used again.
+        setImmediate(self.makeStandby);
+    };
+
+    self.makeStandby = function () {
+        if (self.app !== null && self.standby === null && !self.failing) {
+            try {
+                self.standby = new Session(self);
+            } catch (err) {
+                // Left to the next run, which makes its own context and reports what fails.
+            }
+        }
     };
 
     // Reports `what: detail` (both strings) through the log and exits 1 once it is acknowledged.
