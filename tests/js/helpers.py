@@ -43,6 +43,16 @@ class RecordingLog(LoggingResource):
         return [msg for _, level, msg in self.lines if level >= min_level]
 
 
+class SlowRecordingLog(RecordingLog):
+    """A :class:`RecordingLog` whose lines are written 50 ms later, as a log stored in a database is."""
+
+    def log(self, api: Any, msg: str, level: int) -> Deferred[None]:
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        return deferLater(reactor, 0.05, super().log, api, msg, level)
+
+
 def js_config(javascript: str | None = None, sandbox: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """A ``js`` worker config with a recording log resource and a short timeout."""
     resources: dict[str, Any] = {"log": {"cls": "tests.js.helpers:RecordingLog"}}

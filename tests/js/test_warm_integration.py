@@ -56,6 +56,16 @@ class WarmJsTests(TestCase):
         self.assertEqual([line.split()[3] for line in lines], ["1", "1", "1"])
         self.assertEqual(worker.pool.spawned, 1)
 
+    async def test_a_log_written_later_keeps_the_child_warm(self):
+        """done's "Done." line is still being written when js.done arrives: the run waits for it, the child stays."""
+        worker = self.worker(sandbox={"log": {"cls": "tests.js.helpers:SlowRecordingLog"}})
+        await worker.setup()
+        for content in ("a", "b", "c"):
+            self.assertEqual(await self.send(worker, content), "ok")
+        self.assertEqual(worker.resources.resources["log"].messages().count("Done."), 3)
+        self.assertEqual([line.split()[3] for line in self.lines(worker)], ["1", "1", "1"])
+        self.assertEqual(worker.pool.spawned, 1)
+
     async def test_timers_of_a_finished_message_never_fire(self):
         """A timer left by one message is cleared at done and never reaches the next message."""
         worker = self.worker()

@@ -187,6 +187,10 @@ class SandboxChild(ProcessProtocol):
         #: the API of the run that started the child (resources initialised it for this tenant)
         self.first_api: SandboxApi | None = None
         self.retiring = False
+        #: The child ignores a reply that arrives after its run ended (the JS runner does). Such a
+        #: child is not retired for requests still pending at the end of a run: they finish before
+        #: the run counts as ended, so their replies are written before the next run's message.
+        self.takes_late_replies = False
         self.ended = False
         self.pid: int | None = None
         self.exit_code: int | None = None
@@ -299,7 +303,7 @@ class SandboxChild(ProcessProtocol):
         run.ending = True
         if run.timer is not None and run.timer.active():
             run.timer.cancel()
-        if run.pending and not self.ended:
+        if run.pending and not self.ended and not self.takes_late_replies:
             # A warm child must not carry a request from this run into the next one.
             self.retire()
 

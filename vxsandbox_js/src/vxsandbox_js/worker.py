@@ -258,9 +258,12 @@ class JsSandbox(Sandbox):
         return child
 
     def child_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxChild:
-        """The generic child, with :data:`NODE_ENV` under the config's own ``env``."""
+        """The generic child, with :data:`NODE_ENV` under the config's own ``env``, taking late replies."""
         child = super().child_for_message(msg, api)
         child.env = {**NODE_ENV, **child.env}
+        # The runner drops replies to a run that has ended (api.done() does not wait for its log
+        # line's reply), so a log written late does not cost the warm child its life.
+        child.takes_late_replies = True
         return child
 
     def child_key(self, api: SandboxApi) -> Hashable:
