@@ -44,6 +44,7 @@ import functools
 import itertools
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -163,6 +164,56 @@ def isolation_warning(mode: str) -> str | None:
         return None
     return f"isolation: auto cannot use bubblewrap ({problem}); children run with rlimits only: " \
            f"{unjailed_consequences()}"
+
+
+def unreadable_by_children(paths: Iterable[str]) -> list[str]:
+    """Of ``paths`` (files and folders a child must read), those a root worker's children under
+    ``isolation: none`` cannot reach, each as ``"<path>: <why>"``.
+
+    Such a child runs as an unprivileged uid of its own with no groups, so only the permission bits
+    for others apply on the host's own file system: every folder on the way needs ``o+x``, a file
+    ``o+r``. (In the bwrap jail the folders above a bound path are the jail's own, so this is for
+    ``none``.) A missing path, or a folder or file with an ACL, which may grant what the bits do not,
+    is not reported.
+    """
+    problems = []
+    for path in dict.fromkeys(os.path.abspath(p) for p in paths):
+        reason = _closed_to_others(path)
+        if reason is not None:
+            problems.append(f"{path}: {reason}")
+    return problems
+
+
+def _closed_to_others(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    for candidate in dict.fromkeys([path, os.path.realpath(path)]):
+        parts = candidate.split("/")[1:]
+        folder = "/"
+        for name in parts[:-1]:
+            folder = os.path.join(folder, name)
+            if _denied(folder, stat.S_IXOTH):
+                return f"{folder} cannot be entered by other users (mode {_mode(folder)}); chmod o+x it " \
+                       f"or keep the files elsewhere"
+        need = stat.S_IXOTH if os.path.isdir(candidate) else stat.S_IROTH
+        if _denied(candidate, need):
+            return f"{candidate} cannot be read by other users (mode {_mode(candidate)}); " \
+                   f"chmod o+{'x' if need == stat.S_IXOTH else 'r'} it"
+    return None
+
+
+def _denied(path: str, bit: int) -> bool:
+    try:
+        if os.stat(path).st_mode & bit:
+            return False
+        acl = "system.posix_acl_access" in os.listxattr(path)
+    except OSError:
+        return False
+    return not acl
+
+
+def _mode(path: str) -> str:
+    return oct(stat.S_IMODE(os.stat(path).st_mode))[2:].rjust(4, "0")
 
 
 def describe_isolation(mode: str) -> str:

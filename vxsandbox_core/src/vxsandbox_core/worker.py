@@ -22,7 +22,7 @@ from .aio import default_reactor
 from .api import SandboxApi
 from .config import SandboxConfig
 from .errors import ConfigError, MessageError, SandboxRefusedError
-from .isolation import isolation_warning, wrap_command
+from .isolation import effective_isolation, isolation_warning, unreadable_by_children, wrap_command
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
 from .pool import ChildPool
@@ -167,6 +167,11 @@ class Sandbox:
         warning = isolation_warning(self.config.isolation)
         if warning is not None:
             log.warning("%s", warning)
+        if os.geteuid() == 0 and effective_isolation(self.config.isolation) == "none":
+            closed = unreadable_by_children(self.read_paths(self._template_api()))
+            if closed:
+                log.warning("children run as unprivileged uids and will not be able to read what they need, "
+                            "so every run will fail: %s", "; ".join(closed))
         await self.resources.setup()
         self.pool._top_up()
 
