@@ -25,6 +25,36 @@ class SlowResource(SandboxResource):
         raise ValueError("broken handler")
 
 
+class NoteResource(SandboxResource):
+    """Answers ``note`` with ``success: true`` when ``text`` is given (a child may acknowledge it), and ``ping``."""
+
+    ACKNOWLEDGED = {"note": "text"}
+
+    def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
+        super().__init__(name, worker, config)
+        self.notes: list[Any] = []
+
+    def handle_note(self, api: Any, command: dict[str, Any]) -> dict[str, Any]:
+        if command.get("text") is None:
+            return self.reply_error(command, "'text' is required")
+        self.notes.append(command["text"])
+        return self.reply(command)
+
+    def handle_ping(self, api: Any, command: dict[str, Any]) -> dict[str, Any]:
+        return self.reply(command, pong=True)
+
+
+class RepliesPlugin:
+    """Records every reply_sent as (cmd_id, success)."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[str, bool]] = []
+
+    @hookimpl
+    def reply_sent(self, api, command, reply):
+        self.replies.append((command["cmd_id"], reply["success"]))
+
+
 class OrderPlugin:
     """Records every hook call in order and answers ``record.intercept`` itself."""
 

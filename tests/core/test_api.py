@@ -7,7 +7,10 @@ from twisted.trial.unittest import TestCase
 from vxsandbox_core import Sandbox
 from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
 
+from .helpers import RepliesPlugin
+
 SLOW = {"slow": {"cls": "tests.core.helpers:SlowResource"}}
+NOTES = {"notes": {"cls": "tests.core.helpers:NoteResource"}, **SLOW}
 
 
 class DispatchTests(TestCase):
@@ -79,3 +82,48 @@ class DispatchTests(TestCase):
         self.assertTrue(ping["success"])
         self.assertTrue(any("broken handler" in m for _, _, m in record.logs))
         self.assertEqual(outcome, "ok")
+
+
+class AcknowledgedTests(TestCase):
+    """Requests the child answered itself (``acknowledged: true``) for commands their resource lists."""
+
+    async def run_requests(self, requests):
+        plugin = RepliesPlugin()
+        worker = Sandbox(python_worker_config(python_child(requests), sandbox=dict(NOTES),
+                                              logging_resource="record"), hooks=hooks_with(plugin))
+        await worker.setup()
+        outcome = await worker.process_message(make_user_message())
+        return worker, outcome, plugin
+
+    def test_resources_list_what_may_be_acknowledged_under_their_own_names(self):
+        """``acknowledged`` maps each listed command, under the name the config mounts its resource at, to its field."""
+        worker = Sandbox(python_worker_config([], sandbox=dict(NOTES)))
+        self.assertEqual(worker.resources.acknowledged, {"notes.note": "text"})
+
+    async def test_an_acknowledged_request_that_succeeds_gets_no_reply(self):
+        """The resource handles it and the reply_sent hook sees its success, but no reply line reaches the child."""
+        worker, outcome, plugin = await self.run_requests([
+            {"cmd": "notes.note", "text": "one", "acknowledged": True},
+            {"cmd": "slow.wait", "delay": 0.2}])
+        record = worker.resources.resources["record"]
+        self.assertEqual(outcome, "ok")
+        self.assertEqual(worker.resources.resources["notes"].notes, ["one"])
+        self.assertEqual(record.replies()[0], None)
+        self.assertEqual(record.replies()[1]["waited"], 0.2)
+        self.assertIn(("req-0", True), plugin.replies)
+
+    async def test_an_acknowledged_request_that_fails_still_gets_its_reply(self):
+        """A child that acknowledged a request its resource refuses hears of the refusal, and so does the operator."""
+        with self.assertLogs("vxsandbox.sandbox", "WARNING") as logs:
+            worker, outcome, plugin = await self.run_requests([
+                {"cmd": "notes.note", "acknowledged": True}, {"cmd": "slow.wait", "delay": 0.2}])
+        reply = worker.resources.resources["record"].replies()[0]
+        self.assertEqual((reply["success"], reply["reason"]), (False, "'text' is required"))
+        self.assertIn("[test-sandbox] the child acknowledged 'notes.note' itself but it failed: 'text' is required",
+                      logs.output[0])
+
+    async def test_acknowledged_on_a_command_not_listed_is_ignored(self):
+        """Only the resource decides what may go unanswered: a child marking any other request still gets its reply."""
+        worker, outcome, plugin = await self.run_requests([
+            {"cmd": "notes.ping", "acknowledged": True}, {"cmd": "slow.wait", "delay": 0.2}])
+        self.assertEqual(worker.resources.resources["record"].replies()[0]["pong"], True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import TestCase
 
@@ -327,3 +329,42 @@ class LoggingResourceChildTests(LogCaptureMixin, TestCase):
         self.assertEqual(lines[:100], [(20, f"[child-tenant] n{i}") for i in range(100)])
         self.assertEqual(lines[100:], [(30, "[child-tenant] 200 more log lines dropped in this run "
                                             "(max_log_lines_per_run is 100)")])
+
+
+#: any JSON value a child could send
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10)
+
+
+class BrokenLog(LoggingResource):
+    def log(self, api: Any, msg: str, level: int) -> Any:
+        return fail(RuntimeError("the log store is down"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(LoggingResource.ACKNOWLEDGED)), msg=JSON_VALUES,
+       extra=st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("cmd", "cmd_id", "reply", "msg")),
+                             JSON_VALUES, max_size=3),
+       broken=st.booleans(), lines_left=st.integers(0, 2))
+def test_acknowledged_commands_reply_exactly_success_whenever_their_field_is_there(
+        name: str, msg: Any, extra: dict[str, Any], broken: bool, lines_left: int) -> None:
+    """What ACKNOWLEDGED promises the runner: with the field present (not null) the reply is `success: true` and
+    nothing more, whatever else the request carries, the backend fails or the run's log lines ran out; without
+    it, a failure. The runner answers these requests itself on that promise."""
+    field = LoggingResource.ACKNOWLEDGED[name]
+    api = FakeSandboxApi(sandbox_id="tenant-7", config={"max_log_lines_per_run": 2})
+    api.take_log_lines(2 - lines_left)
+    res = (BrokenLog if broken else LoggingResource)("log", None, {"cls": "log"})
+    logging.getLogger("vxsandbox.app").disabled = True
+    try:
+        replies: list[Any] = []
+        res.dispatch_request(api, command(name, **extra, **{field: msg})).addBoth(replies.append)
+    finally:
+        logging.getLogger("vxsandbox.app").disabled = False
+    expected = {"cmd": name, "cmd_id": "1", "reply": True, "success": True}
+    if msg is None:
+        assert replies[0]["success"] is False
+    else:
+        assert replies == [expected]

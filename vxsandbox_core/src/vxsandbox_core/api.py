@@ -167,6 +167,13 @@ class SandboxApi:
         reply["cmd"] = command["cmd"]
         reply["cmd_id"] = command["cmd_id"]
         reply["reply"] = True
+        if command.get("acknowledged") is True and command["cmd"] in self.resources.acknowledged:
+            # The child answered this request itself (its resource allows that for this command).
+            if reply.get("success") is True:
+                self.hooks.notify("reply_sent", api=self, command=command, reply=reply)
+                return
+            log.warning("[%s] the child acknowledged %r itself but it failed: %s", self.sandbox_id,
+                        command["cmd"], reply.get("reason"))
         if self.sandbox_send(reply):
             self.hooks.notify("reply_sent", api=self, command=command, reply=reply)
 

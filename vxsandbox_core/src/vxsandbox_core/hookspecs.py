@@ -75,7 +75,7 @@ def command_received(api: SandboxApi, command: Command) -> Any:
 
 @hookspec
 def reply_sent(api: SandboxApi, command: Command, reply: Command) -> None:
-    """Observe a reply written to the child.
+    """Observe a reply written to the child, or one the child gave itself (an ``acknowledged`` request).
 
     :param api: the run's API.
     :param command: the request being answered.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -76,6 +77,13 @@ class SandboxResource:
 
     #: the options this resource takes (a :class:`ResourceConfig` subclass); parsed into ``self.options``
     CONFIG_CLASS: ClassVar[type[ResourceConfig]] = ResourceConfig
+
+    #: commands a child may answer itself: command (without the resource's name) -> the field
+    #: whose presence (not null) makes the reply exactly ``success: true``, with nothing else in
+    #: it. A request the child marks ``acknowledged: true`` for such a command is handled as
+    #: usual, but its successful reply is not sent (a failed one is, and logged as a warning).
+    #: List a command only when its reply tells the app nothing: the ``log`` resource's lines.
+    ACKNOWLEDGED: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         self.name = name
@@ -154,6 +162,10 @@ class SandboxResources:
             except ConfigError as e:
                 errors.append(e)
         raise_config_errors(errors)
+        #: every resource's :attr:`~SandboxResource.ACKNOWLEDGED`, under the name it is mounted at
+        self.acknowledged: dict[str, str] = {}
+        for name, resource in self.resources.items():
+            self._acknowledge(name, resource)
 
     def get(self, name: str) -> SandboxResource:
         """Return the resource called ``name``, or one that kills sandboxes asking for it."""
@@ -165,6 +177,11 @@ class SandboxResources:
         if name in self.resources:
             raise ConfigError(f"sandbox.{name}", "is reserved for the worker's own resource")
         self.resources[name] = resource
+        self._acknowledge(name, resource)
+
+    def _acknowledge(self, name: str, resource: SandboxResource) -> None:
+        for command, field in resource.ACKNOWLEDGED.items():
+            self.acknowledged[f"{name}.{command}"] = field
 
     async def setup(self) -> None:
         """Set up every resource, in config order; the first failure stops startup."""

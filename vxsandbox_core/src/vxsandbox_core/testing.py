@@ -88,14 +88,17 @@ if wait_for_message:
 else:
     inbound = None
 ids = []
+awaited = set()
 for i, req in enumerate(requests):
     req.setdefault("cmd_id", "req-%d" % i)
     req.setdefault("reply", False)
     ids.append(req["cmd_id"])
+    if not req.get("acknowledged"):
+        awaited.add(req["cmd_id"])
     out.write(json.dumps(req) + "\n")
 out.flush()
 replies = {}
-while len(replies) < len(ids):
+while not awaited.issubset(replies):
     line = inp.readline()
     if not line:
         break
@@ -115,7 +118,8 @@ def python_child(requests: list[dict[str, Any]], wait_for_message: bool = True) 
 
     The child waits for the inbound message (unless ``wait_for_message`` is
     false), sends every request at once, collects the replies by ``cmd_id``
-    (``req-0``, ``req-1``, ... unless given), sends them to the ``record``
+    (``req-0``, ``req-1``, ... unless given; a request marked ``acknowledged``
+    is not waited for, its reply only kept if it came), sends them to the ``record``
     resource as ``record.replies`` (with the inbound command as ``inbound``),
     then waits for that reply and exits 0.
     """

@@ -83,6 +83,11 @@ class LoggingResource(SandboxResource):
     CONFIG_CLASS = LoggingConfig
     options: LoggingConfig
 
+    #: Every level command replies ``success: true`` whenever ``msg`` is given (a line over the
+    #: run's cap or one a broken backend lost included), so the child may answer it itself and
+    #: no reply crosses back. ``log`` is not listed: its ``level`` can be refused.
+    ACKNOWLEDGED = {"debug": "msg", "info": "msg", "warning": "msg", "error": "msg", "critical": "msg"}
+
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
         # One shared logger: a logger per sandbox_id would never be freed by the logging module.
