@@ -100,7 +100,9 @@ class Child:
                 return
             if request["cmd"] == "log.error":
                 raise RuntimeError(f"the app failed: {request['msg']}")
-            self.send(self.answer(request))
+            if not request.get("acknowledged"):
+                # As the worker does: an acknowledged request (the runner answered it) gets no reply.
+                self.send(self.answer(request))
 
     def settle(self) -> None:
         """Wait until the child has been idle (no CPU used) for 200 ms: its start-up is over."""
@@ -135,7 +137,7 @@ async def child_argv(app: str, tmp: str, node_flags: list[str]) -> tuple[list[st
     argv = [worker.executable, *worker.sandbox_args(api)]
     runner = next(i for i, a in enumerate(argv) if a.endswith("runner.js"))
     argv[runner:runner] = node_flags
-    init = {"cmd": "initialize", **worker.app_fields(api)}
+    init = {"cmd": "initialize", "acknowledged": api.resources.acknowledged, **worker.app_fields(api)}
     return argv, worker, init
 
 
@@ -164,6 +166,7 @@ def measure(argv: list[str], init: dict[str, Any], messages: int, prepare: bool)
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # as an app's folder is: the worker checks its children could read it
         children = {app: await child_argv(app, tmp, args.node_flag) for app in args.apps}
         try:
             for i in range(args.repeat):

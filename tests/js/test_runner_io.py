@@ -42,8 +42,11 @@ def line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def initialize(app: str) -> bytes:
-    return line({"cmd": "initialize", "javascript": app, "app_context": None, "filename": "/tmp/app.js"})
+def initialize(app: str, acknowledged: dict[str, str] | None = None) -> bytes:
+    command = {"cmd": "initialize", "javascript": app, "app_context": None, "filename": "/tmp/app.js"}
+    if acknowledged is not None:
+        command["acknowledged"] = acknowledged
+    return line(command)
 
 
 def message(**msg: Any) -> bytes:
@@ -201,4 +204,89 @@ def test_done_does_not_wait_for_the_reply_to_its_log_line(runners: Any) -> None:
     # The log line's reply, arriving after the run ended, is ignored; the next run is served.
     runner.write(reply(logged["cmd_id"]), message(content="two"))
     assert serve_one(runner)["content"] == "two"
+    assert runner.close() == 0
+
+
+#: Awaits three log lines (the toolkit's pattern), then replies with what it saw, then ends the run.
+AWAITING_APP = """
+api.on_inbound_message = function (command) {
+    var self = this, seen = [], returned = false;
+    function logged(reply) {
+        seen.push({sync: !returned, keys: Object.keys(reply).sort().join(','), cmd: reply.cmd,
+                   success: reply.success, own: reply.cmd_id === ids[seen.length]});
+        if (seen.length < 3) {
+            ids.push(self.request('log.info', {msg: 'step ' + seen.length}, logged));
+        } else {
+            self.request('outbound.reply_to', {seen: seen}, function () { self.done(); });
+        }
+    }
+    var ids = [self.request('log.info', {msg: 'step 0'}, logged)];
+    returned = true;
+};
+"""
+
+LOG_ACKS = {"log.info": "msg", "log.debug": "msg"}
+
+
+def test_listed_requests_are_acknowledged_by_the_runner_without_a_round_trip(runners: Any) -> None:
+    """With `acknowledged` in initialize, awaited log lines need no reply: the runner answers them itself, later."""
+    runner = runners()
+    runner.write(initialize(AWAITING_APP, LOG_ACKS) + message(content="one"))
+    for step in range(3):
+        logged = runner.read_line(timeout=5)
+        assert (logged["cmd"], logged["msg"], logged["acknowledged"]) == ("log.info", f"step {step}", True)
+    request = runner.read_line(timeout=5)
+    assert request["cmd"] == "outbound.reply_to"
+    # Each callback ran after request() returned, with the reply the worker would have sent.
+    assert request["seen"] == [{"sync": False, "keys": "cmd,cmd_id,reply,success", "cmd": "log.info",
+                                "success": True, "own": True}] * 3
+    runner.write(reply(request["cmd_id"]))
+    done_line = runner.read_line()
+    assert (done_line["msg"], done_line["acknowledged"]) == ("Done.", True)
+    assert runner.read_line()["cmd"] == "js.done"
+    assert runner.close() == 0
+
+
+#: Sends a log line without msg, a listed command with msg null and an unlisted one claiming acknowledgement.
+UNACKNOWLEDGED_APP = """
+api.on_inbound_message = function (command) {
+    var self = this;
+    self.request('log.info', {}, function (r) {
+        self.request('log.debug', {msg: null}, function () {
+            self.request('kv.set', {key: 'k', value: 1, acknowledged: true}, function () { self.done(); });
+        });
+    });
+};
+"""
+
+
+def test_requests_without_their_field_or_unlisted_wait_for_the_worker(runners: Any) -> None:
+    """Only a listed command carrying its field is acknowledged; an app cannot mark other requests itself."""
+    runner = runners()
+    runner.write(initialize(UNACKNOWLEDGED_APP, LOG_ACKS) + message(content="one"))
+    for cmd in ("log.info", "log.debug", "kv.set"):
+        request = runner.read_line(timeout=5)
+        assert request["cmd"] == cmd and "acknowledged" not in request
+        runner.write(reply(request["cmd_id"]))
+    assert runner.read_line()["msg"] == "Done."
+    assert runner.read_line()["cmd"] == "js.done"
+    assert runner.close() == 0
+
+
+@pytest.mark.parametrize("acknowledged", [None, [], "log.info", {"log.info": 1}, {"log.info": ""}])
+def test_no_or_malformed_acknowledged_means_every_request_waits(runners: Any, acknowledged: Any) -> None:
+    """Without a well-formed `acknowledged` (a worker before 1.1, a broken one) every log line waits for its reply."""
+    runner = runners()
+    app_init = line({"cmd": "initialize", "javascript": AWAITING_APP, "app_context": None,
+                     "filename": "/tmp/app.js", "acknowledged": acknowledged})
+    runner.write(app_init + message(content="one"))
+    for step in range(3):
+        logged = runner.read_line(timeout=5)
+        assert logged["msg"] == f"step {step}" and "acknowledged" not in logged
+        runner.write(reply(logged["cmd_id"]))
+    request = runner.read_line(timeout=5)
+    assert [seen["sync"] for seen in request["seen"]] == [False] * 3
+    runner.write(reply(request["cmd_id"]))
+    assert runner.read_line()["msg"] == "Done."
+    assert runner.read_line()["cmd"] == "js.done"
     assert runner.close() == 0

@@ -8,7 +8,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from vxsandbox_core.testing import make_user_message
+from vxsandbox_core import hookimpl
+from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message
 from vxsandbox_js import JsFileSandbox, JsSandbox
 
 from .helpers import js_config, make_worker
@@ -111,3 +112,61 @@ class WarmJsTests(TestCase):
         self.assertEqual(outcomes, ["ok", "error", "ok"])
         pids = [line.split()[1] for line in self.lines(worker)]
         self.assertNotEqual(pids[0], pids[1])
+
+
+#: Awaits four log lines one after the other, as vumigo_v02 does, then replies and ends the run.
+AWAITING_APP = """
+api.on_inbound_message = function (command) {
+    var self = this, n = 0;
+    function next(reply) {
+        if (n === 4) {
+            self.request('outbound.reply_to', {in_reply_to: command.msg.message_id, content: 'ok ' + reply.success},
+                         function () { self.done(); });
+            return;
+        }
+        n += 1;
+        self.log_info('step ' + n, next);
+    }
+    next({success: true});
+};
+"""
+
+
+class SentRecorder:
+    """Wraps each child's ``send`` to keep every command the worker writes to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    @hookimpl
+    def child_started(self, api, pid):
+        child = api.child
+        original = child.send
+
+        def send(command):
+            self.sent.append(command)
+            return original(command)
+
+        child.send = send
+
+
+class AcknowledgedLogTests(TestCase):
+    async def test_awaited_log_lines_cost_no_reply(self):
+        """The runner answers the app's log lines itself: they are all logged, in order, and no reply is written."""
+        recorder = SentRecorder()
+        worker = JsSandbox(js_config(AWAITING_APP, sandbox={"outbound": {"cls": "outbound"}}, messages_per_process=50),
+                           broker=RecordingBroker(), hooks=hooks_with(recorder))
+        self.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
+        await worker.setup()
+        for content in ("a", "b"):
+            self.assertEqual(await worker.process_message(make_user_message(content=content)), "ok")
+        lines = worker.resources.resources["log"].messages()
+        self.assertEqual([m for m in lines if m.startswith("step")], ["step 1", "step 2", "step 3", "step 4"] * 2)
+        self.assertEqual(lines.count("Done."), 2)
+        replies = [c for c in recorder.sent if c.get("reply") is True]
+        self.assertEqual([c["cmd"] for c in replies], ["outbound.reply_to"] * 2)
+        self.assertEqual([c["cmd"] for c in recorder.sent if c.get("reply") is not True],
+                         ["initialize", "inbound-message", "inbound-message"])
+        self.assertEqual(recorder.sent[0]["acknowledged"],
+                         {f"log.{level}": "msg" for level in ("debug", "info", "warning", "error", "critical")})
+        self.assertEqual(worker.pool.spawned, 1)

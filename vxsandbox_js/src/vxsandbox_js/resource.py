@@ -19,7 +19,9 @@ class JsSandboxResource(SandboxResource):
 
     The worker supplies the code and context through ``javascript_for_api``
     and ``app_context_for_api``; ``initialize`` also carries ``filename``
-    (what stack traces show and where ``require`` resolves modules from).
+    (what stack traces show and where ``require`` resolves modules from) and
+    ``acknowledged``, the resources' commands the runner answers itself
+    (:attr:`~vxsandbox_core.resources.SandboxResource.ACKNOWLEDGED`).
     """
 
     def sandbox_init(self, api: SandboxApi) -> None:
@@ -30,7 +32,8 @@ class JsSandboxResource(SandboxResource):
             fields: dict[str, Any] = app_fields(api)
         else:
             fields = {"javascript": worker.javascript_for_api(api), "app_context": worker.app_context_for_api(api)}
-        api.sandbox_send(make_command("initialize", **fields))
+        # What the runner may answer itself (the log lines): no round trip for each awaited line.
+        api.sandbox_send(make_command("initialize", acknowledged=api.resources.acknowledged, **fields))
 
     def handle_access_denied(self, api: SandboxApi, command: Command) -> None:
         """The app died of an access Node's permission model refused: say which path, and the key that allows it.

@@ -8,6 +8,9 @@
 //                     "cmd_id": ...}) to the app's requests.
 //   runner -> worker: requests {"cmd": "resource.command", "cmd_id": "1", "reply": false, ...}
 //                     and finally {"cmd": "js.done"} once the app calls api.done().
+//   initialize's `acknowledged` ({"log.info": "msg", ...}) names the commands whose reply is
+//   `success: true` whenever the request has that field: the runner answers those itself and
+//   marks the request `acknowledged: true`, so the worker handles it and sends no reply.
 //
 // `initialize` compiles the app once. Every inbound command (one message or event: one run)
 // then gets a fresh vm context in which the app's code runs again, whose globals are a fresh
@@ -328,6 +331,15 @@ function bootstrap(host, runnerFile) {
         command.cmd = cmd;
         command.reply = false;
         delete command.cmd_id;
+        delete command.acknowledged;
+        // A command the worker listed as acknowledged (see the runner's initialize), carrying
+        // the field that makes its reply `success: true`, is answered here instead of by a
+        // round trip through the worker, which still handles it and sends no reply.
+        const field = call('acks', toStr(cmd));
+        const acknowledged = field !== '' && command[field] !== undefined && command[field] !== null;
+        if (acknowledged) {
+            command.acknowledged = true;
+        }
         const id = call('send', stringify(command));
         if (id === null) {
             // The run is over (the app called done); a late request belongs to no message.
@@ -335,6 +347,10 @@ function bootstrap(host, runnerFile) {
         }
         if (typeof callback === 'function') {
             pending[id] = callback;
+            if (acknowledged) {
+                // The runner delivers the worker's reply itself, in a later turn.
+                call('ack', id, toStr(cmd));
+            }
         }
         return id;
     };
@@ -507,6 +523,22 @@ function appKey(command) {
     return JSON.stringify([command.javascript, command.app_context, command.filename]);
 }
 
+// initialize's `acknowledged`: {"resource.command": "field", ...}, the commands whose reply is
+// `success: true` (and nothing else) whenever the request carries that field, not null. The
+// worker sends no reply to such a request marked `acknowledged: true`. Anything malformed
+// counts for nothing: every request then waits for the worker's reply, as before.
+function acknowledgedTable(value) {
+    const table = Object.create(null);
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+        Object.keys(value).forEach(function (cmd) {
+            if (typeof value[cmd] === 'string' && value[cmd] !== '') {
+                table[cmd] = value[cmd];
+            }
+        });
+    }
+    return table;
+}
+
 // One run: the context of one inbound message or event, with its own api, timers and pending
 // callbacks. Only its bridge to the runner and the entry points the bootstrap returned live here.
 function Session(runner) {
@@ -552,6 +584,14 @@ Session.prototype.bridge = function (runner, op, a, b, c) {
         const id = runner.nextId();
         writeLine('{"cmd_id":"' + id + '"' + (a.length > 2 ? ',' : '') + a.slice(1));
         return id;
+    }
+    if (op === 'acks' && typeof a === 'string') {
+        const field = runner.acknowledged[a];
+        return typeof field === 'string' ? field : '';
+    }
+    if (op === 'ack' && typeof a === 'string' && typeof b === 'string') {
+        setImmediate(acknowledge, runner, this, a, b);
+        return true;
     }
     if (op === 'timer' && typeof b === 'number' && typeof c === 'number') {
         if (this.closed) {
@@ -613,6 +653,17 @@ Session.prototype.close = function () {
     this.handles.clear();
 };
 
+// The reply the worker would have sent to an acknowledged request, delivered as if it had.
+function acknowledge(runner, session, id, cmd) {
+    if (session.closed) {
+        return;
+    }
+    const problem = session.deliver(JSON.stringify({cmd: cmd, cmd_id: id, reply: true, success: true}));
+    if (typeof problem === 'string') {
+        runner.fail('app callback for ' + cmd + ' failed', problem);
+    }
+}
+
 function fireTimer(runner, session, id) {
     if (session.closed) {
         return;
@@ -633,6 +684,8 @@ function Runner() {
     self.app = null;
     // Set by the first `initialize`: the child now serves the tenant of its first message.
     self.initialized = false;
+    // Commands the runner answers itself (initialize's `acknowledged`): name -> required field.
+    self.acknowledged = Object.create(null);
     // What `prepare` loaded (its fields as one string), until `initialize` says whether it fits.
     self.prepared = null;
     // A context made ahead of a run (see prepare), never yet handed to any app code.
@@ -767,6 +820,7 @@ function Runner() {
 
     self.initialize = function (command) {
         self.initialized = true;
+        self.acknowledged = acknowledgedTable(command.acknowledged);
         if (self.prepared === null || self.prepared !== appKey(command)) {
             // Not prepared, or prepared with other code than this child is to run: load it anew.
             self.standby = null;
