@@ -194,6 +194,27 @@ class PoolTests(TestCase):
         self.assertEqual(len(worker.pool.spares), 1)
         self.assertNotEqual(worker.pool.spares[0], spare)
 
+    async def test_a_spare_taken_while_others_wait_is_replaced_when_its_run_ends(self):
+        """Its replacement would start beside the run it serves and compete with it for the CPU."""
+        worker, plugin = self.make_worker(messages_per_process=1, prefork=2)
+        await worker.setup()
+        await deferLater(reactor, 0.2, lambda: None)
+        run = self.send(worker, "slow")
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual((len(worker.pool.spares), worker.pool.spawned), (1, 2))
+        self.assertEqual(await run, "ok")
+        self.assertEqual((len(worker.pool.spares), worker.pool.spawned), (2, 3))
+
+    async def test_the_last_spare_taken_is_replaced_at_once(self):
+        """With no spare left waiting, the next message would start cold: replacements start right away."""
+        worker, plugin = self.make_worker(messages_per_process=1, prefork=2)
+        await worker.setup()
+        await deferLater(reactor, 0.2, lambda: None)
+        runs = [self.send(worker, "slow", sandbox_id=f"t{i}") for i in range(2)]
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual((len(worker.pool.spares), worker.pool.spawned), (2, 4))
+        self.assertEqual(await gatherResults(runs), ["ok", "ok"])
+
     async def test_ordered_runs_one_tenant_at_a_time(self):
         """With ordered true, a tenant's second message starts only after the first ended."""
         worker, _ = self.make_worker(ordered=True)

@@ -6,6 +6,9 @@ cached children by message type alone). Idle children are reaped after
 ``idle_timeout`` seconds; the number of live children never exceeds
 ``max_children``; with ``prefork`` > 0 that many blank children are started
 before they are needed, so a message does not wait for a process to start.
+A spare taken while others still wait is replaced when a run ends, not
+beside the run it serves: on a small machine the replacement's start would
+take the CPU that run needs. Taking the last spare replaces it at once.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ class ChildPool:
             if spare_ok and self.spares:
                 child = self.spares.pop(0)
                 self.busy.add(child)
-                self._top_up()
+                if not self.spares:
+                    # Otherwise the next release tops up, after this run rather than beside it.
+                    self._top_up()
                 return child, True
             if self.live >= self.max_children:
                 if self.idle:
