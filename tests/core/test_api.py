@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core import Sandbox
-from vxsandbox_core.testing import hooks_with, make_user_message, python_child, python_worker_config
+from vxsandbox_core.resources import SandboxResources
+from vxsandbox_core.testing import FakeSandboxApi, hooks_with, make_user_message, python_child, python_worker_config
 
 from .helpers import RepliesPlugin
 
@@ -127,3 +132,47 @@ class AcknowledgedTests(TestCase):
         worker, outcome, plugin = await self.run_requests([
             {"cmd": "notes.ping", "acknowledged": True}, {"cmd": "slow.wait", "delay": 0.2}])
         self.assertEqual(worker.resources.resources["record"].replies()[0]["pong"], True)
+
+
+ACK_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(cmd=st.sampled_from(["log.info", "log.debug", "log.log", "notes.note", "notes.ping", "notes.nothing",
+                            "nosuch.thing"]) | st.text(min_size=1, max_size=12),
+       fields=st.dictionaries(st.sampled_from(["msg", "text", "level", "key"]) | st.text(max_size=4),
+                              ACK_JSON, max_size=4),
+       acknowledged=st.one_of(st.just(True), ACK_JSON))
+def test_any_request_gets_one_reply_unless_it_was_acknowledged_and_succeeded(cmd, fields, acknowledged):
+    """Whatever a child marks, a request gets the reply it would get unmarked, exactly once, except a successful
+    one the child acknowledged for a command its resource lists; one for an unknown resource or command kills."""
+    def dispatch(command):
+        api = FakeSandboxApi()
+        api.resources = SandboxResources(None, {"log": {"cls": "log"},
+                                                "notes": {"cls": "tests.core.helpers:NoteResource"}})
+        outcome: list = []
+        logging.getLogger("vxsandbox").disabled = True
+        try:
+            api.dispatch_request(command).addBoth(outcome.append)
+        finally:
+            logging.getLogger("vxsandbox").disabled = False
+        assert outcome == [None]
+        return api
+
+    request = {**{k: v for k, v in fields.items() if k not in ("cmd", "cmd_id", "reply", "acknowledged")},
+               "cmd": cmd, "cmd_id": "7", "reply": False}
+    unmarked = dispatch(dict(request))
+    marked = dispatch({**request, "acknowledged": acknowledged})
+    assert marked.killed == unmarked.killed
+    if unmarked.killed:
+        assert marked.sent == unmarked.sent == []
+        return
+    [would_be] = unmarked.sent
+    assert (would_be["cmd"], would_be["cmd_id"], would_be["reply"]) == (cmd, "7", True)
+    if acknowledged is True and cmd in marked.resources.acknowledged and would_be["success"] is True:
+        assert marked.sent == []
+    else:
+        assert marked.sent == [would_be]
