@@ -12,6 +12,7 @@ from vxsandbox_core import Sandbox
 from vxsandbox_core.resources import SandboxResources
 from vxsandbox_core.testing import FakeSandboxApi, hooks_with, make_user_message, python_child, python_worker_config
 
+from .bodies import json_values
 from .helpers import RepliesPlugin
 
 SLOW = {"slow": {"cls": "tests.core.helpers:SlowResource"}}
@@ -134,18 +135,14 @@ class AcknowledgedTests(TestCase):
         self.assertEqual(worker.resources.resources["record"].replies()[0]["pong"], True)
 
 
-ACK_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=6)
 
 
 @settings(max_examples=400, deadline=None)
 @given(cmd=st.sampled_from(["log.info", "log.debug", "log.log", "notes.note", "notes.ping", "notes.nothing",
                             "nosuch.thing"]) | st.text(min_size=1, max_size=12),
        fields=st.dictionaries(st.sampled_from(["msg", "text", "level", "key"]) | st.text(max_size=4),
-                              ACK_JSON, max_size=4),
-       acknowledged=st.one_of(st.just(True), ACK_JSON))
+                              json_values, max_size=4),
+       acknowledged=st.one_of(st.just(True), json_values))
 def test_any_request_gets_one_reply_unless_it_was_acknowledged_and_succeeded(cmd, fields, acknowledged):
     """Whatever a child marks, a request gets the reply it would get unmarked, exactly once, except a successful
     one the child acknowledged for a command its resource lists; one for an unknown resource or command kills."""

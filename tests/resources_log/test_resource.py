@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import TestCase
 
+from tests.core.bodies import json_values
 from vxsandbox_core import ConfigError, Sandbox
 from vxsandbox_core.testing import FakeSandboxApi, hooks_with, make_user_message, python_child, python_worker_config
 from vxsandbox_resources_log import LoggingResource, stringify, truncate
@@ -331,11 +332,6 @@ class LoggingResourceChildTests(LogCaptureMixin, TestCase):
                                             "(max_log_lines_per_run is 100)")])
 
 
-#: any JSON value a child could send
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=10)
 
 
 class BrokenLog(LoggingResource):
@@ -344,9 +340,9 @@ class BrokenLog(LoggingResource):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(sorted(LoggingResource.ACKNOWLEDGED)), msg=JSON_VALUES,
+@given(name=st.sampled_from(sorted(LoggingResource.ACKNOWLEDGED)), msg=json_values,
        extra=st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("cmd", "cmd_id", "reply", "msg")),
-                             JSON_VALUES, max_size=3),
+                             json_values, max_size=3),
        broken=st.booleans(), lines_left=st.integers(0, 2))
 def test_acknowledged_commands_reply_exactly_success_whenever_their_field_is_there(
         name: str, msg: Any, extra: dict[str, Any], broken: bool, lines_left: int) -> None:
