@@ -6,6 +6,7 @@ PATH, ``npm ci --prefix examples/vumigo_app`` for the vumigo_v02 app)::
     python benchmarks/roundtrip.py [--json] [--apps js,vumigo,python] [--modes cold,prefork,warm]
     python benchmarks/roundtrip.py --rss 100000      # worker RSS over a long warm run
     python benchmarks/roundtrip.py --rss 10000 --rss-app vumigo   # one warm toolkit child's RSS
+    python benchmarks/roundtrip.py --apps js,vumigo --snapshot   # the vumigo app from a startup snapshot
 
 This process plays the transport: it publishes raw Vumi JSON user messages to
 ``<transport>.inbound`` on the ``vumi`` exchange and consumes the replies from
@@ -438,8 +439,8 @@ def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
 
 # --- worker processes -------------------------------------------------------------------------------
 
-def worker_config(app: str, mode: str, transport: str, key_prefix: str) -> dict[str, Any]:
-    """The ``vxsandbox run`` config for an app in a mode."""
+def worker_config(app: str, mode: str, transport: str, key_prefix: str, snapshot: bool = False) -> dict[str, Any]:
+    """The ``vxsandbox run`` config for an app in a mode (the vumigo app from a startup snapshot if ``snapshot``)."""
     per_process, prefork = MODES[mode]
     common = {"transport_name": transport, "sandbox_id": "bench", "amqp_prefetch_count": PREFETCH,
               "messages_per_process": per_process, "prefork": prefork, "timeout": 30}
@@ -450,7 +451,8 @@ def worker_config(app: str, mode: str, transport: str, key_prefix: str) -> dict[
                 "app_context": "{require: require}",
                 "sandbox": {"kv": {"cls": "kv", "redis_manager": {"url": REDIS_URL, "key_prefix": key_prefix}},
                             "outbound": {"cls": "outbound"},
-                            "config": {"cls": "config", "values": {"config": {"name": "Tea Time"}}}}}
+                            "config": {"cls": "config", "values": {"config": {"name": "Tea Time"}}}},
+                "snapshot": snapshot}
     from vxsandbox_core.testing import PYTHON_RLIMITS, echo_child
     return {**common, "worker": "sandbox", "executable": sys.executable, "args": echo_child(),
             "rlimits": dict(PYTHON_RLIMITS), "sandbox": {"outbound": {"cls": "outbound"}, "run": {"cls": "run"}}}
@@ -522,10 +524,25 @@ def _vm_rss_kib(pid: int) -> int:
     return 0
 
 
-def vxsandbox_argv(config_path: str) -> list[str]:
+def vxsandbox_argv(config_path: str, log_level: str = "warning") -> list[str]:
     exe = shutil.which("vxsandbox")
     head = [exe] if exe else [sys.executable, "-m", "vxsandbox_core.cli"]
-    return [*head, "run", "-c", config_path, "--log-level", "warning"]
+    return [*head, "run", "-c", config_path, "--log-level", log_level]
+
+
+#: what the worker logs (at info) once its startup snapshot is made
+SNAPSHOT_READY = b"startup snapshot ready"
+
+
+async def wait_logged(worker: WorkerProcess, text: bytes, reactor: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(worker.log_path, "rb") as f:
+            if text in f.read():
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not log {text!r} within {timeout}s:\n{worker.tail()}")
+        await task.deferLater(reactor, 0.1, lambda: None)
 
 
 async def wait_consumed(amqp: Amqp, queue: str, worker: WorkerProcess, reactor: Any, timeout: float = 60) -> None:
@@ -552,13 +569,17 @@ class Row:
 
 
 async def measure(reactor: Any, name: str, argv: list[str], transport_name: str, app: str,
-                  n_one: int, n_sat: int, warmup: int, tmp: str, repeat: int = 1) -> Row:
-    """Start a worker, warm it up, time low load, one in flight, then saturation (best of ``repeat``)."""
+                  n_one: int, n_sat: int, warmup: int, tmp: str, repeat: int = 1,
+                  ready: bytes | None = None) -> Row:
+    """Start a worker (and wait until it logs ``ready``, if given), warm it up, time low load, one in
+    flight, then saturation (best of ``repeat``)."""
     transport = Transport(reactor, transport_name)
     await transport.start()
     worker = WorkerProcess(argv, os.path.join(tmp, f"{transport_name}.log"))
     try:
         await wait_consumed(transport.amqp, f"{transport_name}.inbound", worker, reactor)
+        if ready is not None:
+            await wait_logged(worker, ready, reactor)
         timeout = max(60.0, n_sat / 10)
         for _ in range(warmup):
             transport.send(app)
@@ -679,13 +700,15 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         for mode in args.modes:
             tn = f"vxbench_{run_id}_{app}_{mode}"
             config_path = os.path.join(tmp, f"{tn}.json")  # JSON is YAML
+            snapshot = args.snapshot and app == "vumigo"
             with open(config_path, "w") as f:
-                json.dump(worker_config(app, mode, tn, key_prefix), f)
+                json.dump(worker_config(app, mode, tn, key_prefix, snapshot), f)
             n_one, n_sat = COUNTS[(app, mode)]
             warmup = 20 if mode == "warm" else 2
-            row = await measure(reactor, f"{app} {mode}", vxsandbox_argv(config_path), tn, app,
+            argv = vxsandbox_argv(config_path, "info" if snapshot else "warning")
+            row = await measure(reactor, f"{app} {mode}" + (" (snapshot)" if snapshot else ""), argv, tn, app,
                                 max(1, int(n_one * scale)), max(1, int(n_sat * scale)), warmup, tmp,
-                                args.repeat if mode == "warm" else 1)
+                                args.repeat if mode == "warm" else 1, SNAPSHOT_READY if snapshot else None)
             progress(asdict(row))
             results["rows"].append(asdict(row))
     if "vumigo" in args.apps:
@@ -838,6 +861,8 @@ def main() -> None:
                         help="the --rss run's app: js (reply-only, children retired every 1000 messages) or "
                              "vumigo (one warm child serves all N)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="run the vumigo app with snapshot: true (measured once its snapshot is made)")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "TRANSPORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

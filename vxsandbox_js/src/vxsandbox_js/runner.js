@@ -52,9 +52,27 @@ const path = require('path');
 const vm = require('vm');
 const Module = require('module');
 const util = require('util');
+const v8 = require('v8');
 
-// The app's modules, loaded before any message when the worker names them (--preload=JSON).
-require('./preload.js')(process.argv);
+// Building a startup snapshot (`node --build-snapshot runner.js --preload=JSON`, see
+// vxsandbox_js/snapshot.py): Node 20 lets a snapshot's script require built-in modules only, so
+// the app's modules are loaded by snapshotLoad below, and the runner starts when a child is
+// started from the snapshot. Otherwise the app's modules are loaded before any message when the
+// worker names them (--preload=JSON).
+const BUILDING_SNAPSHOT = v8.startupSnapshot !== undefined && v8.startupSnapshot.isBuildingSnapshot();
+let SNAPSHOT_MODULES = null;
+if (BUILDING_SNAPSHOT) {
+    try {
+        SNAPSHOT_MODULES = snapshotLoad(process.argv);
+    } catch (err) {
+        fs.writeSync(2, 'vxsandbox-snapshot-error ' + String(err && err.message).split('\n')[0] + '\n');
+        process.exit(1);
+    }
+    // The worker keeps these files' state: a change to any of them makes the snapshot stale.
+    fs.writeSync(2, 'vxsandbox-snapshot-files ' + JSON.stringify(Array.from(SNAPSHOT_MODULES.keys())) + '\n');
+} else {
+    require('./preload.js')(process.argv);
+}
 
 // How long a fatal error waits for the log resource to acknowledge the report before exiting.
 const FATAL_LOG_WAIT_MS = 2000;
@@ -62,10 +80,14 @@ const READ_SIZE = 65536;
 const NEWLINE = 10;
 
 // Blocks the thread for `ms` (a pipe that was made non-blocking and is full must be waited for).
-const pause = (function () {
-    const cell = new Int32Array(new SharedArrayBuffer(4));
-    return function (ms) { Atomics.wait(cell, 0, 0, ms); };
-}());
+// (Its cell is made at first use: a snapshot being built has no SharedArrayBuffer.)
+let pauseCell = null;
+function pause(ms) {
+    if (pauseCell === null) {
+        pauseCell = new Int32Array(new SharedArrayBuffer(4));
+    }
+    Atomics.wait(pauseCell, 0, 0, ms);
+}
 
 function writeAll(fd, buffer) {
     let offset = 0;
@@ -505,7 +527,8 @@ function bootstrap(host, runnerFile) {
 }
 
 // Compiled once; its frames carry the runner's file name, so error reports leave them out.
-const BOOTSTRAP = new vm.Script('(' + bootstrap.toString() + ')', {filename: __filename});
+// (At first use: a compiled vm.Script cannot be kept in a startup snapshot.)
+let BOOTSTRAP = null;
 
 // The runner's own errors (a broken app_context, a syntax error in the app) are formatted here;
 // the app's are formatted inside its realm.
@@ -547,6 +570,9 @@ function Session(runner) {
     self.handles = new Map();
     const sandbox = Object.create(null);
     const context = vm.createContext(sandbox);
+    if (BOOTSTRAP === null) {
+        BOOTSTRAP = new vm.Script('(' + bootstrap.toString() + ')', {filename: __filename});
+    }
     const install = BOOTSTRAP.runInContext(context);
     const host = (op, a, b, c) => {
         try {
@@ -1020,4 +1046,141 @@ function Runner() {
     };
 }
 
-new Runner().run();
+// A CommonJS loader for the snapshot's modules, with Node's resolution for what packages such as
+// vumigo_v02 and its dependencies use: relative paths, node_modules folders up the tree, a
+// package's `main`, index.js, .json files and built-in modules. Anything else (an `exports` map,
+// ES modules, native addons) throws, and the snapshot is not made: children then start from
+// runner.js as usual. Returns the loaded modules by file name.
+function snapshotLoad(argv) {
+    const arg = argv.find(function (a) { return a.startsWith('--preload='); });
+    const modules = new Map();
+    if (arg === undefined) {
+        return modules;
+    }
+    const job = JSON.parse(arg.slice('--preload='.length));
+    function isFile(file) {
+        try {
+            return fs.statSync(file).isFile();
+        } catch (err) {
+            return false;
+        }
+    }
+    function usable(file) {
+        if (/\.(node|mjs|cjs)$/.test(file)) {
+            throw new Error('a snapshot cannot hold ' + file);
+        }
+        return file;
+    }
+    function asFile(file) {
+        for (const candidate of [file, file + '.js', file + '.json']) {
+            if (isFile(candidate)) {
+                return usable(candidate);
+            }
+        }
+        return null;
+    }
+    function asDirectory(dir) {
+        const manifest = path.join(dir, 'package.json');
+        if (isFile(manifest)) {
+            const pkg = JSON.parse(fs.readFileSync(manifest, 'utf8'));
+            if (pkg.exports !== undefined || pkg.type === 'module') {
+                throw new Error('a snapshot cannot follow the package at ' + dir + ' (exports or type: module)');
+            }
+            if (typeof pkg.main === 'string' && pkg.main) {
+                const main = path.resolve(dir, pkg.main);
+                const found = asFile(main) || asIndex(main);
+                if (found !== null) {
+                    return found;
+                }
+            }
+        }
+        return asIndex(dir);
+    }
+    function asIndex(dir) {
+        for (const candidate of [path.join(dir, 'index.js'), path.join(dir, 'index.json')]) {
+            if (isFile(candidate)) {
+                return candidate;
+            }
+        }
+        return null;
+    }
+    function resolve(request, fromDir) {
+        if (request.startsWith('./') || request.startsWith('../') || request.startsWith('/') ||
+                request === '.' || request === '..') {
+            const target = path.resolve(fromDir, request);
+            return asFile(target) || asDirectory(target);
+        }
+        for (let dir = fromDir; ; dir = path.dirname(dir)) {
+            if (path.basename(dir) !== 'node_modules') {
+                const target = path.join(dir, 'node_modules', request);
+                const found = asFile(target) || asDirectory(target);
+                if (found !== null) {
+                    return found;
+                }
+            }
+            if (dir === path.dirname(dir)) {
+                return null;
+            }
+        }
+    }
+    function requireFrom(fromDir, request) {
+        if (Module.isBuiltin(request)) {
+            return require(request);
+        }
+        const file = resolve(request, fromDir);
+        if (file === null) {
+            const err = new Error("Cannot find module '" + request + "'");
+            err.code = 'MODULE_NOT_FOUND';
+            throw err;
+        }
+        return load(fs.realpathSync(file));
+    }
+    function load(file) {
+        const known = modules.get(file);
+        if (known !== undefined) {
+            return known.exports;
+        }
+        const module = {exports: {}, id: file, filename: file, loaded: false, children: [], paths: []};
+        modules.set(file, module);
+        if (file.endsWith('.json')) {
+            module.exports = JSON.parse(fs.readFileSync(file, 'utf8'));
+        } else {
+            const dir = path.dirname(file);
+            const moduleRequire = function (request) { return requireFrom(dir, request); };
+            moduleRequire.resolve = function (request) {
+                return Module.isBuiltin(request) ? request : fs.realpathSync(resolve(request, dir));
+            };
+            const wrapper = vm.compileFunction(fs.readFileSync(file, 'utf8'),
+                                               ['exports', 'require', 'module', '__filename', '__dirname'],
+                                               {filename: file});
+            wrapper.call(module.exports, module.exports, moduleRequire, module, file, dir);
+        }
+        module.loaded = true;
+        return module.exports;
+    }
+    const fromDir = path.dirname(path.resolve(job.from));
+    job.modules.forEach(function (name) { requireFrom(fromDir, name); });
+    return modules;
+}
+
+// In a child started from the snapshot: Node's module cache takes the snapshot's modules, so the
+// app's own require (app_context's) finds them loaded, as the preload would have left them.
+function adoptSnapshotModules(modules) {
+    modules.forEach(function (record, file) {
+        const module = new Module(file, null);
+        module.filename = file;
+        module.exports = record.exports;
+        module.loaded = true;
+        module.paths = Module._nodeModulePaths(path.dirname(file));
+        Module._cache[file] = module;
+    });
+}
+
+if (BUILDING_SNAPSHOT) {
+    v8.startupSnapshot.setDeserializeMainFunction(function () {
+        adoptSnapshotModules(SNAPSHOT_MODULES);
+        new Runner().run();
+    });
+} else {
+    new Runner().run();
+}

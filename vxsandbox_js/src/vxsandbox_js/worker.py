@@ -15,9 +15,12 @@ import resource
 from collections.abc import Hashable
 from typing import Any, ClassVar, cast
 
+from twisted.internet.defer import Deferred, succeed
+
 from vxsandbox_core.api import SandboxApi
 from vxsandbox_core.config import Field, SandboxConfig, positive, string_list
 from vxsandbox_core.errors import ConfigError
+from vxsandbox_core.isolation import effective_isolation
 from vxsandbox_core.message import Message
 from vxsandbox_core.process import SandboxChild, SandboxResult
 from vxsandbox_core.protocol import make_command
@@ -28,6 +31,7 @@ from .node import NodeVersion, find_node, hardening_flags, node_version, runner_
 from .preload import find_requires
 from .reads import app_reads, app_source
 from .resource import JsSandboxResource
+from .snapshot import Snapshot, SnapshotStore, snapshot_flags
 
 log = logging.getLogger("vxsandbox.worker")
 
@@ -81,6 +85,7 @@ class JsSandboxConfig(SandboxConfig):
     node_permissions: bool
     allow_fs_read: list[str]
     preload: list[str] | None
+    snapshot: bool
 
     fields: ClassVar[tuple[Field, ...]] = (
         Field("javascript", (str,), "the app's JavaScript source"),
@@ -105,6 +110,10 @@ class JsSandboxConfig(SandboxConfig):
               "modules every child requires as the app would, before its first message (spares too); "
               "null: the app's literal require('...') calls, found without running it, when app_context "
               "mentions require; [] for none", None, _optional_string_list),
+        Field("snapshot", (bool,),
+              "start children from a V8 startup snapshot holding the preload modules already loaded, which "
+              "the worker makes in the children's jail (Node 20's --build-snapshot, experimental); children "
+              "start plainly until it is ready, or when it cannot be made", False),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
@@ -165,6 +174,32 @@ class JsSandbox(Sandbox):
 
     config: JsSandboxConfig
 
+    #: the startup snapshots (``snapshot: true``), made from setup on
+    snapshots: SnapshotStore | None = None
+
+    async def setup(self) -> None:
+        """Set up as every worker does; with ``snapshot: true``, start making the startup snapshot."""
+        if self.config.snapshot and not self.config.args:
+            if self.node_version.major < 20:
+                log.warning("snapshot: node %s cannot make startup snapshots of the runner (Node 20 or newer "
+                            "can); children start without one", self.node_version)
+            elif effective_isolation(self.config.isolation) != "bwrap":
+                # The builder runs the modules' top-level code without Node's permission model (a
+                # snapshot made under it cannot start), so only the jail may hold it.
+                log.warning("snapshot: startup snapshots are made only under isolation bwrap (effective "
+                            "isolation here: %s); children start without one",
+                            effective_isolation(self.config.isolation))
+            else:
+                self.snapshots = SnapshotStore(self)
+        await super().setup()
+        self.snapshot_ready()
+
+    async def teardown(self) -> None:
+        """Tear down as every worker does, then delete the startup snapshots."""
+        await super().teardown()
+        if self.snapshots is not None:
+            await self.snapshots.close()
+
     def find_executable(self) -> str:
         """The node program: ``executable`` from the config, else found on PATH or the usual locations."""
         path = find_node(self.config.executable)
@@ -186,9 +221,10 @@ class JsSandbox(Sandbox):
     def read_paths(self, api: SandboxApi) -> list[str]:
         """What the bwrap jail shows: the runner, the app, the node_modules folders its resolution
         searches (whole: inside the jail a link resolves among these binds only), the real paths of
-        its symlinked packages, and ``allow_fs_read``."""
+        its symlinked packages, ``allow_fs_read``, and the startup snapshots' folder."""
         reads = app_reads(self.app_filename(api))
-        return [*runner_files(), *reads.binds, *self._operator_reads(api)]
+        snapshots = [self.snapshots.directory] if self.snapshots is not None else []
+        return [*runner_files(), *reads.binds, *self._operator_reads(api), *snapshots]
 
     def allowed_reads(self, api: SandboxApi) -> list[str]:
         """What the child may read under the permission model: the runner, the app, each package its
@@ -204,12 +240,30 @@ class JsSandbox(Sandbox):
         config = js_config(api)
         if config.args:
             return list(config.args)
-        args = [*hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
-                                 self.allowed_reads(api)), runner_path()]
+        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
+                                self.allowed_reads(api))
         modules = self.preload_modules(api)
-        if modules:
-            args.append("--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules}))
-        return args
+        if not modules:
+            return [*flags, runner_path()]
+        preload = "--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules})
+        if config.snapshot and self.snapshots is not None:
+            blob = self.snapshots.blob(api, flags, preload)
+            if blob is not None:
+                return [*snapshot_flags(flags), "--snapshot-blob", blob]
+        return [*flags, runner_path(), preload]
+
+    def snapshot_ready(self, api: SandboxApi | None = None) -> Deferred[Snapshot | None]:
+        """Fires once the startup snapshot for ``api``'s config (the worker's own by default) is made, or
+        cannot be (None); starts making it if needed."""
+        api = api or self._template_api()
+        config = js_config(api)
+        modules = self.preload_modules(api)
+        if self.snapshots is None or not config.snapshot or config.args or not modules:
+            return succeed(None)
+        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
+                                self.allowed_reads(api))
+        preload = "--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules})
+        return self.snapshots.wait(api, flags, preload)
 
     def preload_modules(self, api: SandboxApi) -> list[str]:
         """The modules a child requires before its first message (``preload``, else found in the app)."""
@@ -260,11 +314,15 @@ class JsSandbox(Sandbox):
     def child_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxChild:
         """The generic child, with :data:`NODE_ENV` under the config's own ``env``, taking late replies."""
         child = super().child_for_message(msg, api)
-        child.env = {**NODE_ENV, **child.env}
+        child.env = self.node_env(api)
         # The runner drops replies to a run that has ended (api.done() does not wait for its log
         # line's reply), so a log written late does not cost the warm child its life.
         child.takes_late_replies = True
         return child
+
+    def node_env(self, api: SandboxApi) -> dict[str, str]:
+        """A node child's whole environment: :data:`NODE_ENV` under the config's own ``env``."""
+        return {**NODE_ENV, **api.config.env}
 
     def child_key(self, api: SandboxApi) -> Hashable:
         """A warm child serves one tenant and one version of its code and context, nothing else."""

@@ -1,0 +1,184 @@
+"""Startup snapshots (``snapshot: true``): children start with the app's modules loaded, and a snapshot that is
+not what was made (an edited module, a damaged blob) is never used."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from vxsandbox_core import hookimpl
+from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message
+from vxsandbox_js import JsFileSandbox
+from vxsandbox_js.snapshot import CHECK_INTERVAL
+
+from .helpers import EXAMPLES, js_config
+
+pytestmark = pytest.mark.node
+
+#: A package as toolkits are written: a `main` in a subfolder, a relative require, a JSON file, a built-in
+#: module, and state kept in the module (a count of the greetings it made in this process).
+MAIN = """
+var util = require('util');
+var words = require('./words.json');
+var state = {count: 0};
+exports.hello = function (name) {
+    state.count += 1;
+    return util.format('%s, %s #%d', words.hello, name, state.count);
+};
+"""
+APP = """
+var greet = require('greet');
+api.on_inbound_message = function (command) {
+    var self = this;
+    self.log_info(greet.hello(command.msg.content), function () { self.done(); });
+};
+"""
+#: long enough ago that the files count as settled (see vxsandbox_js.reads.SETTLED_NS)
+LONG_AGO = 60
+
+
+def write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    then = time.time() - LONG_AGO
+    os.utime(path, (then, then))
+
+
+class Argv:
+    """Records each child's command line."""
+
+    def __init__(self) -> None:
+        self.argvs: list[list[str]] = []
+
+    @hookimpl
+    def child_started(self, api, pid):
+        self.argvs.append(list(api.child.argv))
+
+    def from_snapshot(self) -> list[bool]:
+        return ["--snapshot-blob" in argv for argv in self.argvs]
+
+
+class SnapshotTests(TestCase):
+    def make_app(self, package: dict | None = None) -> str:
+        root = os.path.abspath(self.mktemp())
+        write(os.path.join(root, "node_modules", "greet", "package.json"),
+              json.dumps(package or {"name": "greet", "main": "lib/main.js"}))
+        write(os.path.join(root, "node_modules", "greet", "lib", "main.js"), MAIN)
+        write(os.path.join(root, "node_modules", "greet", "lib", "words.json"), '{"hello": "Hello"}')
+        write(os.path.join(root, "app.js"), APP)
+        return root
+
+    async def worker(self, root: str, **extra):
+        self.argv = Argv()
+        config = js_config(worker="js-file", javascript_file=os.path.join(root, "app.js"),
+                           app_context="{require: require}", snapshot=True, **extra)
+        worker = JsFileSandbox(config, broker=RecordingBroker(), hooks=hooks_with(self.argv))
+        self.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
+        await worker.setup()
+        return worker
+
+    async def send(self, worker, content: str, sandbox_id: str = "tenant-1") -> str:
+        return await worker.process_message(make_user_message(content=content, sandbox_id=sandbox_id))
+
+    def said(self, worker) -> list[str]:
+        return [m for m in worker.resources.resources["log"].messages() if "#" in m]
+
+    async def test_children_start_from_the_snapshot_with_the_modules_loaded(self):
+        """Once made, every child starts from it; each is a fresh process, so no tenant's module state crosses."""
+        worker = await self.worker(self.make_app())
+        snapshot = await worker.snapshot_ready()
+        self.assertIsNotNone(snapshot)
+        self.assertEqual(sorted(os.path.basename(f) for f, _ in snapshot.files), ["main.js", "words.json"])
+        self.assertEqual(os.stat(snapshot.path).st_mode & 0o777, 0o644)
+        for content, tenant in (("a", "tenant-1"), ("b", "tenant-2"), ("c", "tenant-1")):
+            self.assertEqual(await self.send(worker, content, tenant), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1", "Hello, b #1", "Hello, c #1"])
+        self.assertEqual(self.argv.from_snapshot()[-3:], [True, True, True])
+
+    async def test_a_warm_child_from_the_snapshot_serves_many_messages(self):
+        """A warm child started from it keeps its modules (and their state) across its own messages only."""
+        worker = await self.worker(self.make_app(), messages_per_process=10)
+        await worker.snapshot_ready()
+        for content in ("a", "b"):
+            self.assertEqual(await self.send(worker, content), "ok")
+        self.assertEqual(await self.send(worker, "c", "tenant-2"), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1", "Hello, b #2", "Hello, c #1"])
+        self.assertEqual(self.argv.from_snapshot(), [True, True])
+
+    async def test_an_edited_module_makes_the_snapshot_stale(self):
+        """A module changed after the snapshot was made: the old blob is deleted, never used; a new one is made."""
+        root = self.make_app()
+        worker = await self.worker(root)
+        old = await worker.snapshot_ready()
+        write(os.path.join(root, "node_modules", "greet", "lib", "words.json"), '{"hello": "Howzit"}')
+        await deferLater(reactor, CHECK_INTERVAL + 0.1, lambda: None)
+        with self.assertLogs("vxsandbox.worker", "WARNING") as logs:
+            self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertIn("is stale", logs.output[0])
+        self.assertFalse(os.path.exists(old.path))
+        new = await worker.snapshot_ready()
+        self.assertIsNotNone(new)
+        self.assertEqual(await self.send(worker, "b"), "ok")
+        self.assertEqual(self.said(worker), ["Howzit, a #1", "Howzit, b #1"])
+        self.assertEqual(self.argv.from_snapshot(), [False, True])
+
+    async def test_a_damaged_blob_is_never_used(self):
+        """A blob changed on disk after it was checked (overwritten, cut short) is deleted and not started from."""
+        worker = await self.worker(self.make_app())
+        snapshot = await worker.snapshot_ready()
+        with open(snapshot.path, "r+b") as f:
+            f.seek(4096)
+            f.write(b"\0" * 4096)
+        await deferLater(reactor, CHECK_INTERVAL + 0.1, lambda: None)
+        with self.assertLogs("vxsandbox.worker", "WARNING"):
+            self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1"])
+        self.assertEqual(self.argv.from_snapshot(), [False])
+        self.assertFalse(os.path.exists(snapshot.path))
+
+    async def test_a_package_the_loader_cannot_follow_leaves_children_without_one(self):
+        """A package with an `exports` map cannot be snapshotted: the operator is told, and children start as before."""
+        root = self.make_app({"name": "greet", "main": "lib/main.js", "exports": {".": "./lib/main.js"}})
+        with self.assertLogs("vxsandbox.worker", "WARNING") as logs:
+            worker = await self.worker(root)
+            self.assertIsNone(await worker.snapshot_ready())
+        self.assertTrue(any("cannot be made" in line and "exports" in line for line in logs.output), logs.output)
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1"])
+        self.assertEqual(self.argv.from_snapshot(), [False])
+
+    async def test_the_vumigo_example_runs_from_its_snapshot(self):
+        """examples/vumigo_app (vumigo_v02, lodash, q, moment...) answers its menu from a child started from it."""
+        app = os.path.join(EXAMPLES, "vumigo_app")
+        self.argv = Argv()
+        config = js_config(worker="js-file", javascript_file=os.path.join(app, "app.js"),
+                           app_context="{require: require}", snapshot=True,
+                           sandbox={"kv": {"cls": "kv", "backend": "memory"}, "outbound": {"cls": "outbound"},
+                                    "config": {"cls": "config", "values": {"config": {"name": "Snap Tea"}}}})
+        broker = RecordingBroker()
+        worker = JsFileSandbox(config, broker=broker, hooks=hooks_with(self.argv))
+        self.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
+        await worker.setup()
+        snapshot = await worker.snapshot_ready()
+        self.assertIsNotNone(snapshot)
+        self.assertGreater(len(snapshot.files), 20)
+        self.assertEqual(await worker.process_message(make_user_message(content=None, session_event="new")), "ok")
+        [reply] = broker.messages()
+        self.assertTrue(reply["content"].startswith("Welcome to Snap Tea!"), reply)
+        self.assertEqual(self.argv.from_snapshot(), [True])
+
+    async def test_no_snapshot_outside_the_jail(self):
+        """The builder runs without Node's permission model, so without bwrap none is made; the operator is told."""
+        with self.assertLogs("vxsandbox.worker", "WARNING") as logs:
+            worker = await self.worker(self.make_app(), isolation="none")
+        self.assertIn("only under isolation bwrap", logs.output[0])
+        self.assertIsNone(await worker.snapshot_ready())
+        self.assertNotIn("--snapshot-blob", worker.sandbox_args(worker._template_api()))
