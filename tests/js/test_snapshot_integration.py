@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 
 import pytest
@@ -182,3 +183,12 @@ class SnapshotTests(TestCase):
         self.assertIn("only under isolation bwrap", logs.output[0])
         self.assertIsNone(await worker.snapshot_ready())
         self.assertNotIn("--snapshot-blob", worker.sandbox_args(worker._template_api()))
+
+    async def test_no_folder_for_snapshots_leaves_children_without_one(self):
+        """A temp folder that cannot be written does not stop the worker: it says so, and children start as before."""
+        self.patch(tempfile, "tempdir", os.path.join(os.path.abspath(self.mktemp()), "missing"))
+        with self.assertLogs("vxsandbox.worker", "WARNING") as logs:
+            worker = await self.worker(self.make_app())
+        self.assertIn("no folder for startup snapshots", logs.output[0])
+        self.assertIsNone(await worker.snapshot_ready())
+        self.assertEqual(await self.send(worker, "a"), "ok")

@@ -190,7 +190,10 @@ class JsSandbox(Sandbox):
                             "isolation here: %s); children start without one",
                             effective_isolation(self.config.isolation))
             else:
-                self.snapshots = SnapshotStore(self)
+                try:
+                    self.snapshots = SnapshotStore(self)
+                except OSError as e:
+                    log.warning("snapshot: no folder for startup snapshots (%s); children start without one", e)
         await super().setup()
         self.snapshot_ready()
 
