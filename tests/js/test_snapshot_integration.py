@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from vxsandbox_core import hookimpl
 from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message
 from vxsandbox_js import JsFileSandbox
+from vxsandbox_js import snapshot as snapshot_module
 from vxsandbox_js.snapshot import CHECK_INTERVAL
 
 from .helpers import EXAMPLES, js_config
@@ -191,4 +192,14 @@ class SnapshotTests(TestCase):
             worker = await self.worker(self.make_app())
         self.assertIn("no folder for startup snapshots", logs.output[0])
         self.assertIsNone(await worker.snapshot_ready())
+        self.assertEqual(await self.send(worker, "a"), "ok")
+
+    async def test_a_snapshot_too_large_is_not_kept(self):
+        """A builder whose blob passes MAX_BLOB is killed, and nothing of it is kept: the disk is not the app's."""
+        self.patch(snapshot_module, "MAX_BLOB", 1 << 20)
+        with self.assertLogs("vxsandbox.worker", "WARNING") as logs:
+            worker = await self.worker(self.make_app())
+            self.assertIsNone(await worker.snapshot_ready())
+        self.assertTrue(any("grew past 1 MiB" in line for line in logs.output), logs.output)
+        self.assertEqual(os.listdir(worker.snapshots.directory), [])
         self.assertEqual(await self.send(worker, "a"), "ok")

@@ -52,6 +52,8 @@ ERROR_MARKER = "vxsandbox-snapshot-error "
 BUILD_TIMEOUT = 60.0
 #: how often, at most, a snapshot's files are checked again (seconds)
 CHECK_INTERVAL = 1.0
+#: the largest blob kept: a child's heap is bounded far below this (max_old_space_size, RLIMIT_DATA)
+MAX_BLOB = 256 * 1024 * 1024
 #: what of a builder's stderr is kept for the report of a failure
 STDERR_KEPT = 16 * 1024
 
@@ -94,6 +96,9 @@ class Collector(ProcessProtocol):
         self.out = out
         self.stdin = stdin
         self.err = b""
+        #: bytes of stdout written to ``out``; -1 once it passed MAX_BLOB (the process is then killed)
+        self.written = 0
+        self.too_big = False
         self.code: int | None = None
         self._waiters: list[Deferred[int]] = []
 
@@ -112,8 +117,17 @@ class Collector(ProcessProtocol):
         self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
-        if self.out is not None:
-            self.out.write(data)
+        if self.out is None or self.written < 0:
+            return
+        self.written += len(data)
+        if self.written > MAX_BLOB:
+            # A package that makes its heap huge must not fill the worker's disk.
+            self.written = -1
+            self.too_big = True
+            if self.transport is not None:
+                self.transport.signalProcess("KILL")
+            return
+        self.out.write(data)
 
     def errReceived(self, data: bytes) -> None:
         self.err = (self.err + data)[-STDERR_KEPT:]
@@ -245,7 +259,8 @@ class SnapshotStore:
                     preload]), out)
             if self.closed:
                 return None
-            problem = self._problem(built, "building it")
+            problem = (f"the snapshot grew past {MAX_BLOB >> 20} MiB" if built.too_big
+                       else self._problem(built, "building it"))
             files = _loaded_files(built.err) if problem is None else None
             if problem is None and files is None:
                 problem = "the runner did not list the modules it loaded"
