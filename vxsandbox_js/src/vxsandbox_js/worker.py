@@ -243,29 +243,35 @@ class JsSandbox(Sandbox):
         config = js_config(api)
         if config.args:
             return list(config.args)
-        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
-                                self.allowed_reads(api))
-        modules = self.preload_modules(api)
-        if not modules:
+        flags, preload = self._runner_options(api)
+        if preload is None:
             return [*flags, runner_path()]
-        preload = "--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules})
         if config.snapshot and self.snapshots is not None:
             blob = self.snapshots.blob(api, flags, preload)
             if blob is not None:
                 return [*snapshot_flags(flags), "--snapshot-blob", blob]
         return [*flags, runner_path(), preload]
 
+    def _runner_options(self, api: SandboxApi) -> tuple[list[str], str | None]:
+        """The hardening flags and the ``--preload=`` argument (None when nothing is preloaded)."""
+        config = js_config(api)
+        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
+                                self.allowed_reads(api))
+        modules = self.preload_modules(api)
+        if not modules:
+            return flags, None
+        return flags, "--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules})
+
     def snapshot_ready(self, api: SandboxApi | None = None) -> Deferred[Snapshot | None]:
         """Fires once the startup snapshot for ``api``'s config (the worker's own by default) is made, or
         cannot be (None); starts making it if needed."""
         api = api or self._template_api()
         config = js_config(api)
-        modules = self.preload_modules(api)
-        if self.snapshots is None or not config.snapshot or config.args or not modules:
+        if self.snapshots is None or not config.snapshot or config.args:
             return succeed(None)
-        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
-                                self.allowed_reads(api))
-        preload = "--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules})
+        flags, preload = self._runner_options(api)
+        if preload is None:
+            return succeed(None)
         return self.snapshots.wait(api, flags, preload)
 
     def preload_modules(self, api: SandboxApi) -> list[str]:
