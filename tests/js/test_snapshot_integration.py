@@ -203,3 +203,13 @@ class SnapshotTests(TestCase):
         self.assertTrue(any("grew past 1 MiB" in line for line in logs.output), logs.output)
         self.assertEqual(os.listdir(worker.snapshots.directory), [])
         self.assertEqual(await self.send(worker, "a"), "ok")
+
+    async def test_prefork_spares_start_from_it_and_are_prepared(self):
+        """Spares started once it is made come from it, take `prepare` while they wait, and serve their message."""
+        worker = await self.worker(self.make_app(), prefork=1)
+        await worker.snapshot_ready()
+        for content in ("a", "b", "c"):
+            self.assertEqual(await self.send(worker, content), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1", "Hello, b #1", "Hello, c #1"])
+        # The first spare was started with the worker, before the snapshot was made; the later ones from it.
+        self.assertEqual(self.argv.from_snapshot(), [False, True, True])
