@@ -52,14 +52,14 @@ const path = require('path');
 const vm = require('vm');
 const Module = require('module');
 const util = require('util');
-const v8 = require('v8');
 
 // Building a startup snapshot (`node --build-snapshot runner.js --preload=JSON`, see
 // vxsandbox_js/snapshot.py): Node 20 lets a snapshot's script require built-in modules only, so
 // the app's modules are loaded by snapshotLoad below, and the runner starts when a child is
 // started from the snapshot. Otherwise the app's modules are loaded before any message when the
-// worker names them (--preload=JSON).
-const BUILDING_SNAPSHOT = v8.startupSnapshot !== undefined && v8.startupSnapshot.isBuildingSnapshot();
+// worker names them (--preload=JSON). (`v8` is required only then: under the heap flag, Node
+// compiles it from source, 6 ms of every child's start.)
+const BUILDING_SNAPSHOT = process.execArgv.includes('--build-snapshot');
 let SNAPSHOT_MODULES = null;
 if (BUILDING_SNAPSHOT) {
     try {
@@ -1177,7 +1177,7 @@ function adoptSnapshotModules(modules) {
 }
 
 if (BUILDING_SNAPSHOT) {
-    v8.startupSnapshot.setDeserializeMainFunction(function () {
+    require('v8').startupSnapshot.setDeserializeMainFunction(function () {
         adoptSnapshotModules(SNAPSHOT_MODULES);
         new Runner().run();
     });
