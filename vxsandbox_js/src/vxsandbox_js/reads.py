@@ -174,6 +174,22 @@ def _both(path: str) -> list[str]:
 #: per app file: its state when read, and its text
 _sources: dict[str, tuple[tuple[int, ...], str]] = {}
 
+#: (device, inode, size, mtime ns, ctime ns) of a file, None when it is missing
+FileState = tuple[int, int, int, int, int] | None
+
+
+def stat_state(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a file's content changed without reading it (a rewrite in place changes ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_state(path: str) -> FileState:
+    """:func:`stat_state` of ``path``, or None when it cannot be stat'ed."""
+    try:
+        return stat_state(os.stat(path))
+    except OSError:
+        return None
+
 
 def app_source(path: str) -> str:
     """The text of the app file ``path``, read again only when the file changed.
@@ -183,14 +199,13 @@ def app_source(path: str) -> str:
     been unchanged for :data:`SETTLED_NS`, so a bundle of hundreds of KiB is
     not read for every message.
     """
-    st = os.stat(path)
-    state = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    state = stat_state(os.stat(path))
     kept = _sources.get(path)
     if kept is not None and kept[0] == state:
         return kept[1]
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    if time.time_ns() - st.st_mtime_ns >= SETTLED_NS:
+    if time.time_ns() - state[3] >= SETTLED_NS:
         _sources[path] = (state, text)
     else:
         _sources.pop(path, None)

@@ -40,7 +40,7 @@ from vxsandbox_core.isolation import wrap_command
 from vxsandbox_core.rlimits import rlimit_argv
 
 from .node import runner_path
-from .reads import SETTLED_NS
+from .reads import SETTLED_NS, FileState, file_state
 
 log = logging.getLogger("vxsandbox.worker")
 
@@ -56,18 +56,6 @@ CHECK_INTERVAL = 1.0
 MAX_BLOB = 256 * 1024 * 1024
 #: what of a builder's stderr is kept for the report of a failure
 STDERR_KEPT = 16 * 1024
-
-#: (device, inode, size, mtime ns, ctime ns) of a file, None when it is missing
-FileState = tuple[int, int, int, int, int] | None
-
-
-def file_state(path: str) -> FileState:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
 
 @dataclass
 class Snapshot:
