@@ -213,3 +213,18 @@ class SnapshotTests(TestCase):
         self.assertEqual(self.said(worker), ["Hello, a #1", "Hello, b #1", "Hello, c #1"])
         # The first spare was started with the worker, before the snapshot was made; the later ones from it.
         self.assertEqual(self.argv.from_snapshot(), [False, True, True])
+
+    async def test_require_resolve_of_a_missing_module_fails_as_in_node(self):
+        """A package probing for an optional module with require.resolve gets Node's MODULE_NOT_FOUND error."""
+        root = self.make_app()
+        write(os.path.join(root, "node_modules", "greet", "lib", "main.js"), MAIN + """
+var optional;
+try { optional = require.resolve('no-such-module'); } catch (e) { optional = e.code; }
+var realHello = exports.hello;
+exports.hello = function (name) { return realHello(name) + ' ' + optional; };
+""")
+        worker = await self.worker(root)
+        self.assertIsNotNone(await worker.snapshot_ready())
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1 MODULE_NOT_FOUND"])
+        self.assertEqual(self.argv.from_snapshot(), [True])

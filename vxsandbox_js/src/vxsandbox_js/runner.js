@@ -1123,17 +1123,18 @@ function snapshotLoad(argv) {
             }
         }
     }
-    function requireFrom(fromDir, request) {
-        if (Module.isBuiltin(request)) {
-            return require(request);
-        }
+    // The real path of the file `request` names from `fromDir`, or Node's MODULE_NOT_FOUND error.
+    function located(request, fromDir) {
         const file = resolve(request, fromDir);
         if (file === null) {
             const err = new Error("Cannot find module '" + request + "'");
             err.code = 'MODULE_NOT_FOUND';
             throw err;
         }
-        return load(fs.realpathSync(file));
+        return fs.realpathSync(file);
+    }
+    function requireFrom(fromDir, request) {
+        return Module.isBuiltin(request) ? require(request) : load(located(request, fromDir));
     }
     function load(file) {
         const known = modules.get(file);
@@ -1148,7 +1149,7 @@ function snapshotLoad(argv) {
             const dir = path.dirname(file);
             const moduleRequire = function (request) { return requireFrom(dir, request); };
             moduleRequire.resolve = function (request) {
-                return Module.isBuiltin(request) ? request : fs.realpathSync(resolve(request, dir));
+                return Module.isBuiltin(request) ? request : located(request, dir);
             };
             const wrapper = vm.compileFunction(fs.readFileSync(file, 'utf8'),
                                                ['exports', 'require', 'module', '__filename', '__dirname'],
