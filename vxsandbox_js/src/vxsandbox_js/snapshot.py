@@ -147,13 +147,17 @@ class SnapshotStore:
         #: builders and checks still running, killed when the worker stops
         self._running: set[Collector] = set()
         self.closed = False
+        self._last_key: tuple[tuple[Any, ...], str] | None = None
 
     def key(self, api: Any, flags: list[str], preload: str) -> str:
         """What shapes a snapshot: node, its flags, the runner, the preload list and the environment."""
         config = api.config
         shape = (self.worker.executable, str(self.worker.node_version), flags, preload,
                  file_state(runner_path()), sorted(config.env.items()), config.path)
-        return hashlib.sha256(repr(shape).encode("utf-8")).hexdigest()
+        # Asked for every child and every warm message's key: hashed once per shape, not per call.
+        if self._last_key is None or self._last_key[0] != shape:
+            self._last_key = (shape, hashlib.sha256(repr(shape).encode("utf-8")).hexdigest())
+        return self._last_key[1]
 
     def blob(self, api: Any, flags: list[str], preload: str) -> str | None:
         """The blob to start a child from, or None (and a build is started) when none is ready."""
