@@ -471,31 +471,26 @@ class WorkerProcess:
         from vxsandbox_core.pool import cpu_seconds
         return cpu_seconds(self.popen.pid)
 
+    def cpu_breakdown(self) -> dict[str, float]:
+        """CPU seconds so far of this worker, everything below it, the broker, Redis and this process."""
+        stats = _proc_stats()
+        below = _descendants(self.popen.pid, stats)
+        own = stats.get(self.popen.pid)
+        children = sum(stats[pid][1] + stats[pid][2] for pid in below) + (own[2] if own else 0.0)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return {"worker": own[1] if own else 0.0, "children": children,
+                "broker": sum(stat[1] for stat in stats.values() if stat[0] == "beam.smp"),
+                "redis": sum(stat[1] for stat in stats.values() if stat[0] == "redis-server"),
+                "transport": me.ru_utime + me.ru_stime}
+
     def rss_kib(self) -> int:
         return _vm_rss_kib(self.popen.pid)
 
     def node_rss_kib(self) -> list[int]:
         """The RSS of each node process below the worker (inside bwrap and prlimit), largest first."""
-        parents: dict[int, int] = {}
-        names: dict[int, str] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
-            names[int(entry)] = stat[stat.index("(") + 1:stat.rindex(")")]
-            parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
-        below = {self.popen.pid}
-        grew = True
-        while grew:
-            found = {pid for pid, ppid in parents.items() if ppid in below} - below
-            below |= found
-            grew = bool(found)
-        return sorted((_vm_rss_kib(pid) for pid in below if names.get(pid) == "node"), reverse=True)
+        stats = _proc_stats()
+        return sorted((_vm_rss_kib(pid) for pid in _descendants(self.popen.pid, stats) if stats[pid][0] == "node"),
+                      reverse=True)
 
     async def stop(self, reactor: Any, timeout: float = 20.0) -> None:
         if self.popen.poll() is None:
@@ -511,6 +506,35 @@ class WorkerProcess:
     def tail(self) -> str:
         with open(self.log_path, "rb") as f:
             return f.read()[-2000:].decode("utf-8", "replace")
+
+
+def _proc_stats() -> dict[int, tuple[str, float, float, int]]:
+    """Every process: pid -> (comm, own CPU seconds, reaped children's CPU seconds, ppid)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float, float, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(entry)] = (stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / tick,
+                           (int(fields[13]) + int(fields[14])) / tick, int(fields[1]))
+    return out
+
+
+def _descendants(root: int, stats: dict[int, tuple[str, float, float, int]]) -> set[int]:
+    below = {root}
+    grew = True
+    while grew:
+        found = {pid for pid, stat in stats.items() if stat[3] in below} - below
+        below |= found
+        grew = bool(found)
+    return below - {root}
 
 
 def _vm_rss_kib(pid: int) -> int:
@@ -566,6 +590,9 @@ class Row:
     sat: dict[str, float] = field(default_factory=dict)
     #: worker process CPU milliseconds per message at saturation
     worker_cpu_ms: float = 0.0
+    #: at saturation, CPU milliseconds per message of the worker, its children, the broker, Redis and
+    #: the transport, and "busy": their sum over the wall time of the run times the cores
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 async def measure(reactor: Any, name: str, argv: list[str], transport_name: str, app: str,
@@ -590,11 +617,14 @@ async def measure(reactor: Any, name: str, argv: list[str], transport_name: str,
         row.one = await transport.one_in_flight(app, n_one, timeout)
         # Other work on a shared machine only ever slows a run down, so the best of a few is the figure.
         for _ in range(repeat):
-            cpu = worker.cpu_seconds()
+            before, start = worker.cpu_breakdown(), time.perf_counter()
             sat = await transport.saturate(app, n_sat, timeout)
-            cpu_ms = (worker.cpu_seconds() - cpu) * 1000 / n_sat
+            after, wall = worker.cpu_breakdown(), time.perf_counter() - start
             if not row.sat or sat["msg_per_s"] > row.sat["msg_per_s"]:
-                row.sat, row.worker_cpu_ms = sat, cpu_ms
+                row.sat = sat
+                row.cpu_ms = {part: (after[part] - before[part]) * 1000 / n_sat for part in after}
+                row.cpu_ms["busy"] = sum(after[part] - before[part] for part in after) / (wall * CORES)
+                row.worker_cpu_ms = row.cpu_ms["worker"]
         return row
     finally:
         await worker.stop(reactor)
@@ -764,6 +794,16 @@ def print_table(results: dict[str, Any]) -> None:
               f"| {one['p99_ms']:7.2f} "
               f"| {sat['msg_per_s']:15.1f} | {sat['p50_ms']:7.1f} | {sat['p99_ms']:7.1f} "
               f"| {r['worker_cpu_ms']:17.2f} |")
+    print()
+    print("CPU ms per message at saturation (best run), and how busy the cores were:")
+    print()
+    parts = ("worker", "children", "broker", "redis", "transport")
+    print("| what | " + " | ".join(parts) + " | total | cores busy |")
+    print("|---|" + "---:|" * (len(parts) + 2))
+    for r in results["rows"]:
+        cpu = r["cpu_ms"]
+        print(f"| {r['name']} | " + " | ".join(f"{cpu[p]:.2f}" for p in parts)
+              + f" | {sum(cpu[p] for p in parts):.2f} | {cpu['busy']:.0%} |")
     print()
     for name, value in results["ratios"].items():
         print(f"{name}: {value:.0%}")

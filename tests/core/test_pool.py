@@ -173,6 +173,25 @@ class PoolTests(TestCase):
         await child.wait_ended()
         self.assertEqual(worker.pool.live, 0)
 
+    async def test_the_child_released_last_serves_next_so_extras_are_reaped(self):
+        """After a burst left three warm children, one message at a time keeps to one of them.
+
+        Taking the least recently used child would pass each message to the next
+        child in turn: every one would stay in use and never be reaped, and each
+        message would find a process whose caches the others had long evicted.
+        """
+        worker, _ = self.make_worker(idle_timeout=0.4)
+        await worker.setup()
+        self.assertEqual(await gatherResults([self.send(worker, "slow") for _ in range(3)]), ["ok"] * 3)
+        self.assertEqual(worker.pool.live, 3)
+        before = len(self.seen(worker))
+        for _ in range(8):
+            self.assertEqual(await self.send(worker, "hi"), "ok")
+            await deferLater(reactor, 0.1, lambda: None)
+        served = {s["pid"] for s in self.seen(worker)[before:]}
+        self.assertEqual(len(served), 1)
+        self.assertEqual(worker.pool.live, 1)
+
     async def test_live_children_are_bounded(self):
         """With max_children 2, six tenants at once never have more than two children alive."""
         worker, plugin = self.make_worker(max_children=2)

@@ -2,8 +2,9 @@
 
 A warm child only ever serves one key: the tenant (``sandbox_id``) and the
 version of its code, so no process is ever shared between tenants (the seed
-cached children by message type alone). Idle children are reaped after
-``idle_timeout`` seconds; the number of live children never exceeds
+cached children by message type alone). The child of a key released last
+serves its next message, so after a burst the extra children go idle and
+are reaped after ``idle_timeout`` seconds; the number of live children never exceeds
 ``max_children``; with ``prefork`` > 0 that many blank children are started
 before they are needed, so a message does not wait for a process to start.
 A spare taken while others still wait is replaced when a run ends, not
@@ -83,7 +84,9 @@ class ChildPool:
         Waits when ``max_children`` are all busy.
         """
         while True:
-            for child, (child_key, _timer) in self.idle.items():
+            # The most recently released child first: its caches are warm, and the others
+            # of a burst stay idle long enough to be reaped (eviction below takes the oldest).
+            for child, (child_key, _timer) in reversed(self.idle.items()):
                 if child_key == key:
                     self._take_idle(child)
                     self.busy.add(child)
