@@ -472,16 +472,20 @@ class WorkerProcess:
         return cpu_seconds(self.popen.pid)
 
     def cpu_breakdown(self) -> dict[str, float]:
-        """CPU seconds so far of this worker, everything below it, the broker, Redis and this process."""
+        """CPU seconds so far of this worker, the broker, Redis, this process and the whole machine.
+
+        The worker's children are what the machine used beyond those: a cold child
+        killed at the end of its run takes its jail's processes with it, and the
+        node inside is reaped by the host's init, so its time never reaches the
+        worker's count of its reaped children.
+        """
         stats = _proc_stats()
-        below = _descendants(self.popen.pid, stats)
         own = stats.get(self.popen.pid)
-        children = sum(stats[pid][1] + stats[pid][2] for pid in below) + (own[2] if own else 0.0)
         me = resource.getrusage(resource.RUSAGE_SELF)
-        return {"worker": own[1] if own else 0.0, "children": children,
+        return {"worker": own[1] if own else 0.0,
                 "broker": sum(stat[1] for stat in stats.values() if stat[0] == "beam.smp"),
                 "redis": sum(stat[1] for stat in stats.values() if stat[0] == "redis-server"),
-                "transport": me.ru_utime + me.ru_stime}
+                "transport": me.ru_utime + me.ru_stime, "machine": _machine_cpu_seconds()}
 
     def rss_kib(self) -> int:
         return _vm_rss_kib(self.popen.pid)
@@ -525,6 +529,13 @@ def _proc_stats() -> dict[int, tuple[str, float, float, int]]:
         out[int(entry)] = (stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / tick,
                            (int(fields[13]) + int(fields[14])) / tick, int(fields[1]))
     return out
+
+
+def _machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (``/proc/stat``: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(root: int, stats: dict[int, tuple[str, float, float, int]]) -> set[int]:
@@ -590,8 +601,9 @@ class Row:
     sat: dict[str, float] = field(default_factory=dict)
     #: worker process CPU milliseconds per message at saturation
     worker_cpu_ms: float = 0.0
-    #: at saturation, CPU milliseconds per message of the worker, its children, the broker, Redis and
-    #: the transport, and "busy": their sum over the wall time of the run times the cores
+    #: at saturation, CPU milliseconds per message of the worker, the broker, Redis, the transport and
+    #: the children (the machine's total less those), and "busy": the machine's total over the wall
+    #: time of the run times the cores
     cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -622,8 +634,10 @@ async def measure(reactor: Any, name: str, argv: list[str], transport_name: str,
             after, wall = worker.cpu_breakdown(), time.perf_counter() - start
             if not row.sat or sat["msg_per_s"] > row.sat["msg_per_s"]:
                 row.sat = sat
-                row.cpu_ms = {part: (after[part] - before[part]) * 1000 / n_sat for part in after}
-                row.cpu_ms["busy"] = sum(after[part] - before[part] for part in after) / (wall * CORES)
+                used = {part: (after[part] - before[part]) * 1000 / n_sat for part in after}
+                machine = used.pop("machine")
+                row.cpu_ms = {**used, "children": max(0.0, machine - sum(used.values())),
+                              "busy": machine * n_sat / 1000 / (wall * CORES)}
                 row.worker_cpu_ms = row.cpu_ms["worker"]
         return row
     finally:
