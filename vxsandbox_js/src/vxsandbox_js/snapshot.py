@@ -37,6 +37,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 from vxsandbox_core.isolation import wrap_command
+from vxsandbox_core.process import spawn_process
 from vxsandbox_core.rlimits import rlimit_argv
 
 from .node import runner_path
@@ -216,7 +217,7 @@ class SnapshotStore:
     async def _run(self, api: Any, argv: list[str], out: Any, stdin: bytes = b"") -> Collector:
         collector = Collector(out, stdin)
         env = self.worker.node_env(api)
-        process = self.worker.reactor.spawnProcess(collector, argv[0], argv, env=env, path=api.config.path)
+        process = spawn_process(self.worker.reactor, collector, argv, env, api.config.path)
         if out is not None:
             # node opens /dev/stdout by name to write the blob; the child runs as another uid, and a
             # pipe can be opened again through /proc only as its mode allows. Nothing else can reach
