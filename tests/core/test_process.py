@@ -20,6 +20,14 @@ def code_worker(code: str, **extra) -> Sandbox:
     return Sandbox(python_worker_config(["-c", code], **extra), hooks=hooks_with())
 
 
+#: A child that reports its scheduling policy through the ``record`` resource.
+POLICY_CHILD = (
+    "import json, os, sys\n"
+    "print(json.dumps({'cmd': 'record.policy', 'policy': os.sched_getscheduler(0)})); sys.stdout.flush()\n"
+    "sys.stdin.readline(); sys.stdin.readline()\n"
+)
+
+
 class ProcessTests(TestCase):
     async def run_code(self, code: str, **extra):
         worker = code_worker(code, **extra)
@@ -118,27 +126,17 @@ class ProcessTests(TestCase):
 
     async def test_children_start_as_batch_tasks_and_the_worker_keeps_its_policy(self):
         """A woken child does not preempt the worker (SCHED_BATCH); the worker stays SCHED_OTHER."""
-        code = (
-            "import json, os, sys\n"
-            "print(json.dumps({'cmd': 'record.policy', 'policy': os.sched_getscheduler(0)})); sys.stdout.flush()\n"
-            "sys.stdin.readline(); sys.stdin.readline()\n"
-        )
         self.assertEqual(os.sched_getscheduler(0), os.SCHED_OTHER)
-        _, _, record = await self.run_code(code)
+        _, _, record = await self.run_code(POLICY_CHILD)
         policy = next(r for r in record.requests if r["cmd"] == "policy")["policy"]
         self.assertEqual(policy, os.SCHED_BATCH)
         self.assertEqual(os.sched_getscheduler(0), os.SCHED_OTHER)
 
     async def test_a_worker_under_another_policy_leaves_it_to_its_children(self):
         """An operator who started the worker as SCHED_IDLE, say, chose that for its children too."""
-        code = (
-            "import json, os, sys\n"
-            "print(json.dumps({'cmd': 'record.policy', 'policy': os.sched_getscheduler(0)})); sys.stdout.flush()\n"
-            "sys.stdin.readline(); sys.stdin.readline()\n"
-        )
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         try:
-            _, _, record = await self.run_code(code)
+            _, _, record = await self.run_code(POLICY_CHILD)
             self.assertEqual(os.sched_getscheduler(0), os.SCHED_IDLE)
         finally:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
@@ -147,17 +145,11 @@ class ProcessTests(TestCase):
 
     async def test_children_start_when_the_policy_cannot_be_changed(self):
         """A container may refuse sched_setscheduler: children then start under the worker's policy."""
-        code = (
-            "import json, os, sys\n"
-            "print(json.dumps({'cmd': 'record.policy', 'policy': os.sched_getscheduler(0)})); sys.stdout.flush()\n"
-            "sys.stdin.readline(); sys.stdin.readline()\n"
-        )
-
         def refuse(pid, policy, param):
             raise PermissionError(1, "Operation not permitted")
 
         self.patch(os, "sched_setscheduler", refuse)
-        _, outcome, record = await self.run_code(code)
+        _, outcome, record = await self.run_code(POLICY_CHILD)
         self.assertEqual(outcome, "ok")
         policy = next(r for r in record.requests if r["cmd"] == "policy")["policy"]
         self.assertEqual(policy, os.SCHED_OTHER)

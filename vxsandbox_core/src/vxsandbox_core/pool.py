@@ -4,8 +4,8 @@ A warm child only ever serves one key: the tenant (``sandbox_id``) and the
 version of its code, so no process is ever shared between tenants (the seed
 cached children by message type alone). The child of a key released last
 serves its next message, so after a burst the extra children go idle and
-are reaped after ``idle_timeout`` seconds; the number of live children never exceeds
-``max_children``; with ``prefork`` > 0 that many blank children are started
+are reaped after ``idle_timeout`` seconds. The number of live children never
+exceeds ``max_children``; with ``prefork`` > 0 that many blank children are started
 before they are needed, so a message does not wait for a process to start.
 A spare taken while others still wait is replaced when a run ends, not
 beside the run it serves: on a small machine the replacement's start would
