@@ -180,15 +180,15 @@ class JsSandbox(Sandbox):
     async def setup(self) -> None:
         """Set up as every worker does; with ``snapshot: true``, start making the startup snapshot."""
         if self.config.snapshot and not self.config.args:
+            isolation = effective_isolation(self.config.isolation)
             if self.node_version.major < 20:
                 log.warning("snapshot: node %s cannot make startup snapshots of the runner (Node 20 or newer "
                             "can); children start without one", self.node_version)
-            elif effective_isolation(self.config.isolation) != "bwrap":
+            elif isolation != "bwrap":
                 # The builder runs the modules' top-level code without Node's permission model (a
                 # snapshot made under it cannot start), so only the jail may hold it.
                 log.warning("snapshot: startup snapshots are made only under isolation bwrap (effective "
-                            "isolation here: %s); children start without one",
-                            effective_isolation(self.config.isolation))
+                            "isolation here: %s); children start without one", isolation)
             else:
                 try:
                     self.snapshots = SnapshotStore(self)
