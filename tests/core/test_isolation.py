@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,25 @@ def test_missing_paths_are_left_to_other_checks(top: Path) -> None:
     assert unreadable_by_children([str(top / "nothing-here.js")]) == []
 
 
+def test_a_program_others_cannot_run_is_named(script: Path) -> None:
+    os.chmod(script, 0o744)
+    [problem] = unreadable_by_children([], programs=[str(script)])
+    assert f"{script} cannot be run by other users (mode 0744)" in problem
+    assert "o+x" in problem
+
+
+def test_a_program_in_a_folder_others_cannot_enter_is_named(script: Path) -> None:
+    os.chmod(script, 0o755)
+    os.chmod(script.parent, 0o700)
+    [problem] = unreadable_by_children([], programs=[str(script)])
+    assert problem.startswith(f"{script}: {script.parent} cannot be entered by other users (mode 0700)")
+
+
+def test_a_program_others_may_run_is_not_reported(script: Path) -> None:
+    os.chmod(script, 0o711)
+    assert unreadable_by_children([], programs=[str(script)]) == []
+
+
 class StartupWarningTests(TestCase):
     async def test_a_root_worker_says_at_startup_what_its_children_cannot_read(self) -> None:
         top = tempfile.mkdtemp()
@@ -74,19 +94,41 @@ class StartupWarningTests(TestCase):
             f.write("print('hi')\n")
         os.chmod(top, 0o700)
         self.addCleanup(shutil.rmtree, top)
-        records: list[logging.LogRecord] = []
-        handler = logging.Handler(logging.WARNING)
-        handler.emit = records.append  # type: ignore[method-assign]
-        logger = logging.getLogger("vxsandbox.worker")
-        logger.addHandler(handler)
-        self.addCleanup(logger.removeHandler, handler)
+        records = self._capture_warnings()
         worker = Sandbox(python_worker_config([script], isolation="none"), hooks=hooks_with())
         await worker.setup()
         await worker.teardown()
-        closed = [r.getMessage() for r in records if "will not be able to read" in r.getMessage()]
+        closed = [r.getMessage() for r in records if "will not be able to" in r.getMessage()]
         if os.geteuid() == 0:
             self.assertEqual(len(closed), 1, closed)
             self.assertIn(f"{script}: {top} cannot be entered by other users (mode 0700)", closed[0])
         else:
             # A worker that is not root runs its children as itself: they read what it reads.
             self.assertEqual(closed, [])
+
+    async def test_a_root_worker_says_at_startup_when_its_children_cannot_run_the_program(self) -> None:
+        # e.g. node installed by nvm under /root (mode 0700), the worker running as root without bwrap
+        top = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, top)
+        program = os.path.join(top, "python3")
+        os.symlink(sys.executable, program)
+        records = self._capture_warnings()
+        worker = Sandbox(python_worker_config(["-c", "pass"], executable=program, isolation="none"),
+                         hooks=hooks_with())
+        await worker.setup()
+        await worker.teardown()
+        closed = [r.getMessage() for r in records if "will not be able to" in r.getMessage()]
+        if os.geteuid() == 0:
+            self.assertEqual(len(closed), 1, closed)
+            self.assertIn(f"{program}: {top} cannot be entered by other users (mode 0700)", closed[0])
+        else:
+            self.assertEqual(closed, [])
+
+    def _capture_warnings(self) -> list[logging.LogRecord]:
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = records.append  # type: ignore[method-assign]
+        logger = logging.getLogger("vxsandbox.worker")
+        logger.addHandler(handler)
+        self.addCleanup(logger.removeHandler, handler)
+        return records

@@ -166,25 +166,27 @@ def isolation_warning(mode: str) -> str | None:
            f"{unjailed_consequences()}"
 
 
-def unreadable_by_children(paths: Iterable[str]) -> list[str]:
-    """Of ``paths`` (files and folders a child must read), those a root worker's children under
-    ``isolation: none`` cannot reach, each as ``"<path>: <why>"``.
+def unreadable_by_children(paths: Iterable[str], programs: Iterable[str] = ()) -> list[str]:
+    """Of ``paths`` (files and folders a child must read) and ``programs`` (what it must run), those a
+    root worker's children under ``isolation: none`` cannot reach, each as ``"<path>: <why>"``.
 
     Such a child runs as an unprivileged uid of its own with no groups, so only the permission bits
     for others apply on the host's own file system: every folder on the way needs ``o+x``, a file
-    ``o+r``. (In the bwrap jail the folders above a bound path are the jail's own, so this is for
+    ``o+r``, a program ``o+x`` (node or python installed under ``/root``, as nvm and pyenv do, is out
+    of reach). (In the bwrap jail the folders above a bound path are the jail's own, so this is for
     ``none``.) A missing path, or a folder or file with an ACL, which may grant what the bits do not,
     is not reported.
     """
     problems = []
-    for path in dict.fromkeys(os.path.abspath(p) for p in paths):
-        reason = _closed_to_others(path)
+    wanted = [(os.path.abspath(p), False) for p in paths] + [(os.path.abspath(p), True) for p in programs]
+    for path, run in dict.fromkeys(wanted):
+        reason = _closed_to_others(path, run)
         if reason is not None:
             problems.append(f"{path}: {reason}")
     return problems
 
 
-def _closed_to_others(path: str) -> str | None:
+def _closed_to_others(path: str, run: bool) -> str | None:
     if not os.path.exists(path):
         return None
     for candidate in dict.fromkeys([path, os.path.realpath(path)]):
@@ -195,6 +197,10 @@ def _closed_to_others(path: str) -> str | None:
             if _denied(folder, stat.S_IXOTH):
                 return f"{folder} cannot be entered by other users (mode {_mode(folder)}); chmod o+x it " \
                        f"or keep the files elsewhere"
+        if run:
+            if _denied(candidate, stat.S_IXOTH):
+                return f"{candidate} cannot be run by other users (mode {_mode(candidate)}); chmod o+x it"
+            continue
         need = stat.S_IXOTH if os.path.isdir(candidate) else stat.S_IROTH
         if _denied(candidate, need):
             return f"{candidate} cannot be read by other users (mode {_mode(candidate)}); " \

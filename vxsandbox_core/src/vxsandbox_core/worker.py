@@ -168,10 +168,10 @@ class Sandbox:
         if warning is not None:
             log.warning("%s", warning)
         if os.geteuid() == 0 and effective_isolation(self.config.isolation) == "none":
-            closed = unreadable_by_children(self.read_paths(self._template_api()))
+            closed = unreadable_by_children(self.read_paths(self._template_api()), programs=[self.executable])
             if closed:
-                log.warning("children run as unprivileged uids and will not be able to read what they need, "
-                            "so every run will fail: %s", "; ".join(closed))
+                log.warning("children run as unprivileged uids and will not be able to run or read what they "
+                            "need, so every run will fail: %s", "; ".join(closed))
         await self.resources.setup()
         self.pool._top_up()
 
