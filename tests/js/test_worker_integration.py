@@ -87,6 +87,20 @@ class JsSandboxTests(TestCase):
         assert await w.process_message(make_user_message()) == "ok"
         assert "joined a/c" in self.log_of(w).messages()
 
+    async def test_children_collect_garbage_on_their_own_thread(self) -> None:
+        """Every child runs with --single-threaded-gc (no V8 GC helper threads: many children share a core)."""
+        app = """
+        api.on_inbound_message = function(command) {
+            this.log_info('flags ' + flags.join(' '), function() { this.done(); });
+        };
+        """
+        w = self.worker(app, app_context="{flags: process.execArgv}")
+        await w.setup()
+        assert await w.process_message(make_user_message()) == "ok"
+        [line] = [m for m in self.log_of(w).messages() if m.startswith("flags ")]
+        assert "--single-threaded-gc" in line.split()
+        assert any(flag.startswith("--max-old-space-size=") for flag in line.split())
+
     async def test_without_app_context_there_is_no_require(self) -> None:
         """The app's globals hold no ``require`` or ``process`` unless app_context gives them."""
         app = """

@@ -114,6 +114,16 @@ def runner_files() -> list[str]:
     return [runner_path(), str(package.joinpath("preload.js"))]
 
 
+#: V8 flags every child runs with, before the hardening flags. ``--single-threaded-gc``: a child
+#: collects garbage on its own thread, without V8's concurrent marking and parallel scavenging
+#: helpers. Those are made for a spare core beside one busy program; a sandbox host runs many
+#: children to a core, and there they cost more CPU than they save. Measured (2 cores, Node 20,
+#: ``benchmarks/README.md`` 2026-12-02): node CPU per warm toolkit message in a long-lived child
+#: 1.66-1.77 ms against 1.95-3.24 (8 runs each of 3,000 messages), one warm toolkit child 274-276
+#: against 240-243 messages/s with 6 % less RSS; the reply-only app within noise.
+GC_FLAGS = ("--single-threaded-gc",)
+
+
 def hardening_flags(version: NodeVersion, max_old_space_size: int | None, permissions: bool,
                     allow_fs_read: list[str]) -> list[str]:
     """The node flags placed before the runner script.

@@ -27,7 +27,7 @@ from vxsandbox_core.protocol import make_command
 from vxsandbox_core.rlimits import MiB
 from vxsandbox_core.worker import Sandbox
 
-from .node import NodeVersion, find_node, hardening_flags, node_version, runner_files, runner_path
+from .node import GC_FLAGS, NodeVersion, find_node, hardening_flags, node_version, runner_files, runner_path
 from .preload import find_requires
 from .reads import app_reads, app_source
 from .resource import JsSandboxResource
@@ -239,7 +239,7 @@ class JsSandbox(Sandbox):
         return [os.path.abspath(p) for p in js_config(api).allow_fs_read]
 
     def sandbox_args(self, api: SandboxApi) -> list[str]:
-        """``[hardening flags] runner.js [--preload=JSON]``, or the config's ``args`` verbatim when given."""
+        """``[node flags] runner.js [--preload=JSON]``, or the config's ``args`` verbatim when given."""
         config = js_config(api)
         if config.args:
             return list(config.args)
@@ -253,10 +253,10 @@ class JsSandbox(Sandbox):
         return [*flags, runner_path(), preload]
 
     def _runner_options(self, api: SandboxApi) -> tuple[list[str], str | None]:
-        """The hardening flags and the ``--preload=`` argument (None when nothing is preloaded)."""
+        """The node flags and the ``--preload=`` argument (None when nothing is preloaded)."""
         config = js_config(api)
-        flags = hardening_flags(self.node_version, config.max_old_space_size, config.node_permissions,
-                                self.allowed_reads(api))
+        flags = [*GC_FLAGS, *hardening_flags(self.node_version, config.max_old_space_size,
+                                             config.node_permissions, self.allowed_reads(api))]
         modules = self.preload_modules(api)
         if not modules:
             return flags, None
