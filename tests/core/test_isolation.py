@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.trial.unittest import TestCase
@@ -94,11 +95,7 @@ class StartupWarningTests(TestCase):
             f.write("print('hi')\n")
         os.chmod(top, 0o700)
         self.addCleanup(shutil.rmtree, top)
-        records = self._capture_warnings()
-        worker = Sandbox(python_worker_config([script], isolation="none"), hooks=hooks_with())
-        await worker.setup()
-        await worker.teardown()
-        closed = [r.getMessage() for r in records if "will not be able to" in r.getMessage()]
+        closed = await self.startup_warnings(python_worker_config([script], isolation="none"))
         if os.geteuid() == 0:
             self.assertEqual(len(closed), 1, closed)
             self.assertIn(f"{script}: {top} cannot be entered by other users (mode 0700)", closed[0])
@@ -112,23 +109,23 @@ class StartupWarningTests(TestCase):
         self.addCleanup(shutil.rmtree, top)
         program = os.path.join(top, "python3")
         os.symlink(sys.executable, program)
-        records = self._capture_warnings()
-        worker = Sandbox(python_worker_config(["-c", "pass"], executable=program, isolation="none"),
-                         hooks=hooks_with())
-        await worker.setup()
-        await worker.teardown()
-        closed = [r.getMessage() for r in records if "will not be able to" in r.getMessage()]
+        closed = await self.startup_warnings(
+            python_worker_config(["-c", "pass"], executable=program, isolation="none"))
         if os.geteuid() == 0:
             self.assertEqual(len(closed), 1, closed)
             self.assertIn(f"{program}: {top} cannot be entered by other users (mode 0700)", closed[0])
         else:
             self.assertEqual(closed, [])
 
-    def _capture_warnings(self) -> list[logging.LogRecord]:
+    async def startup_warnings(self, config: dict[str, Any]) -> list[str]:
+        """The WARNINGs about unreachable paths a worker with ``config`` logs while it starts."""
         records: list[logging.LogRecord] = []
         handler = logging.Handler(logging.WARNING)
         handler.emit = records.append  # type: ignore[method-assign]
         logger = logging.getLogger("vxsandbox.worker")
         logger.addHandler(handler)
         self.addCleanup(logger.removeHandler, handler)
-        return records
+        worker = Sandbox(config, hooks=hooks_with())
+        await worker.setup()
+        await worker.teardown()
+        return [r.getMessage() for r in records if "will not be able to" in r.getMessage()]
