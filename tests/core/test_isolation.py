@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from twisted.trial.unittest import TestCase
 
-from vxsandbox_core import Sandbox
+from vxsandbox_core import Sandbox, cli
 from vxsandbox_core.isolation import unreadable_by_children
 from vxsandbox_core.testing import hooks_with, python_worker_config
 
@@ -129,3 +129,19 @@ class StartupWarningTests(TestCase):
         await worker.setup()
         await worker.teardown()
         return [r.getMessage() for r in records if "will not be able to" in r.getMessage()]
+
+
+def test_check_reports_a_program_a_root_workers_children_cannot_run(top: Path) -> None:
+    """``vxsandbox check`` says what the worker would log at startup, as an error: every run would fail."""
+    folder = top / "closed"
+    folder.mkdir(mode=0o700)
+    program = folder / "python3"
+    program.symlink_to(sys.executable)
+    raw = python_worker_config(["-c", "pass"], executable=str(program), isolation="none")
+    _lines, errors = cli.check_config(raw)
+    unreachable = [e for e in errors if "will not be able to run or read" in e]
+    if os.geteuid() == 0:
+        [error] = unreachable
+        assert f"{program}: {folder} cannot be entered by other users (mode 0700)" in error
+    else:
+        assert unreachable == []

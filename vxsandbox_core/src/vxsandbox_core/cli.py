@@ -334,7 +334,7 @@ def check_config(raw: dict[str, Any], url_override: str | None = None, worker_cl
     """
     from .brokers.amqp.url import AmqpUrl
     from .config import SandboxConfig
-    from .isolation import DEFAULT_ISOLATION, check_isolation, describe_isolation
+    from .isolation import DEFAULT_ISOLATION, check_isolation, describe_isolation, describe_unreachable
     from .registry import resolve_resource, resolve_worker
     lines: list[str] = []
     errors: list[str] = []
@@ -423,11 +423,15 @@ def check_config(raw: dict[str, Any], url_override: str | None = None, worker_cl
             # Building the worker (without setting it up) runs every resource's own
             # validation and finds the executable, without connecting anything.
             try:
-                worker_cls(config, broker=None)
+                worker = worker_cls(config, broker=None)
             except ConfigError as e:
                 add(e)
             except Exception as e:
                 errors.append(f"building the worker failed: {type(e).__name__}: {e}")
+            else:
+                closed = worker.unreachable_by_children()
+                if closed:
+                    errors.append(describe_unreachable(closed))
     return lines, errors
 
 

@@ -186,6 +186,12 @@ def unreadable_by_children(paths: Iterable[str], programs: Iterable[str] = ()) -
     return problems
 
 
+def describe_unreachable(problems: list[str]) -> str:
+    """The one line the worker logs (and ``vxsandbox check`` reports) for :func:`unreadable_by_children`'s problems."""
+    return ("children run as unprivileged uids and will not be able to run or read what they need, "
+            "so every run will fail: " + "; ".join(problems))
+
+
 def _closed_to_others(path: str, run: bool) -> str | None:
     if not os.path.exists(path):
         return None

@@ -22,7 +22,13 @@ from .aio import default_reactor
 from .api import SandboxApi
 from .config import SandboxConfig
 from .errors import ConfigError, MessageError, SandboxRefusedError
-from .isolation import effective_isolation, isolation_warning, unreadable_by_children, wrap_command
+from .isolation import (
+    describe_unreachable,
+    effective_isolation,
+    isolation_warning,
+    unreadable_by_children,
+    wrap_command,
+)
 from .message import Message, TransportEvent, TransportUserMessage
 from .plugins import Hooks
 from .pool import ChildPool
@@ -167,13 +173,21 @@ class Sandbox:
         warning = isolation_warning(self.config.isolation)
         if warning is not None:
             log.warning("%s", warning)
-        if os.geteuid() == 0 and effective_isolation(self.config.isolation) == "none":
-            closed = unreadable_by_children(self.read_paths(self._template_api()), programs=[self.executable])
-            if closed:
-                log.warning("children run as unprivileged uids and will not be able to run or read what they "
-                            "need, so every run will fail: %s", "; ".join(closed))
+        closed = self.unreachable_by_children()
+        if closed:
+            log.warning("%s", describe_unreachable(closed))
         await self.resources.setup()
         self.pool._top_up()
+
+    def unreachable_by_children(self) -> list[str]:
+        """What a root worker's unjailed children could not run or read, each as ``"<path>: <why>"``.
+
+        Empty unless the worker runs as root with ``isolation`` (in effect) ``none``: its children
+        then run as unprivileged uids, and the program, runner and app must be open to other users.
+        """
+        if os.geteuid() != 0 or effective_isolation(self.config.isolation) != "none":
+            return []
+        return unreadable_by_children(self.read_paths(self._template_api()), programs=[self.executable])
 
     async def teardown(self) -> None:
         """Kill every child, wait for them to end, and tear the resources down."""
