@@ -439,11 +439,14 @@ def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
 
 # --- worker processes -------------------------------------------------------------------------------
 
-def worker_config(app: str, mode: str, transport: str, key_prefix: str, snapshot: bool = False) -> dict[str, Any]:
-    """The ``vxsandbox run`` config for an app in a mode (the vumigo app from a startup snapshot if ``snapshot``)."""
+def worker_config(app: str, mode: str, transport: str, key_prefix: str, snapshot: bool = False,
+                  runs_per_child: int = 1) -> dict[str, Any]:
+    """The ``vxsandbox run`` config for an app in a mode (the vumigo app from a startup snapshot if ``snapshot``;
+    warm children serving ``runs_per_child`` messages at once)."""
     per_process, prefork = MODES[mode]
     common = {"transport_name": transport, "sandbox_id": "bench", "amqp_prefetch_count": PREFETCH,
-              "messages_per_process": per_process, "prefork": prefork, "timeout": 30}
+              "messages_per_process": per_process, "prefork": prefork, "timeout": 30,
+              "runs_per_child": runs_per_child if mode == "warm" else 1}
     if app == "js":
         return {**common, "worker": "js", "javascript": REPLY_APP, "sandbox": {"outbound": {"cls": "outbound"}}}
     if app == "vumigo":
@@ -746,7 +749,7 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             config_path = os.path.join(tmp, f"{tn}.json")  # JSON is YAML
             snapshot = args.snapshot and app == "vumigo"
             with open(config_path, "w") as f:
-                json.dump(worker_config(app, mode, tn, key_prefix, snapshot), f)
+                json.dump(worker_config(app, mode, tn, key_prefix, snapshot, args.runs_per_child), f)
             n_one, n_sat = COUNTS[(app, mode)]
             warmup = 20 if mode == "warm" else 2
             argv = vxsandbox_argv(config_path, "info" if snapshot else "warning")
@@ -917,6 +920,8 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--snapshot", action="store_true",
                         help="run the vumigo app with snapshot: true (measured once its snapshot is made)")
+    parser.add_argument("--runs-per-child", type=int, default=1, metavar="N",
+                        help="warm children serve up to N messages at once (the config's runs_per_child)")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "TRANSPORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -135,7 +135,7 @@ class HostileMessageTests(TestCase):
                 self.assertEqual(outcome, "refused")
         self.assertTrue(all("could not be sent to the sandbox: RecursionError" in line for line in logs.output),
                         logs.output)
-        self.assertEqual(worker.pool.busy, set())
+        self.assertEqual(worker.pool.busy, {})
         good = make_user_message(transport_name="tr", content="after")
         self.assertEqual(await worker.process_message(good), "ok")
         self.assertEqual(worker.broker.messages()[-1]["in_reply_to"], good["message_id"])

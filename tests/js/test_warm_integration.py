@@ -143,9 +143,9 @@ class SentRecorder:
         child = api.child
         original = child.send
 
-        def send(command):
+        def send(command, run=None):
             self.sent.append(command)
-            return original(command)
+            return original(command, run)
 
         child.send = send
 

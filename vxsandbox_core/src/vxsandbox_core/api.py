@@ -22,7 +22,7 @@ from .resources import describe_field
 if TYPE_CHECKING:
     from .config import SandboxConfig
     from .message import Message
-    from .process import SandboxChild
+    from .process import SandboxChild, SandboxRun
     from .resources import SandboxResource, SandboxResources
 
 log = logging.getLogger("vxsandbox.sandbox")
@@ -46,6 +46,8 @@ class SandboxApi:
         self.worker = worker
         self.hooks = hooks
         self.child: SandboxChild | None = None
+        #: this run in its child (None until the child starts it)
+        self.run: SandboxRun | None = None
         self.logging_resource = (resources.get(config.logging_resource)
                                  if config.logging_resource else None)
         #: messages this run received, by message_id (outbound may only answer these)
@@ -56,24 +58,26 @@ class SandboxApi:
         self.log_lines = 0
         self.log_lines_dropped = 0
 
-    def set_sandbox(self, child: SandboxChild) -> None:
-        """Attach the child this run talks to."""
+    def set_sandbox(self, child: SandboxChild, run: SandboxRun | None = None) -> None:
+        """Attach the child this run talks to, and the run it is there."""
         self.child = child
+        self.run = run
 
     # --- to the child -----------------------------------------------------------
 
     def _child(self) -> SandboxChild | None:
-        # A warm child outlives this run: only act on it while this run is its current one,
-        # so nothing from an ended run can reach (or kill) the next tenant message.
+        # A warm child outlives this run: only act on it while it serves this run, so nothing
+        # from an ended run can reach (or kill) the next tenant message.
         child = self.child
-        if child is None or child.run is None or child.run.api is not self:
+        run = self.run
+        if child is None or run is None or child.runs.get(run.run_id) is not run:
             return None
         return child
 
     def sandbox_send(self, command: Command) -> bool:
         """Send a command to the child; False when this run has ended (the command is dropped)."""
         child = self._child()
-        return child is not None and child.send(command)
+        return child is not None and child.send(command, self.run)
 
     def sandbox_kill(self, reason: str, explanation: str | None = None) -> None:
         """Kill the child, reporting ``explanation`` (if given) to the app's owner and the operator."""
@@ -81,13 +85,13 @@ class SandboxApi:
             self.report(explanation, logging.ERROR)
         child = self._child()
         if child is not None:
-            child.kill(reason)
+            child.kill(reason, self.run)
 
     def sandbox_finish(self) -> None:
         """End this run because the app said it is done; the run counts as a success."""
         child = self._child()
         if child is not None:
-            child.finish()
+            child.finish(self.run)
 
     def sandbox_inbound_message(self, msg: Message) -> None:
         """Hand a user message to the child as ``inbound-message``."""

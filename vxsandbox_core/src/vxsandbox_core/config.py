@@ -254,6 +254,7 @@ class SandboxConfig(Config):
     max_log_lines_per_run: int
     logging_resource: str | None
     messages_per_process: int
+    runs_per_child: int
     prefork: int
     max_children: int | None
     idle_timeout: float
@@ -298,6 +299,9 @@ class SandboxConfig(Config):
         Field("messages_per_process", (int,), "messages of one sandbox_id (and one version of its code) a "
               "child may serve before it is retired; above 1 children are kept warm between messages",
               1, positive),
+        Field("runs_per_child", (int,), "messages of one sandbox_id (and one version of its code) a warm "
+              "child may serve at the same time, each in its own run; above 1 the child's program must "
+              "keep runs apart by their run_id (the JavaScript runner does)", 1, positive),
         Field("prefork", (int,), "blank children kept started ahead of need, so a message does not wait "
               "for a process to start", 0, non_negative),
         Field("max_children", (int, type(None)), "live children at most (busy, warm and pre-started); "

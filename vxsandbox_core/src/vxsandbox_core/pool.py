@@ -10,6 +10,11 @@ before they are needed, so a message does not wait for a process to start.
 A spare taken while others still wait is replaced when a run ends, not
 beside the run it serves: on a small machine the replacement's start would
 take the CPU that run needs. Taking the last spare replaces it at once.
+
+A child that may serve several runs at once (``runs_per_child``) is given
+another run of its key while it has room, before an idle or new child is:
+the fewer processes take turns on the cores, the less each message costs.
+It counts as busy until its last run ends.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ class ChildPool:
         self.prefork = prefork
         self.cpu_limit = cpu_limit
         self.reactor = reactor
-        self.busy: set[SandboxChild] = set()
+        #: children serving runs, each with its key
+        self.busy: dict[SandboxChild, Hashable] = {}
         #: idle children, least recently used first, each with its key and reaping timer
         self.idle: OrderedDict[SandboxChild, tuple[Hashable, Any]] = OrderedDict()
         self.spares: list[SandboxChild] = []
@@ -84,17 +90,23 @@ class ChildPool:
         Waits when ``max_children`` are all busy.
         """
         while True:
-            # The most recently released child first: its caches are warm, and the others
+            # A busy child with room for another run first, the one taken most recently.
+            for child, child_key in reversed(self.busy.items()):
+                if child_key == key and child.has_room:
+                    self.busy[child] = self.busy.pop(child)
+                    self.reused += 1
+                    return child, False
+            # Then the most recently released child: its caches are warm, and the others
             # of a burst stay idle long enough to be reaped (eviction below takes the oldest).
             for child, (child_key, _timer) in reversed(self.idle.items()):
                 if child_key == key:
                     self._take_idle(child)
-                    self.busy.add(child)
+                    self.busy[child] = key
                     self.reused += 1
                     return child, False
             if spare_ok and self.spares:
                 child = self.spares.pop(0)
-                self.busy.add(child)
+                self.busy[child] = key
                 if not self.spares:
                     # Otherwise the next release tops up, after this run rather than beside it.
                     self._top_up()
@@ -110,13 +122,20 @@ class ChildPool:
                     await waiter
                     continue
             child = self._spawn(api)
-            self.busy.add(child)
+            self.busy[child] = key
             self._top_up()
             return child, True
 
     def release(self, child: SandboxChild, key: Hashable, result: SandboxResult | None) -> None:
-        """Take a child back after its run: keep it warm, or retire it (always when ``result`` is None)."""
-        self.busy.discard(child)
+        """Take a child back after a run: keep it warm, or retire it (always when ``result`` is None).
+
+        A child still serving other runs stays busy, and a waiter is woken to look for its room.
+        """
+        if result is not None and child.runs:
+            if self._waiting:
+                self._waiting.pop(0).callback(None)
+            return
+        self.busy.pop(child, None)
         if result is not None and not result.retired and child.reusable and not self._cpu_worn(child):
             timer = self.reactor.callLater(self.idle_timeout, self._reap, child)
             self.idle[child] = (key, timer)

@@ -3,11 +3,23 @@
 The child's command starts with the ``prlimit`` arguments of
 :mod:`vxsandbox_core.rlimits`, so its limits hold from its first instruction.
 
-A child serves one *run* (one message or event) at a time. A cold child
-serves one run and is killed when it ends; a warm child (``max_runs`` > 1)
-goes back to its pool after a run that ended cleanly. Anything unusual (a
-timeout, a kill, a crash, output between runs, requests still pending when
-the app said it was done) retires the child.
+A child serves *runs* (one message or event each): one at a time unless
+``runs_at_once`` > 1. A cold child serves one run and is killed when it
+ends; a warm child (``max_runs`` > 1) goes back to its pool after a run that
+ended cleanly. Anything unusual (a timeout, a kill, a crash, output between
+runs, requests still pending when the app said it was done) retires the
+child.
+
+A child serving several runs at once (its runtime must support it, as the
+JavaScript runner does) keeps each run apart by its number: the worker adds
+``run_id`` to every line it sends for a run, and the child adds it to every
+line it writes for one; lines of such a child that name no run it is serving
+are ignored. Each run keeps its own timeout, request counts and pending
+requests; what the process does as a whole (its output, which counts against
+every run it is serving, its stderr, its end) touches all of them. A kill for
+one run's fault ends the others too, each with the reason
+``another run's <reason>``: they share one process, as they share one tenant
+and one version of its code.
 """
 
 from __future__ import annotations
@@ -153,9 +165,11 @@ class SandboxResult:
 class SandboxRun:
     """One message's run inside a child: its API, timer, output count and pending requests."""
 
-    def __init__(self, api: SandboxApi, started: float) -> None:
+    def __init__(self, api: SandboxApi, started: float, run_id: int) -> None:
         self.api = api
         self.started = started
+        #: its number in its child (1 for the first run); the ``run_id`` of its lines
+        self.run_id = run_id
         self.received = 0
         self.requests = 0
         self.kill_reason: str | None = None
@@ -195,11 +209,12 @@ class SandboxChild(ProcessProtocol):
     :param max_requests: requests one run may make before the child is killed.
     :param max_pending: requests one run may have in flight at once; more get an error reply.
     :param stdin_limit: bytes of replies that may wait on the child's stdin, unread, before it is killed.
+    :param runs_at_once: runs the child may serve at the same time; above 1 every line carries a ``run_id``.
     """
 
     def __init__(self, argv: list[str], env: dict[str, str], path: str | None, recv_limit: int,
                  max_runs: int = 1, max_requests: int = 10000, max_pending: int = 100,
-                 stdin_limit: int = 8 * 1024 * 1024, reactor: Any = None) -> None:
+                 stdin_limit: int = 8 * 1024 * 1024, reactor: Any = None, runs_at_once: int = 1) -> None:
         reactor = default_reactor(reactor)
         self.reactor = reactor
         self.argv = argv
@@ -210,10 +225,12 @@ class SandboxChild(ProcessProtocol):
         self.max_requests = max_requests
         self.max_pending = max_pending
         self.stdin_limit = stdin_limit
-        #: bytes of the worker's own commands (initialize, the message) sent in this run: never refused
+        self.runs_at_once = runs_at_once
+        #: bytes of the worker's own commands (initialize, the messages) sent to the child: never refused
         self._own_sent = 0
         self.runs_started = 0
-        self.run: SandboxRun | None = None
+        #: the runs being served, oldest first, by run_id
+        self.runs: dict[int, SandboxRun] = {}
         #: the API of the run that started the child (resources initialised it for this tenant)
         self.first_api: SandboxApi | None = None
         self.retiring = False
@@ -238,56 +255,73 @@ class SandboxChild(ProcessProtocol):
         self.pid = getattr(self.transport, "pid", None)
 
     @property
+    def run(self) -> SandboxRun | None:
+        """The oldest run being served, or None."""
+        return next(iter(self.runs.values()), None)
+
+    @property
     def reusable(self) -> bool:
         """The child may serve another run."""
         return not (self.ended or self.retiring) and self.runs_started < self.max_runs
+
+    @property
+    def has_room(self) -> bool:
+        """The child may start another run now, beside the ones it is serving."""
+        return self.reusable and len(self.runs) < self.runs_at_once
 
     # --- runs -------------------------------------------------------------------
 
     def start_run(self, api: SandboxApi, timeout: float) -> Deferred[SandboxResult]:
         """Begin a run for ``api``; the Deferred fires with its :class:`SandboxResult`."""
-        if self.run is not None:
-            raise RuntimeError("a sandbox child serves one run at a time")
+        if len(self.runs) >= self.runs_at_once:
+            raise RuntimeError(f"a sandbox child serves at most {self.runs_at_once} run(s) at a time")
         self.runs_started += 1
         if self.first_api is None:
             self.first_api = api
-        run = SandboxRun(api, time.monotonic())
-        self.run = run
-        self._own_sent = 0
-        api.set_sandbox(self)
+        run = SandboxRun(api, time.monotonic(), self.runs_started)
+        self.runs[run.run_id] = run
+        if len(self.runs) == 1:
+            self._own_sent = 0
+        api.set_sandbox(self, run)
         if self.ended:
             # The child died before this run began (e.g. it could not be executed).
             self._end_run(run)
         else:
-            run.timer = IReactorTime(self.reactor).callLater(timeout, self.kill, "timeout")
+            run.timer = IReactorTime(self.reactor).callLater(timeout, self.kill, "timeout", run)
         return run.result
 
-    def send(self, command: Command) -> bool:
-        """Write one command to the child; returns False (and drops it) if the child has gone."""
+    def send(self, command: Command, run: SandboxRun | None = None) -> bool:
+        """Write one command to the child (for ``run``, if given); False (and dropped) if the child has gone."""
         if self.ended or self.transport is None:
             return False
+        if run is not None and self.runs_at_once > 1:
+            command = {**command, "run_id": run.run_id}
         data = encode(command)
         if command.get("reply") is True:
             # A child that asks and never reads would make the worker hold every reply in memory.
             waiting = queued_bytes(self) - self._own_sent
             if waiting + len(data) > self.stdin_limit:
-                run = self.run
-                if run is not None and run.kill_reason is None and not run.finished:
-                    run.api.report(f"sandbox is not reading its replies: more than stdin_limit "
-                                   f"({self.stdin_limit} bytes) would wait on its stdin; killing it",
-                                   logging.ERROR)
-                self.kill("stdin_limit")
+                culprit = run or self.run
+                if culprit is not None and culprit.kill_reason is None and not culprit.finished:
+                    culprit.api.report(f"sandbox is not reading its replies: more than stdin_limit "
+                                       f"({self.stdin_limit} bytes) would wait on its stdin; killing it",
+                                       logging.ERROR)
+                self.kill("stdin_limit", culprit)
                 return False
         else:
             self._own_sent += len(data)
         write_now(self.transport, data)
         return True
 
-    def kill(self, reason: str) -> None:
-        """Kill the child now; the current run (if any) fails with ``reason`` (the first reason wins)."""
-        run = self.run
-        if run is not None and run.kill_reason is None and not run.finished:
-            run.kill_reason = reason
+    def kill(self, reason: str, run: SandboxRun | None = None) -> None:
+        """Kill the child now; its runs fail with ``reason`` (the first reason wins).
+
+        With ``run`` given the kill is that run's fault: the child's other runs
+        fail with ``another run's <reason>``.
+        """
+        for each in self.runs.values():
+            if each.kill_reason is None and not each.finished:
+                each.kill_reason = reason if run is None or each is run else f"another run's {reason}"
         self.retire()
 
     def retire(self) -> None:
@@ -313,16 +347,17 @@ class SandboxChild(ProcessProtocol):
             except OSError:
                 pass
 
-    def finish(self) -> None:
-        """The app said it is done: the run counts as a success, and a warm child goes back to its pool."""
-        run = self.run
+    def finish(self, run: SandboxRun | None = None) -> None:
+        """The app said ``run`` (the oldest by default) is done: it counts as a success, and a warm
+        child goes back to its pool once it serves no run."""
+        run = run or self.run
         if run is None or run.ending or run.kill_reason is not None:
             return
         self._drain_stderr()
-        if self.run is not run or run.ending or run.kill_reason is not None:
+        if self.runs.get(run.run_id) is not run or run.ending or run.kill_reason is not None:
             return
         run.finished = True
-        if self.runs_started >= self.max_runs:
+        if self.runs_started >= self.max_runs and len(self.runs) == 1:
             self.retire()
         else:
             self._end_run(run)
@@ -338,8 +373,8 @@ class SandboxChild(ProcessProtocol):
             self.retire()
 
         def fire(_: Any) -> None:
-            if self.run is run:
-                self.run = None
+            if self.runs.get(run.run_id) is run:
+                del self.runs[run.run_id]
             run.report_counts()
             run.api.report_dropped_log_lines()
             retired = self.ended or self.retiring
@@ -380,7 +415,10 @@ class SandboxChild(ProcessProtocol):
             self.errReceived(data)
 
     def _count(self, data: bytes) -> bool:
-        run = self.run
+        # Output cannot be told apart by run before it is split into lines: it counts against
+        # every run the child is serving.
+        active = [run for run in self.runs.values() if not run.ending]
+        run = active[0] if active else self.run
         if run is None and self.first_api is None:
             # A pre-started child that has not served yet (e.g. a runtime's start-up warning):
             # tolerated up to recv_limit, and nothing it says reaches any tenant.
@@ -396,12 +434,13 @@ class SandboxChild(ProcessProtocol):
                 api.report("sandbox wrote output after its run was done; retiring it", logging.WARNING)
             self.retire()
             return False
-        run.received += len(data)
+        for run in active:
+            run.received += len(data)
         if run.received > self.recv_limit:
             if run.kill_reason is None and not run.finished:
                 run.api.report(f"sandbox wrote more than recv_limit ({self.recv_limit} bytes) "
                                "to stdout and stderr; killing it", logging.ERROR)
-            self.kill("recv_limit")
+            self.kill("recv_limit", run)
             return False
         return True
 
@@ -443,12 +482,9 @@ class SandboxChild(ProcessProtocol):
 
     def _line_received(self, line: bytes) -> None:
         run = self.run
-        if run is None or run.ending or not line.strip() or (self.retiring and not run.finished):
+        if run is None or not line.strip():
             return
-        api = run.api
-        if run.finished:
-            run.report_once("requests after done", "sandbox sent requests after it said it was done; "
-                            "they were not carried out")
+        if self.runs_at_once == 1 and not self._still_asking(run):
             return
         repaired: list[str] = []
         try:
@@ -457,6 +493,12 @@ class SandboxChild(ProcessProtocol):
             shown = line[:200].decode("utf-8", "replace")
             run.report_once("invalid lines", f"sandbox sent an invalid line, ignored: {e}: {shown!r}")
             return
+        if self.runs_at_once > 1:
+            named = self._run_named(command, run)
+            if named is None or not self._still_asking(named):
+                return
+            run = named
+        api = run.api
         if repaired:
             # JavaScript strings may hold half a character (a lone surrogate); UTF-8 cannot.
             fields = ", ".join(sorted(repaired)[:5])[:200]
@@ -472,7 +514,7 @@ class SandboxChild(ProcessProtocol):
         if run.requests > self.max_requests:
             api.report(f"sandbox made more than max_requests_per_run ({self.max_requests}) requests; "
                        "killing it", logging.ERROR)
-            self.kill("too many requests")
+            self.kill("too many requests", run)
             return
         if len(run.pending) >= self.max_pending:
             api.sandbox_send(make_error_reply(
@@ -482,6 +524,26 @@ class SandboxChild(ProcessProtocol):
         d = api.dispatch_request(command)
         run.pending.add(d)
         d.addBoth(self._request_done, run, d)
+
+    def _still_asking(self, run: SandboxRun) -> bool:
+        """Whether a request of ``run`` may still be carried out (it is reported once when not)."""
+        if run.ending or (self.retiring and not run.finished):
+            return False
+        if run.finished:
+            run.report_once("requests after done", "sandbox sent requests after it said it was done; "
+                            "they were not carried out")
+            return False
+        return True
+
+    def _run_named(self, command: Command, oldest: SandboxRun) -> SandboxRun | None:
+        """The run a line of a child serving several at once names in its ``run_id`` (which is taken out)."""
+        run_id = command.pop("run_id", None)
+        run = self.runs.get(run_id) if type(run_id) is int else None
+        if run is None:
+            shown = repr(run_id)[:40]
+            oldest.report_once("lines of no run", f"sandbox sent {command['cmd']!r} with run_id {shown}, "
+                               "not a run it is serving; ignored")
+        return run
 
     def _request_done(self, result: Any, run: SandboxRun, d: Deferred[Any]) -> Any:
         run.pending.discard(d)
@@ -496,8 +558,8 @@ class SandboxChild(ProcessProtocol):
         value = reason.value
         self.exit_code = getattr(value, "exitCode", None)
         self.signal = getattr(value, "signal", None)
-        if self.run is not None:
-            self._end_run(self.run)
+        for run in list(self.runs.values()):
+            self._end_run(run)
         waiters, self._end_waiters = self._end_waiters, []
         for d in waiters:
             d.callback(None)

@@ -150,7 +150,8 @@ class Sandbox:
                                max_runs=config.messages_per_process,
                                max_requests=config.max_requests_per_run,
                                max_pending=config.max_pending_requests,
-                               stdin_limit=config.stdin_limit, reactor=self.reactor)
+                               stdin_limit=config.stdin_limit, reactor=self.reactor,
+                               runs_at_once=min(config.runs_per_child, config.messages_per_process))
 
     def _spawn_child(self, api: SandboxApi | None) -> SandboxChild:
         child = self.child_for_message(None, api or self._template_api())
@@ -269,7 +270,7 @@ class Sandbox:
                 except Exception as e:
                     # Nothing was written (encoding comes first), but the run cannot go on without its message.
                     undeliverable = e
-                    child.kill(UNDELIVERABLE)
+                    child.kill(UNDELIVERABLE, api.run)
             result = await run
         finally:
             # None: the wait itself failed (cancelled, or a bug above); the child cannot be trusted.

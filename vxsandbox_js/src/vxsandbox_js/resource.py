@@ -49,7 +49,7 @@ class JsSandboxResource(SandboxResource):
         message = (f"Node's permission model refused the app {kind} of {path!r}: only the app, the packages "
                    f"its node_modules resolution loads and the worker config's allow_fs_read may be read; "
                    f"add the path to allow_fs_read if the app must read it")
-        run = getattr(api.child, "run", None)
+        run = api.run
         if run is not None:
             run.report_once("access denied", message)
         else:

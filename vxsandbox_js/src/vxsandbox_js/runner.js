@@ -11,6 +11,10 @@
 //   initialize's `acknowledged` ({"log.info": "msg", ...}) names the commands whose reply is
 //   `success: true` whenever the request has that field: the runner answers those itself and
 //   marks the request `acknowledged: true`, so the worker handles it and sends no reply.
+//   A worker that has a child serve several runs at once (`runs_per_child`) adds `"run_id": n`
+//   to each inbound command and to every reply of that run; the runner then adds the same
+//   `run_id` to every line it writes for the run (requests, `js.done`), after the app's fields
+//   so the app cannot name another run.
 //
 // `initialize` compiles the app once. Every inbound command (one message or event: one run)
 // then gets a fresh vm context in which the app's code runs again, whose globals are a fresh
@@ -354,6 +358,7 @@ function bootstrap(host, runnerFile) {
         command.reply = false;
         delete command.cmd_id;
         delete command.acknowledged;
+        delete command.run_id;
         // A command the worker listed as acknowledged (see the runner's initialize), carrying
         // the field that makes its reply `success: true`, is answered here instead of by a
         // round trip through the worker, which still handles it and sends no reply.
@@ -567,6 +572,8 @@ function acknowledgedTable(value) {
 function Session(runner) {
     const self = this;
     self.closed = false;
+    // The worker's number for the run, when it has the child serve several at once (else null).
+    self.run = null;
     self.handles = new Map();
     const sandbox = Object.create(null);
     const context = vm.createContext(sandbox);
@@ -608,7 +615,7 @@ Session.prototype.bridge = function (runner, op, a, b, c) {
             return null;
         }
         const id = runner.nextId();
-        writeLine('{"cmd_id":"' + id + '"' + (a.length > 2 ? ',' : '') + a.slice(1));
+        writeLine('{"cmd_id":"' + id + '"' + (a.length > 2 ? ',' + a.slice(1, -1) : '') + runTag(this) + '}');
         return id;
     }
     if (op === 'acks' && typeof a === 'string') {
@@ -645,11 +652,11 @@ Session.prototype.bridge = function (runner, op, a, b, c) {
         return true;
     }
     if (op === 'denied' && typeof a === 'string' && typeof b === 'string') {
-        runner.denied(a, b);
+        runner.denied(a, b, this);
         return true;
     }
     if (op === 'fail' && typeof a === 'string' && typeof b === 'string') {
-        runner.fail(a, b);
+        runner.fail(a, b, this);
         return true;
     }
     return undefined;
@@ -679,6 +686,11 @@ Session.prototype.close = function () {
     this.handles.clear();
 };
 
+// The `run_id` field a line of `session`'s run ends with ('' when the worker numbers no runs).
+function runTag(session) {
+    return session !== null && session.run !== null ? ',"run_id":' + session.run : '';
+}
+
 // The reply the worker would have sent to an acknowledged request, delivered as if it had.
 function acknowledge(runner, session, id, cmd) {
     if (session.closed) {
@@ -686,7 +698,7 @@ function acknowledge(runner, session, id, cmd) {
     }
     const problem = session.deliver(JSON.stringify({cmd: cmd, cmd_id: id, reply: true, success: true}));
     if (typeof problem === 'string') {
-        runner.fail('app callback for ' + cmd + ' failed', problem);
+        runner.fail('app callback for ' + cmd + ' failed', problem, session);
     }
 }
 
@@ -700,7 +712,7 @@ function fireTimer(runner, session, id) {
     }
     const problem = session.fire(id);
     if (typeof problem === 'string') {
-        runner.fail('uncaught exception in app', problem);
+        runner.fail('uncaught exception in app', problem, session);
     }
 }
 
@@ -717,6 +729,8 @@ function Runner() {
     // A context made ahead of a run (see prepare), never yet handed to any app code.
     self.standby = null;
     self.session = null;
+    // The open sessions of numbered runs, by run_id (a worker serving several runs at once).
+    self.sessions = new Map();
     // The latest session's describe, for what reaches the process's error events.
     self.describe = null;
     self.failing = false;
@@ -728,9 +742,31 @@ function Runner() {
         return String(lastId);
     };
 
+    // An open session a line about the runner itself is written for: `session` if it is open,
+    // else the latest, else any (a worker serving several runs at once reads no line without
+    // a run of its own).
+    self.someSession = function (session) {
+        if (session && !session.closed) {
+            return session;
+        }
+        if (self.session !== null && !self.session.closed) {
+            return self.session;
+        }
+        const open = self.sessions.values().next();
+        return open.done ? null : open.value;
+    };
+
+    // Writes one of the runner's own commands (an object) for `session`'s run, if it has one.
+    self.write = function (command, session) {
+        if (session !== null && session.run !== null) {
+            command.run_id = session.run;
+        }
+        writeCommand(command);
+    };
+
     // A message about the runner itself, not part of any run.
     self.warn = function (msg) {
-        writeCommand({cmd: 'log.warning', cmd_id: self.nextId(), reply: false, msg: msg});
+        self.write({cmd: 'log.warning', cmd_id: self.nextId(), reply: false, msg: msg}, self.someSession(null));
     };
 
     self.finish = function (session) {
@@ -741,7 +777,10 @@ function Runner() {
         if (self.session === session) {
             self.session = null;
         }
-        writeCommand({cmd: 'js.done', cmd_id: self.nextId(), reply: false});
+        if (session.run !== null) {
+            self.sessions.delete(session.run);
+        }
+        self.write({cmd: 'js.done', cmd_id: self.nextId(), reply: false}, session);
         // The next run's context is made while the worker handles this one's end, off the next
         // message's path. It belongs to no run or tenant until that run begins in it; the
         // context of the run just ended is never used again.
@@ -759,7 +798,8 @@ function Runner() {
     };
 
     // Reports `what: detail` (both strings) through the log and exits 1 once it is acknowledged.
-    self.fail = function (what, detail) {
+    // `session` is the run it happened in, when known; it ends every run of the process.
+    self.fail = function (what, detail, session) {
         if (self.failing) {
             return;
         }
@@ -767,16 +807,17 @@ function Runner() {
         const timer = setTimeout(function () { process.exit(1); }, FATAL_LOG_WAIT_MS);
         timer.unref();
         self.fatalId = self.nextId();
-        writeCommand({cmd: 'log.error', cmd_id: self.fatalId, reply: false, msg: what + ': ' + detail});
+        self.write({cmd: 'log.error', cmd_id: self.fatalId, reply: false, msg: what + ': ' + detail},
+                   self.someSession(session));
     };
 
     // A value thrown at the process's error events: one of the runner's own errors, or the
     // app's (from a promise job, or from something app_context handed over), described in
     // the app's realm so that none of its hooks runs with the runner's objects.
     // Reports a read or other access Node's permission model refused (strings only).
-    self.denied = function (permission, resource) {
-        writeCommand({cmd: 'js.access_denied', cmd_id: self.nextId(), reply: false,
-                      permission: permission, resource: resource});
+    self.denied = function (permission, resource, session) {
+        self.write({cmd: 'js.access_denied', cmd_id: self.nextId(), reply: false,
+                    permission: permission, resource: resource}, self.someSession(session));
     };
 
     self.failValue = function (what, value) {
@@ -863,13 +904,18 @@ function Runner() {
         queued.forEach(function (item) { self.dispatch(item[0], item[1]); });
     };
 
-    // Start a run: a fresh context in which the app's code runs, with a fresh api. Returns the
-    // session, or the description of what the app threw while loading.
-    self.begin = function () {
+    // Start a run (numbered `run` by the worker, or null): a fresh context in which the app's code
+    // runs, with a fresh api. Returns the session, or the description of what the app threw
+    // while loading (the session is then left open, for the fatal report to name its run).
+    self.begin = function (run) {
         const extra = self.app.context();
         const session = self.standby !== null ? self.standby : new Session(self);
         self.standby = null;
         self.session = session;
+        if (typeof run === 'number') {
+            session.run = run;
+            self.sessions.set(run, session);
+        }
         self.describe = session.describe;
         if (extra !== null) {
             // Operator-trusted: whatever app_context hands over is the operator's choice.
@@ -890,13 +936,13 @@ function Runner() {
     self.dispatch = function (command, line) {
         let problem;
         try {
-            const session = self.begin();
+            const session = self.begin(command.run_id);
             problem = typeof session === 'string' ? session : session.dispatch(line);
         } catch (err) {
             problem = describeOwn(err);
         }
         if (typeof problem === 'string') {
-            self.fail('app handler for ' + command.cmd + ' failed', problem);
+            self.fail('app handler for ' + command.cmd + ' failed', problem, self.session);
         }
     };
 
@@ -904,13 +950,13 @@ function Runner() {
         if (command.cmd_id === self.fatalId) {
             process.exit(1);
         }
-        const session = self.session;
+        const session = command.run_id !== undefined ? self.sessions.get(command.run_id) || null : self.session;
         if (session === null || session.closed) {
             return;
         }
         const problem = session.deliver(line);
         if (typeof problem === 'string') {
-            self.fail('app callback for ' + command.cmd + ' failed', problem);
+            self.fail('app callback for ' + command.cmd + ' failed', problem, session);
         }
     };
 
@@ -973,7 +1019,7 @@ function Runner() {
         if (command.cmd === 'initialize' || command.cmd === 'prepare') {
             return command;
         }
-        return {cmd: command.cmd, cmd_id: command.cmd_id, reply: command.reply};
+        return {cmd: command.cmd, cmd_id: command.cmd_id, reply: command.reply, run_id: command.run_id};
     }
 
 // Chunks of a line not yet ended: only each new chunk is searched for a newline, so a

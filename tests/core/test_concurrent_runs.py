@@ -1,0 +1,162 @@
+"""A child serving several runs at once (``runs_per_child``): lines kept apart by run_id, limits per run."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.trial.unittest import TestCase
+
+from vxsandbox_core import Sandbox, hookimpl
+from vxsandbox_core.config import SandboxConfig
+from vxsandbox_core.errors import ConfigError
+from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message, python_worker_config
+
+#: Waits for two messages, then answers the second first: a reply to each (through outbound, which
+#: only answers a message of the run that asks) and run.done, every line naming its run.
+PAIR_CHILD = r"""
+import json, sys
+held = []
+for line in sys.stdin:
+    command = json.loads(line)
+    if command.get('cmd') != 'inbound-message':
+        continue
+    held.append(command)
+    if len(held) == 2:
+        for c in reversed(held):
+            msg = c['msg']
+            for out in ({'cmd': 'outbound.reply_to', 'in_reply_to': msg['message_id'], 'run_id': c['run_id'],
+                         'content': 'echo ' + msg['content']},
+                        {'cmd': 'record.seen', 'run_id': c['run_id'], 'content': msg['content']},
+                        {'cmd': 'run.done', 'run_id': c['run_id']}):
+                print(json.dumps(out))
+        sys.stdout.flush()
+        held = []
+"""
+
+#: Finishes no run; names a run it does not serve, and sends a line naming none.
+STRAY_CHILD = r"""
+import json, sys
+for line in sys.stdin:
+    command = json.loads(line)
+    if command.get('cmd') == 'inbound-message':
+        print(json.dumps({'cmd': 'record.stray', 'run_id': 99}))
+        print(json.dumps({'cmd': 'record.unnamed'}))
+        sys.stdout.flush()
+"""
+
+#: Never finishes a run.
+STUCK_CHILD = "import sys\nfor line in sys.stdin: pass\n"
+
+
+class Ends:
+    """Keeps every run's result."""
+
+    def __init__(self) -> None:
+        self.results: list = []
+
+    @hookimpl
+    def run_ended(self, api, result):
+        self.results.append(result)
+
+
+def worker(code: str, ends: Ends | None = None, **extra) -> Sandbox:
+    extra.setdefault("messages_per_process", 10)
+    extra.setdefault("runs_per_child", 2)
+    sandbox = {"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"}, "run": {"cls": "run"}}
+    config = python_worker_config(["-c", code], sandbox=sandbox, logging_resource="record", **extra)
+    return Sandbox(config, broker=RecordingBroker(), hooks=hooks_with(*([ends] if ends else [])))
+
+
+def at_once(*runs):
+    """Fires with the outcomes of ``process_message`` coroutines run side by side."""
+    return gatherResults([Deferred.fromCoroutine(run) for run in runs])
+
+
+class ConcurrentRunTests(TestCase):
+    async def start(self, code: str, **extra) -> Sandbox:
+        w = worker(code, **extra)
+        self.addCleanup(lambda: Deferred.fromCoroutine(w.teardown()))
+        await w.setup()
+        return w
+
+    async def test_two_runs_share_one_child_and_each_line_reaches_its_own_run(self):
+        """Two messages at once run in one child; each reply answers its own message, whatever the order."""
+        w = await self.start(PAIR_CHILD)
+        sent = []
+        original = Sandbox.child_for_message
+
+        def recording(self_, msg, api):
+            child = original(self_, msg, api)
+            send = child.send
+            child.send = lambda command, run=None: (sent.append(json.loads(json.dumps(
+                {**command, **({"run_id": run.run_id} if run else {})}))), send(command, run))[1]
+            return child
+
+        self.patch(Sandbox, "child_for_message", recording)
+        first, second = make_user_message(content="one"), make_user_message(content="two")
+        outcomes = await at_once(w.process_message(first), w.process_message(second))
+        self.assertEqual(outcomes, ["ok", "ok"])
+        self.assertEqual(w.pool.spawned, 1)
+        replies = {m["in_reply_to"]: m["content"] for m in w.broker.messages()}
+        self.assertEqual(replies, {first["message_id"]: "echo one", second["message_id"]: "echo two"})
+        inbound = [c for c in sent if c["cmd"] == "inbound-message"]
+        self.assertEqual([(c["run_id"], c["msg"]["content"]) for c in inbound], [(1, "one"), (2, "two")])
+        seen = [r for r in w.resources.resources["record"].requests if r["cmd"] == "seen"]
+        self.assertEqual([r["content"] for r in seen], ["two", "one"])
+        # The run_id is the protocol's: resources never see it.
+        self.assertNotIn("run_id", seen[0])
+
+    async def test_the_last_allowed_run_ending_first_leaves_the_other_to_finish(self):
+        """messages_per_process 2: the run that ends first does not retire the child under the other run."""
+        w = await self.start(PAIR_CHILD, messages_per_process=2)
+        outcomes = await at_once(w.process_message(make_user_message(content="one")),
+                                 w.process_message(make_user_message(content="two")))
+        self.assertEqual(outcomes, ["ok", "ok"])
+        self.assertEqual(len(w.broker.messages()), 2)
+        self.assertEqual(w.pool.live, 0)
+
+    async def test_one_run_at_a_time_without_runs_per_child(self):
+        """runs_per_child 1 (the default): the second message gets a child of its own, and no run_id is sent."""
+        w = await self.start(STUCK_CHILD, runs_per_child=1, timeout=0.3)
+        await at_once(w.process_message(make_user_message()), w.process_message(make_user_message()))
+        self.assertEqual(w.pool.spawned, 2)
+
+    async def test_lines_naming_no_run_are_ignored_and_reported(self):
+        """A line with a run_id the child is not serving, or with none, reaches no resource and is reported."""
+        w = await self.start(STRAY_CHILD, timeout=0.5)
+        self.assertEqual(await w.process_message(make_user_message()), "error")
+        record = w.resources.resources["record"]
+        self.assertEqual([r["cmd"] for r in record.requests], [])
+        logs = [msg for _, _, msg in record.logs]
+        self.assertTrue(any("run_id 99, not a run it is serving" in m for m in logs), logs)
+        # Reported once per run, then counted: the unnamed line is the second of its kind.
+        self.assertIn("1 more lines of no run ignored in this run", logs)
+
+    async def test_one_runs_timeout_ends_the_other_with_its_own_reason(self):
+        """The run that timed out is killed for its timeout; the run beside it for another run's timeout."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        ends = Ends()
+        w = worker(STUCK_CHILD, ends, timeout=0.5)
+        self.addCleanup(lambda: Deferred.fromCoroutine(w.teardown()))
+        await w.setup()
+        first = Deferred.fromCoroutine(w.process_message(make_user_message(content="first")))
+        await deferLater(reactor, 0.2, lambda: None)
+        second = Deferred.fromCoroutine(w.process_message(make_user_message(content="second")))
+        self.assertEqual(await gatherResults([first, second]), ["error", "error"])
+        self.assertEqual(w.pool.spawned, 1)
+        self.assertEqual([r.kill_reason for r in ends.results], ["timeout", "another run's timeout"])
+
+    async def test_a_full_child_leaves_the_next_message_to_another(self):
+        """With runs_per_child 2 a third message at once is served by a second child."""
+        w = await self.start(STUCK_CHILD, timeout=0.3)
+        outcomes = await at_once(*(w.process_message(make_user_message()) for _ in range(3)))
+        self.assertEqual(outcomes, ["error"] * 3)
+        self.assertEqual(w.pool.spawned, 2)
+
+    def test_runs_per_child_must_be_positive(self):
+        with self.assertRaises(ConfigError) as caught:
+            SandboxConfig({"runs_per_child": 0})
+        self.assertIn("runs_per_child", str(caught.exception))
