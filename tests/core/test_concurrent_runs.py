@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core import Sandbox, hookimpl
 from vxsandbox_core.config import SandboxConfig
 from vxsandbox_core.errors import ConfigError
-from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message, python_worker_config
+from vxsandbox_core.testing import (
+    PYTHON_RLIMITS,
+    RecordingBroker,
+    hooks_with,
+    make_user_message,
+    python_worker_config,
+)
+
+from .bodies import json_values
 
 #: Waits for two messages, then answers the second first: a reply to each (through outbound, which
 #: only answers a message of the run that asks) and run.done, every line naming its run.
@@ -160,3 +170,99 @@ class ConcurrentRunTests(TestCase):
         with self.assertRaises(ConfigError) as caught:
             SandboxConfig({"runs_per_child": 0})
         self.assertIn("runs_per_child", str(caught.exception))
+
+
+class FakeApi:
+    """What a run's line needs of its API: requests are counted, reports kept."""
+
+    def __init__(self) -> None:
+        self.requests: list = []
+        self.reports: list[str] = []
+
+    def dispatch_request(self, command):
+        from twisted.internet.defer import succeed
+
+        self.requests.append(command)
+        return succeed(None)
+
+    def report(self, msg, level=None):
+        self.reports.append(msg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(run_id=json_values, cmd=st.sampled_from(["record.x", "run.done", "log.info"]))
+def test_a_line_reaches_the_run_it_names_or_none(run_id, cmd) -> None:
+    """Whatever run_id a child puts on a line, the line goes to the run serving under exactly that
+    integer, without the field, or to no run at all (reported); the worker never raises."""
+    from vxsandbox_core.process import SandboxChild, SandboxRun
+
+    child = SandboxChild(["true"], {}, None, 1024 * 1024, max_runs=10, runs_at_once=2)
+    runs = {n: SandboxRun(FakeApi(), 0.0, n) for n in (1, 2)}
+    child.runs.update(runs)
+    child._line_received(json.dumps({"cmd": cmd, "run_id": run_id}).encode())
+    named = runs.get(run_id) if type(run_id) is int else None
+    for run in runs.values():
+        if run is named:
+            assert [c["cmd"] for c in run.api.requests] == [cmd]
+            assert "run_id" not in run.api.requests[0]
+        else:
+            assert run.api.requests == []
+    if named is None:
+        assert any("not a run it is serving" in r for r in runs[1].api.reports)
+
+
+#: Serves runs side by side: each is done at once, or after 0.6 s when its content is "slow"; each
+#: says which process served it.
+TIMED_CHILD = r"""
+import json, os, select, time
+PROCESS = "%d-%s" % (os.getpid(), os.urandom(4).hex())
+later, buffer = [], b""
+def send(obj):
+    os.write(1, (json.dumps(obj) + "\n").encode())
+while True:
+    now = time.time()
+    for item in [x for x in later if x[0] <= now]:
+        later.remove(item)
+        send({"cmd": "run.done", "run_id": item[1]})
+    wait = max(0.0, min(t for t, _ in later) - now) if later else None
+    if not select.select([0], [], [], wait)[0]:
+        continue
+    data = os.read(0, 65536)
+    if not data:
+        break
+    buffer += data
+    while b"\n" in buffer:
+        line, buffer = buffer.split(b"\n", 1)
+        command = json.loads(line)
+        if command.get("cmd") != "inbound-message":
+            continue
+        content = command["msg"]["content"]
+        send({"cmd": "record.seen", "run_id": command["run_id"], "content": content, "process": PROCESS})
+        later.append((time.time() + (0.6 if content == "slow" else 0.0), command["run_id"]))
+"""
+
+
+class CpuWornTests(TestCase):
+    async def test_a_worn_child_that_is_never_idle_takes_no_further_run_and_is_retired(self):
+        """A run ends beside another in a child past half its RLIMIT_CPU: the next message goes to a new
+        child, and the worn one is retired once its last run ends instead of being kept warm."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        from vxsandbox_core import pool
+
+        self.patch(pool, "cpu_seconds", lambda pid: 1000.0)
+        w = worker(TIMED_CHILD, rlimits={"RLIMIT_CPU": [60, 60], **PYTHON_RLIMITS})
+        self.addCleanup(lambda: Deferred.fromCoroutine(w.teardown()))
+        await w.setup()
+        slow = Deferred.fromCoroutine(w.process_message(make_user_message(content="slow")))
+        self.assertEqual(await w.process_message(make_user_message(content="quick")), "ok")
+        self.assertEqual(await w.process_message(make_user_message(content="after")), "ok")
+        self.assertEqual(await slow, "ok")
+        await deferLater(reactor, 0.1, lambda: None)
+        seen = {r["content"]: r["process"] for r in w.resources.resources["record"].requests}
+        self.assertEqual(seen["quick"], seen["slow"])
+        self.assertNotEqual(seen["after"], seen["slow"])
+        self.assertEqual(w.pool.spawned, 2)
+        self.assertEqual(len(w.pool.alive), 0)
+        self.assertEqual(w.pool.draining, set())

@@ -14,7 +14,10 @@ take the CPU that run needs. Taking the last spare replaces it at once.
 A child that may serve several runs at once (``runs_per_child``) is given
 another run of its key while it has room, before an idle or new child is:
 the fewer processes take turns on the cores, the less each message costs.
-It counts as busy until its last run ends.
+It counts as busy until its last run ends. Such a child may never be idle
+under steady load, so its CPU time is also read when one of its runs ends
+while others go on: one that has used half of ``RLIMIT_CPU`` is given no
+further run and retired when its last one ends.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class ChildPool:
         self.reactor = reactor
         #: children serving runs, each with its key
         self.busy: dict[SandboxChild, Hashable] = {}
+        #: busy children given no further run, retired when their last run ends (CPU worn)
+        self.draining: set[SandboxChild] = set()
         #: idle children, least recently used first, each with its key and reaping timer
         self.idle: OrderedDict[SandboxChild, tuple[Hashable, Any]] = OrderedDict()
         self.spares: list[SandboxChild] = []
@@ -92,7 +97,7 @@ class ChildPool:
         while True:
             # A busy child with room for another run first, the one taken most recently.
             for child, child_key in reversed(self.busy.items()):
-                if child_key == key and child.has_room:
+                if child_key == key and child.has_room and child not in self.draining:
                     self.busy[child] = self.busy.pop(child)
                     self.reused += 1
                     return child, False
@@ -132,11 +137,16 @@ class ChildPool:
         A child still serving other runs stays busy, and a waiter is woken to look for its room.
         """
         if result is not None and child.runs:
+            if child not in self.draining and self._cpu_worn(child):
+                self.draining.add(child)
             if self._waiting:
                 self._waiting.pop(0).callback(None)
             return
         self.busy.pop(child, None)
-        if result is not None and not result.retired and child.reusable and not self._cpu_worn(child):
+        draining = child in self.draining
+        self.draining.discard(child)
+        if (result is not None and not result.retired and child.reusable and not draining
+                and not self._cpu_worn(child)):
             timer = self.reactor.callLater(self.idle_timeout, self._reap, child)
             self.idle[child] = (key, timer)
         else:
@@ -183,6 +193,7 @@ class ChildPool:
     def _ended(self, child: SandboxChild) -> None:
         # A child may die while idle or spare (a crash, an outside SIGKILL): forget it.
         self.alive.discard(child)
+        self.draining.discard(child)
         self._cpu_checked.pop(child, None)
         if child in self.idle:
             self._take_idle(child)
