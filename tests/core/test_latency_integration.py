@@ -35,8 +35,9 @@ pytestmark = pytest.mark.rabbitmq
 #: pairs of messages timed one pair after another, after the first few (which start the child)
 PAIRS = 25
 WARMUP = 3
-#: the median time from publishing a pair to its second reply; a Nagle stall alone costs about 40 ms
-MAX_MEDIAN_SECONDS = 0.020
+#: the median time from publishing a pair to its second reply; a Nagle stall alone costs about 40 ms,
+#: and a slow machine running the rest of the suite beside this test has shown medians of 27 ms
+MAX_MEDIAN_SECONDS = 0.035
 
 
 def vumi_message(transport: str, n: int) -> dict[str, Any]:
