@@ -7,6 +7,7 @@ PATH, ``npm ci --prefix examples/vumigo_app`` for the vumigo_v02 app)::
     python benchmarks/roundtrip.py --rss 100000      # worker RSS over a long warm run
     python benchmarks/roundtrip.py --rss 10000 --rss-app vumigo   # one warm toolkit child's RSS
     python benchmarks/roundtrip.py --apps js,vumigo --snapshot   # the vumigo app from a startup snapshot
+    python benchmarks/roundtrip.py --apps js,vumigo --modes warm --runs-per-child 10   # 10 messages at once per child
 
 This process plays the transport: it publishes raw Vumi JSON user messages to
 ``<transport>.inbound`` on the ``vumi`` exchange and consumes the replies from
@@ -23,7 +24,7 @@ Apps: ``js`` (an app that only does ``outbound.reply_to`` then ``done``),
 (``vxsandbox_core.testing.echo_child``). Modes: ``cold`` (a process per
 message), ``prefork`` (a process per message, two started ahead), ``warm``
 (a child serves up to 1000 messages of its sandbox_id, JS in a fresh vm
-context each).
+context each; with ``--runs-per-child N`` up to N of them at once).
 
 The same run measures the floors with the same client library: the RabbitMQ
 echo (a minimal txamqp consumer that republishes), the echo through one warm
@@ -831,20 +832,20 @@ def print_table(results: dict[str, Any]) -> None:
 async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     """``--rss`` warm messages of ``--rss-app``; the worker's RSS and its node children's at each tenth.
 
-    For ``vumigo`` one child serves every message (prefetch 1, ``messages_per_process`` above the
-    count), so the last sample is the RSS of a warm child after that many toolkit messages. The
-    ``js`` run keeps the benchmark's prefetch and in flight 200 at a time, children retired every
-    1000 messages: the worker's RSS is the figure there.
+    For ``vumigo`` one child serves every message (prefetch ``--runs-per-child``, 1 by default, and
+    ``messages_per_process`` above the count), so the last sample is the RSS of a warm child after
+    that many toolkit messages. The ``js`` run keeps the benchmark's prefetch and in flight 200 at a
+    time, children retired every 1000 messages: the worker's RSS is the figure there.
     """
     run_id = uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="vxbench-rss-")
     tn = f"vxbench_{run_id}_rss"
     app = args.rss_app
     total = args.rss
-    config = worker_config(app, "warm", tn, f"vxbench:{run_id}")
+    config = worker_config(app, "warm", tn, f"vxbench:{run_id}", runs_per_child=args.runs_per_child)
     window = 200
     if app == "vumigo":
-        config.update(amqp_prefetch_count=1, messages_per_process=total + 1)
+        config.update(amqp_prefetch_count=args.runs_per_child, messages_per_process=total + 1)
         window = 20
     config_path = os.path.join(tmp, "worker.json")
     with open(config_path, "w") as f:
