@@ -16,7 +16,7 @@ from .worker import (
     StandaloneJsFileSandbox,
 )
 
-__version__ = "1.1.2"
+__version__ = "1.2.0"
 
 __all__ = [
     "JsFileSandbox",

@@ -14,7 +14,7 @@ from .memory import MemoryBackend
 from .redis_backend import RedisBackend
 from .resource import KVResource, RedisResource
 
-__version__ = "1.1.2"
+__version__ = "1.2.0"
 
 __all__ = [
     "BackendUnavailableError",
