@@ -70,10 +70,11 @@ class Ends:
         self.results.append(result)
 
 
-def worker(code: str, ends: Ends | None = None, **extra) -> Sandbox:
+def worker(code: str, ends: Ends | None = None, sandbox_extra: dict | None = None, **extra) -> Sandbox:
     extra.setdefault("messages_per_process", 10)
     extra.setdefault("runs_per_child", 2)
-    sandbox = {"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"}, "run": {"cls": "run"}}
+    sandbox = {"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"}, "run": {"cls": "run"},
+               **(sandbox_extra or {})}
     config = python_worker_config(["-c", code], sandbox=sandbox, logging_resource="record", **extra)
     return Sandbox(config, broker=RecordingBroker(), hooks=hooks_with(*([ends] if ends else [])))
 
@@ -266,3 +267,48 @@ class CpuWornTests(TestCase):
         self.assertEqual(w.pool.spawned, 2)
         self.assertEqual(len(w.pool.alive), 0)
         self.assertEqual(w.pool.draining, set())
+
+
+#: Serves overlapping runs (each is done when the next arrives, so one is always open), then at its
+#: sixth message stops reading and asks for config.get of a 64 KiB value over and over.
+DEAF_AFTER_SIX = r"""
+import json, os, time
+buffer, previous, count = b"", None, 0
+def send(obj):
+    os.write(1, (json.dumps(obj) + "\n").encode())
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    buffer += data
+    while b"\n" in buffer:
+        line, buffer = buffer.split(b"\n", 1)
+        command = json.loads(line)
+        if command.get("cmd") != "inbound-message":
+            continue
+        count += 1
+        if previous is not None:
+            send({"cmd": "run.done", "run_id": previous})
+        previous = command["run_id"]
+        if count == 6:
+            for i in range(24):
+                send({"cmd": "config.get", "key": "big", "run_id": previous})
+            time.sleep(60)
+"""
+
+
+class StdinLimitBesideRunsTests(TestCase):
+    async def test_a_child_never_between_runs_is_still_killed_at_stdin_limit(self):
+        """The worker's own messages count out of stdin_limit only while they may still wait: a child that
+        always has a run open, then stops reading, is killed at stdin_limit (1.5 MiB of replies, 1.8 MiB of
+        messages before), not left to its timeout."""
+        ends = Ends()
+        w = worker(DEAF_AFTER_SIX, ends, max_children=1, stdin_limit=256 * 1024, timeout=5,
+                   max_pending_requests=1000,
+                   sandbox_extra={"config": {"cls": "config", "values": {"big": "v" * (64 * 1024)}}})
+        self.addCleanup(lambda: Deferred.fromCoroutine(w.teardown()))
+        await w.setup()
+        outcomes = await at_once(*(w.process_message(make_user_message(content=f"{n}" * (300 * 1024)))
+                                   for n in range(6)))
+        self.assertEqual(outcomes, ["ok"] * 5 + ["error"])
+        self.assertEqual(ends.results[-1].kill_reason, "stdin_limit")

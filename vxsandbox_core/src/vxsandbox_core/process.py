@@ -226,7 +226,8 @@ class SandboxChild(ProcessProtocol):
         self.max_pending = max_pending
         self.stdin_limit = stdin_limit
         self.runs_at_once = runs_at_once
-        #: bytes of the worker's own commands (initialize, the messages) sent to the child: never refused
+        #: bytes of the worker's own commands (initialize, the messages) sent since the child's stdin queue
+        #: was last empty: they may still wait in it, and never count against stdin_limit
         self._own_sent = 0
         self.runs_started = 0
         #: the runs being served, oldest first, by run_id
@@ -280,8 +281,6 @@ class SandboxChild(ProcessProtocol):
             self.first_api = api
         run = SandboxRun(api, time.monotonic(), self.runs_started)
         self.runs[run.run_id] = run
-        if len(self.runs) == 1:
-            self._own_sent = 0
         api.set_sandbox(self, run)
         if self.ended:
             # The child died before this run began (e.g. it could not be executed).
@@ -297,9 +296,13 @@ class SandboxChild(ProcessProtocol):
         if run is not None and self.runs_at_once > 1:
             command = {**command, "run_id": run.run_id}
         data = encode(command)
+        queued = queued_bytes(self)
+        if queued == 0:
+            # Nothing sent before waits any more (runs side by side may leave no moment between runs).
+            self._own_sent = 0
         if command.get("reply") is True:
             # A child that asks and never reads would make the worker hold every reply in memory.
-            waiting = queued_bytes(self) - self._own_sent
+            waiting = queued - self._own_sent
             if waiting + len(data) > self.stdin_limit:
                 culprit = run or self.run
                 if culprit is not None and culprit.kill_reason is None and not culprit.finished:
