@@ -212,14 +212,24 @@ def test_a_line_reaches_the_run_it_names_or_none(run_id, cmd) -> None:
         assert any("not a run it is serving" in r for r in runs[1].api.reports)
 
 
-#: Serves runs side by side: each is done at once, or after 0.6 s when its content is "slow"; each
-#: says which process served it.
-TIMED_CHILD = r"""
-import json, os, select, time
-PROCESS = "%d-%s" % (os.getpid(), os.urandom(4).hex())
-later, buffer = [], b""
+#: What the children below share: ``send`` a line, and ``inbound(data)``, the inbound messages among
+#: the lines that the bytes just read complete (read with os.read, so select sees what is waiting).
+CHILD_LINES = r"""
+import json, os
+pending = [b""]
 def send(obj):
     os.write(1, (json.dumps(obj) + "\n").encode())
+def inbound(data):
+    *lines, pending[0] = (pending[0] + data).split(b"\n")
+    return [c for c in map(json.loads, lines) if c.get("cmd") == "inbound-message"]
+"""
+
+#: Serves runs side by side: each is done at once, or after 0.6 s when its content is "slow"; each
+#: says which process served it.
+TIMED_CHILD = CHILD_LINES + r"""
+import select, time
+PROCESS = "%d-%s" % (os.getpid(), os.urandom(4).hex())
+later = []
 while True:
     now = time.time()
     for item in [x for x in later if x[0] <= now]:
@@ -231,12 +241,7 @@ while True:
     data = os.read(0, 65536)
     if not data:
         break
-    buffer += data
-    while b"\n" in buffer:
-        line, buffer = buffer.split(b"\n", 1)
-        command = json.loads(line)
-        if command.get("cmd") != "inbound-message":
-            continue
+    for command in inbound(data):
         content = command["msg"]["content"]
         send({"cmd": "record.seen", "run_id": command["run_id"], "content": content, "process": PROCESS})
         later.append((time.time() + (0.6 if content == "slow" else 0.0), command["run_id"]))
@@ -271,21 +276,14 @@ class CpuWornTests(TestCase):
 
 #: Serves overlapping runs (each is done when the next arrives, so one is always open), then at its
 #: sixth message stops reading and asks for config.get of a 64 KiB value over and over.
-DEAF_AFTER_SIX = r"""
-import json, os, time
-buffer, previous, count = b"", None, 0
-def send(obj):
-    os.write(1, (json.dumps(obj) + "\n").encode())
+DEAF_AFTER_SIX = CHILD_LINES + r"""
+import time
+previous, count = None, 0
 while True:
     data = os.read(0, 65536)
     if not data:
         break
-    buffer += data
-    while b"\n" in buffer:
-        line, buffer = buffer.split(b"\n", 1)
-        command = json.loads(line)
-        if command.get("cmd") != "inbound-message":
-            continue
+    for command in inbound(data):
         count += 1
         if previous is not None:
             send({"cmd": "run.done", "run_id": previous})
