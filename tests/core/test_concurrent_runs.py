@@ -310,3 +310,35 @@ class StdinLimitBesideRunsTests(TestCase):
                                    for n in range(6)))
         self.assertEqual(outcomes, ["ok"] * 5 + ["error"])
         self.assertEqual(ends.results[-1].kill_reason, "stdin_limit")
+
+
+#: At each of its first two messages writes 600 KiB to stderr (no newline), then finishes nothing.
+LOUD_CHILD = CHILD_LINES + r"""
+count = 0
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    for command in inbound(data):
+        count += 1
+        if count <= 2:
+            os.write(2, b"x" * (600 * 1024))
+"""
+
+
+class RecvLimitBesideRunsTests(TestCase):
+    async def test_output_counts_against_every_run_and_the_oldest_is_killed_first(self):
+        """600 KiB before the second run and 600 KiB after: the first run has seen 1.2 MiB, over its 1 MiB
+        recv_limit, though the second has seen only 600 KiB."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        ends = Ends()
+        w = worker(LOUD_CHILD, ends, recv_limit=1024 * 1024, timeout=3)
+        self.addCleanup(lambda: Deferred.fromCoroutine(w.teardown()))
+        await w.setup()
+        first = Deferred.fromCoroutine(w.process_message(make_user_message(content="first")))
+        await deferLater(reactor, 0.3, lambda: None)
+        second = Deferred.fromCoroutine(w.process_message(make_user_message(content="second")))
+        self.assertEqual(await gatherResults([first, second]), ["error", "error"])
+        self.assertEqual(sorted(r.kill_reason for r in ends.results), ["another run's recv_limit", "recv_limit"])

@@ -437,8 +437,9 @@ class SandboxChild(ProcessProtocol):
                 api.report("sandbox wrote output after its run was done; retiring it", logging.WARNING)
             self.retire()
             return False
-        for run in active:
-            run.received += len(data)
+        for each in active:
+            each.received += len(data)
+        # The oldest run has seen the most.
         if run.received > self.recv_limit:
             if run.kill_reason is None and not run.finished:
                 run.api.report(f"sandbox wrote more than recv_limit ({self.recv_limit} bytes) "
