@@ -106,6 +106,11 @@ class AcknowledgedTests(TestCase):
         worker = Sandbox(python_worker_config([], sandbox=dict(NOTES)))
         self.assertEqual(worker.resources.acknowledged, {"notes.note": "text"})
 
+    def test_resources_list_replies_a_child_may_keep_under_their_own_names(self):
+        """``fixed`` maps each command whose replies stay the same, under its resource's mounted name, to its field."""
+        worker = Sandbox(python_worker_config([], sandbox={**NOTES, "settings": {"cls": "config"}}))
+        self.assertEqual(worker.resources.fixed, {"settings.get": "key"})
+
     async def test_an_acknowledged_request_that_succeeds_gets_no_reply(self):
         """The resource handles it and the reply_sent hook sees its success, but no reply line reaches the child."""
         worker, outcome, plugin = await self.run_requests([

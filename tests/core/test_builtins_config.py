@@ -6,12 +6,16 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core.builtins import ConfigResource
 from vxsandbox_core.errors import ConfigError
 from vxsandbox_core.registry import resolve_resource
 from vxsandbox_core.testing import FakeSandboxApi
+
+from .bodies import json_values
 
 
 async def get(resource: ConfigResource, **fields: Any) -> dict[str, Any]:
@@ -79,3 +83,21 @@ class ConfigResourceTests(TestCase):
         """``config`` and the seed's FileConfigResource name both resolve to this resource."""
         assert resolve_resource("config") is ConfigResource
         assert resolve_resource("vxsandbox.resources.config.FileConfigResource") is ConfigResource
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.dictionaries(st.text(max_size=8), json_values, max_size=4), key=st.text(max_size=8),
+       asked_between=st.lists(st.text(max_size=8), max_size=3))
+def test_the_same_key_always_gets_the_same_reply(values: dict[str, Any], key: str, asked_between: list[str]) -> None:
+    """What FIXED promises the runner: a get of a key succeeds with the same reply (bar its cmd_id) every time,
+    whatever was asked before, so a warm child may keep the first and answer later gets itself."""
+    assert ConfigResource.FIXED == {"get": "key"}
+    resource = ConfigResource("config", None, {"cls": "config", "values": values})
+    api = FakeSandboxApi()
+    api.resources.add("config", resource)
+    replies = []
+    for n, asked in enumerate([key, *asked_between, key]):
+        api.dispatch_request({"cmd": "config.get", "cmd_id": str(n), "reply": False, "key": asked})
+        replies.append(api.sent[-1])
+    first, last = ({k: v for k, v in reply.items() if k != "cmd_id"} for reply in (replies[0], replies[-1]))
+    assert first == last and first["success"] is True

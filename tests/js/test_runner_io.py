@@ -290,3 +290,91 @@ def test_no_or_malformed_acknowledged_means_every_request_waits(runners: Any, ac
     assert runner.read_line()["msg"] == "Done."
     assert runner.read_line()["cmd"] == "js.done"
     assert runner.close() == 0
+
+
+#: Asks config.get for the message's key, then replies with what it got and when, then ends the run.
+CONFIG_APP = """
+api.on_inbound_message = function (command) {
+    var self = this, returned = false;
+    var id = self.request('config.get', {key: command.msg.key}, function (r) {
+        self.request('outbound.reply_to', {got: r, sync: !returned, own: r.cmd_id === id},
+                     function () { self.done(); });
+    });
+    returned = true;
+};
+"""
+
+FIXED = {"config.get": "key"}
+
+
+def config_initialize(fixed: Any = FIXED) -> bytes:
+    return line({"cmd": "initialize", "javascript": CONFIG_APP, "app_context": None, "filename": "/tmp/app.js",
+                 "fixed": fixed})
+
+
+def config_reply(cmd_id: str, **fields: Any) -> bytes:
+    return line({"cmd": "config.get", "cmd_id": cmd_id, "reply": True, **fields})
+
+
+def finish_run(runner: Runner) -> dict[str, Any]:
+    """Answer the run's outbound request and read its end; return the outbound request."""
+    request = runner.read_line()
+    assert request["cmd"] == "outbound.reply_to"
+    runner.write(reply(request["cmd_id"]))
+    assert runner.read_line()["msg"] == "Done."
+    assert runner.read_line()["cmd"] == "js.done"
+    return request
+
+
+def test_a_fixed_reply_is_kept_and_given_again_without_a_request(runners: Any) -> None:
+    """With `fixed`, the first successful config.get of a key goes to the worker; later runs get its reply at once."""
+    runner = runners()
+    runner.write(config_initialize() + message(key="config"))
+    asked = runner.read_line()
+    assert (asked["cmd"], asked["key"]) == ("config.get", "config")
+    runner.write(config_reply(asked["cmd_id"], success=True, value='{"name": "Tea"}'))
+    first = finish_run(runner)["got"]
+    for _ in range(2):
+        runner.write(message(key="config"))
+        request = finish_run(runner)
+        # No config.get line: the first line of the run is its reply request, and the app got
+        # the worker's reply (its own new cmd_id), in a later turn, as from the worker.
+        assert (request["sync"], request["own"]) == (False, True)
+        got = request["got"]
+        assert got.pop("cmd_id") != first["cmd_id"]
+        assert got == {"cmd": "config.get", "reply": True, "success": True, "value": '{"name": "Tea"}'}
+    # Another key is asked of the worker.
+    runner.write(message(key="translation.fr"))
+    asked = runner.read_line()
+    assert (asked["cmd"], asked["key"]) == ("config.get", "translation.fr")
+    runner.write(config_reply(asked["cmd_id"], success=True, value=None))
+    assert finish_run(runner)["got"]["value"] is None
+    assert runner.close() == 0
+
+
+def test_a_failed_or_too_big_reply_is_not_kept(runners: Any) -> None:
+    """A failed reply, and one beyond the runner's 1 MiB for kept replies, are asked for again in the next run."""
+    runner = runners()
+    runner.write(config_initialize())
+    for fields in ({"success": False, "reason": "not now"}, {"success": True, "value": "x" * (1024 * 1024 + 1)}):
+        for _ in range(2):
+            runner.write(message(key="config"))
+            asked = runner.read_line()
+            assert asked["cmd"] == "config.get"
+            runner.write(config_reply(asked["cmd_id"], **fields))
+            assert finish_run(runner)["got"]["success"] is fields["success"]
+    assert runner.close() == 0
+
+
+@pytest.mark.parametrize("fixed", [None, [], "config.get", {"config.get": 1}, {"config.get": ""}])
+def test_no_or_malformed_fixed_means_every_request_is_asked(runners: Any, fixed: Any) -> None:
+    """Without a well-formed `fixed` (a worker before 1.3, a broken one) every config.get goes to the worker."""
+    runner = runners()
+    runner.write(config_initialize(fixed))
+    for _ in range(2):
+        runner.write(message(key="config"))
+        asked = runner.read_line()
+        assert asked["cmd"] == "config.get"
+        runner.write(config_reply(asked["cmd_id"], success=True, value="v"))
+        assert finish_run(runner)["got"]["value"] == "v"
+    assert runner.close() == 0

@@ -9,6 +9,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from vxsandbox_core import hookimpl
+from vxsandbox_core.builtins.config import ConfigResource
 from vxsandbox_core.testing import RecordingBroker, hooks_with, make_user_message
 from vxsandbox_js import JsFileSandbox, JsSandbox
 
@@ -170,3 +171,73 @@ class AcknowledgedLogTests(TestCase):
         self.assertEqual(recorder.sent[0]["acknowledged"],
                          {f"log.{level}": "msg" for level in ("debug", "info", "warning", "error", "critical")})
         self.assertEqual(worker.pool.spawned, 1)
+
+
+#: Logs the value config.get gives for `config` and for the message's content as a key, then ends the run.
+CONFIG_APP = """
+api.on_inbound_message = function (command) {
+    var self = this;
+    self.request('config.get', {key: 'config'}, function (first) {
+        self.request('config.get', {key: command.msg.content}, function (second) {
+            self.log_info('got ' + first.value + ' ' + second.value, function () { self.done(); });
+        });
+    });
+};
+"""
+
+
+class CountingConfig(ConfigResource):
+    """The config resource, counting the gets it is asked (by sandbox_id and key)."""
+
+    def __init__(self, name, worker, config):
+        super().__init__(name, worker, config)
+        self.asked = []
+
+    def handle_get(self, api, command):
+        self.asked.append((api.sandbox_id, command.get("key")))
+        return super().handle_get(api, command)
+
+
+class TenantConfig(CountingConfig):
+    """A config resource whose values differ per tenant (a third party's), fixed for the worker's life."""
+
+    def handle_get(self, api, command):
+        self.asked.append((api.sandbox_id, command.get("key")))
+        return self.reply(command, value=f"{api.sandbox_id}/{command.get('key')}")
+
+
+class FixedReplyTests(TestCase):
+    def worker(self, cls):
+        config = js_config(CONFIG_APP, sandbox={"config": {"cls": f"tests.js.test_warm_integration:{cls}",
+                                                           "values": {"config": "C", "a": "A"}}},
+                           messages_per_process=50)
+        recorder = SentRecorder()
+        worker = JsSandbox(config, broker=RecordingBroker(), hooks=hooks_with(recorder))
+        self.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
+        return worker, recorder
+
+    async def test_a_warm_child_asks_for_each_config_key_once(self):
+        """Four messages in one child: the config resource is asked for each key once; every run gets the values."""
+        worker, recorder = self.worker("CountingConfig")
+        await worker.setup()
+        for content in ("a", "a", "b", "a"):
+            self.assertEqual(await worker.process_message(make_user_message(content=content)), "ok")
+        got = [m for m in worker.resources.resources["log"].messages() if m.startswith("got ")]
+        self.assertEqual(got, ["got C A", "got C A", "got C null", "got C A"])
+        config = worker.resources.resources["config"]
+        self.assertEqual(config.asked, [("tenant-1", "config"), ("tenant-1", "a"), ("tenant-1", "b")])
+        self.assertEqual(recorder.sent[0]["fixed"], {"config.get": "key"})
+        self.assertEqual(worker.pool.spawned, 1)
+
+    async def test_a_kept_reply_never_reaches_another_tenant(self):
+        """Replies that differ per tenant: each tenant's child keeps its own; none is given to the other tenant."""
+        worker, _ = self.worker("TenantConfig")
+        await worker.setup()
+        for sandbox_id in ("t1", "t2", "t1", "t2"):
+            msg = make_user_message(content="a", sandbox_id=sandbox_id)
+            self.assertEqual(await worker.process_message(msg), "ok")
+        got = [(sid, m) for sid, _, m in worker.resources.resources["log"].lines if m.startswith("got ")]
+        self.assertEqual(got, [(sid, f"got {sid}/config {sid}/a") for sid in ("t1", "t2", "t1", "t2")])
+        config = worker.resources.resources["config"]
+        self.assertEqual(config.asked, [("t1", "config"), ("t1", "a"), ("t2", "config"), ("t2", "a")])
+        self.assertEqual(worker.pool.spawned, 2)

@@ -85,6 +85,14 @@ class SandboxResource:
     #: List a command only when its reply tells the app nothing: the ``log`` resource's lines.
     ACKNOWLEDGED: ClassVar[Mapping[str, str]] = {}
 
+    #: commands whose successful reply a child may keep and give itself: command (without the
+    #: resource's name) -> the string field the reply depends on. List a command only when its
+    #: reply to the same value of that field is the same for as long as the worker runs (the
+    #: ``config`` resource's ``get``): a child asking again for a value it has a reply to is
+    #: answered without a request, which the worker, its hooks and ``max_requests_per_run``
+    #: never see. A subclass whose replies can change must set this to ``{}``.
+    FIXED: ClassVar[Mapping[str, str]] = {}
+
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         self.name = name
         self.worker = worker
@@ -164,6 +172,8 @@ class SandboxResources:
         raise_config_errors(errors)
         #: every resource's :attr:`~SandboxResource.ACKNOWLEDGED`, under the name it is mounted at
         self.acknowledged: dict[str, str] = {}
+        #: every resource's :attr:`~SandboxResource.FIXED`, under the name it is mounted at
+        self.fixed: dict[str, str] = {}
         for name, resource in self.resources.items():
             self._acknowledge(name, resource)
 
@@ -182,6 +192,8 @@ class SandboxResources:
     def _acknowledge(self, name: str, resource: SandboxResource) -> None:
         for command, field in resource.ACKNOWLEDGED.items():
             self.acknowledged[f"{name}.{command}"] = field
+        for command, field in resource.FIXED.items():
+            self.fixed[f"{name}.{command}"] = field
 
     async def setup(self) -> None:
         """Set up every resource, in config order; the first failure stops startup."""

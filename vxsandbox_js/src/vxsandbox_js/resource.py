@@ -32,8 +32,10 @@ class JsSandboxResource(SandboxResource):
             fields: dict[str, Any] = app_fields(api)
         else:
             fields = {"javascript": worker.javascript_for_api(api), "app_context": worker.app_context_for_api(api)}
-        # What the runner may answer itself (the log lines): no round trip for each awaited line.
-        api.sandbox_send(make_command("initialize", acknowledged=api.resources.acknowledged, **fields))
+        # What the runner may answer itself: the log lines at once, and the replies that stay the same
+        # (config values) once it has them: no round trip for each awaited line or repeated question.
+        api.sandbox_send(make_command("initialize", acknowledged=api.resources.acknowledged,
+                                      fixed=api.resources.fixed, **fields))
 
     def handle_access_denied(self, api: SandboxApi, command: Command) -> None:
         """The app died of an access Node's permission model refused: say which path, and the key that allows it.

@@ -11,6 +11,10 @@
 //   initialize's `acknowledged` ({"log.info": "msg", ...}) names the commands whose reply is
 //   `success: true` whenever the request has that field: the runner answers those itself and
 //   marks the request `acknowledged: true`, so the worker handles it and sends no reply.
+//   initialize's `fixed` ({"config.get": "key"}) names the commands whose successful reply
+//   depends only on that field's value and stays the same for the child's life: the runner
+//   keeps the first such reply per value and answers later requests for it itself, without
+//   writing them to the worker.
 //   A worker that has a child serve several runs at once (`runs_per_child`) adds `"run_id": n`
 //   to each inbound command and to every reply of that run; the runner then adds the same
 //   `run_id` to every line it writes for the run (requests, `js.done`), after the app's fields
@@ -80,6 +84,10 @@ if (BUILDING_SNAPSHOT) {
 
 // How long a fatal error waits for the log resource to acknowledge the report before exiting.
 const FATAL_LOG_WAIT_MS = 2000;
+// Bytes of `fixed` replies a child keeps (beyond them a reply is not kept: its requests go on
+// being written to the worker), and requests awaiting a reply that is to be kept.
+const FIXED_REPLY_BYTES = 1024 * 1024;
+const FIXED_AWAITED = 64;
 const READ_SIZE = 65536;
 const NEWLINE = 10;
 
@@ -367,10 +375,19 @@ function bootstrap(host, runnerFile) {
         if (acknowledged) {
             command.acknowledged = true;
         }
-        const id = call('send', stringify(command));
+        // A command whose reply stays the same for the child's life (initialize's `fixed`),
+        // asked again for the same value, is answered by the runner from its copy of the reply.
+        const fixedField = acknowledged ? '' : call('fixed', toStr(cmd));
+        const fixedValue = fixedField !== '' && typeof command[fixedField] === 'string'
+            ? command[fixedField] : null;
+        const recalled = fixedValue === null ? '' : call('recall', toStr(cmd), fixedValue);
+        const id = recalled !== '' ? recalled : call('send', stringify(command));
         if (id === null) {
             // The run is over (the app called done); a late request belongs to no message.
             return null;
+        }
+        if (fixedValue !== null && recalled === '') {
+            call('remember', id, toStr(cmd), fixedValue);
         }
         if (typeof callback === 'function') {
             pending[id] = callback;
@@ -551,11 +568,13 @@ function appKey(command) {
     return JSON.stringify([command.javascript, command.app_context, command.filename]);
 }
 
-// initialize's `acknowledged`: {"resource.command": "field", ...}, the commands whose reply is
-// `success: true` (and nothing else) whenever the request carries that field, not null. The
-// worker sends no reply to such a request marked `acknowledged: true`. Anything malformed
-// counts for nothing: every request then waits for the worker's reply, as before.
-function acknowledgedTable(value) {
+// initialize's `acknowledged` and `fixed`: {"resource.command": "field", ...}. `acknowledged`
+// names the commands whose reply is `success: true` (and nothing else) whenever the request
+// carries that field, not null: the worker sends no reply to such a request marked
+// `acknowledged: true`. `fixed` names those whose successful reply depends only on the field's
+// (string) value for the child's life. Anything malformed counts for nothing: every request
+// then waits for the worker's reply, as before.
+function commandTable(value) {
     const table = Object.create(null);
     if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
         Object.keys(value).forEach(function (cmd) {
@@ -621,6 +640,29 @@ Session.prototype.bridge = function (runner, op, a, b, c) {
     if (op === 'acks' && typeof a === 'string') {
         const field = runner.acknowledged[a];
         return typeof field === 'string' ? field : '';
+    }
+    if (op === 'fixed' && typeof a === 'string') {
+        const field = runner.fixed[a];
+        return typeof field === 'string' ? field : '';
+    }
+    if (op === 'recall' && typeof a === 'string' && typeof b === 'string') {
+        if (this.closed) {
+            return null;
+        }
+        const replies = runner.fixedReplies.get(a);
+        const reply = replies === undefined ? undefined : replies.get(b);
+        if (reply === undefined) {
+            return '';
+        }
+        const id = runner.nextId();
+        setImmediate(answerFixed, runner, this, id, a, reply);
+        return id;
+    }
+    if (op === 'remember' && typeof a === 'string' && typeof b === 'string' && typeof c === 'string') {
+        if (runner.awaited.size < FIXED_AWAITED) {
+            runner.awaited.set(a, [b, c]);
+        }
+        return true;
     }
     if (op === 'ack' && typeof a === 'string' && typeof b === 'string') {
         setImmediate(acknowledge, runner, this, a, b);
@@ -702,6 +744,18 @@ function acknowledge(runner, session, id, cmd) {
     }
 }
 
+// A `fixed` command's reply, from the runner's copy of the first one, as the worker would send it.
+function answerFixed(runner, session, id, cmd, fields) {
+    if (session.closed) {
+        return;
+    }
+    const problem = session.deliver('{"cmd":' + JSON.stringify(cmd) + ',"cmd_id":"' + id + '","reply":true' +
+                                    fields + '}');
+    if (typeof problem === 'string') {
+        runner.fail('app callback for ' + cmd + ' failed', problem, session);
+    }
+}
+
 function fireTimer(runner, session, id) {
     if (session.closed) {
         return;
@@ -724,6 +778,13 @@ function Runner() {
     self.initialized = false;
     // Commands the runner answers itself (initialize's `acknowledged`): name -> required field.
     self.acknowledged = Object.create(null);
+    // Commands whose replies the runner keeps (initialize's `fixed`): name -> the field whose
+    // value a reply depends on; the kept replies (name -> value -> the reply's other fields as
+    // JSON text, each starting with a comma); requests whose reply is to be kept, by cmd_id.
+    self.fixed = Object.create(null);
+    self.fixedReplies = new Map();
+    self.fixedBytes = 0;
+    self.awaited = new Map();
     // What `prepare` loaded (its fields as one string), until `initialize` says whether it fits.
     self.prepared = null;
     // A context made ahead of a run (see prepare), never yet handed to any app code.
@@ -887,7 +948,8 @@ function Runner() {
 
     self.initialize = function (command) {
         self.initialized = true;
-        self.acknowledged = acknowledgedTable(command.acknowledged);
+        self.acknowledged = commandTable(command.acknowledged);
+        self.fixed = commandTable(command.fixed);
         if (self.prepared === null || self.prepared !== appKey(command)) {
             // Not prepared, or prepared with other code than this child is to run: load it anew.
             self.standby = null;
@@ -950,6 +1012,11 @@ function Runner() {
         if (command.cmd_id === self.fatalId) {
             process.exit(1);
         }
+        const awaited = self.awaited.get(command.cmd_id);
+        if (awaited !== undefined) {
+            self.awaited.delete(command.cmd_id);
+            self.keep(awaited[0], awaited[1], line);
+        }
         const session = command.run_id !== undefined ? self.sessions.get(command.run_id) || null : self.session;
         if (session === null || session.closed) {
             return;
@@ -957,6 +1024,36 @@ function Runner() {
         const problem = session.deliver(line);
         if (typeof problem === 'string') {
             self.fail('app callback for ' + command.cmd + ' failed', problem, session);
+        }
+    };
+
+    // Keeps a successful reply to the `fixed` command `cmd` for `value` (the first one, while
+    // FIXED_REPLY_BYTES allows), for the runner to answer that request itself from now on.
+    self.keep = function (cmd, value, line) {
+        let reply;
+        try {
+            reply = JSON.parse(line);
+        } catch (err) {
+            return;
+        }
+        if (reply === null || typeof reply !== 'object' || reply.cmd !== cmd || reply.success !== true) {
+            return;
+        }
+        let fields = '';
+        Object.keys(reply).forEach(function (name) {
+            if (name !== 'cmd' && name !== 'cmd_id' && name !== 'reply' && name !== 'run_id') {
+                fields += ',' + JSON.stringify(name) + ':' + JSON.stringify(reply[name]);
+            }
+        });
+        let replies = self.fixedReplies.get(cmd);
+        if (replies === undefined) {
+            replies = new Map();
+            self.fixedReplies.set(cmd, replies);
+        }
+        const size = fields.length + value.length;
+        if (!replies.has(value) && self.fixedBytes + size <= FIXED_REPLY_BYTES) {
+            replies.set(value, fields);
+            self.fixedBytes += size;
         }
     };
 

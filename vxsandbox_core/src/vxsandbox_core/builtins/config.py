@@ -45,6 +45,8 @@ class ConfigResource(SandboxResource):
 
     CONFIG_CLASS = ConfigResourceConfig
     options: ConfigResourceConfig
+    # Values are read once, at startup: a child may keep what it was told for a key.
+    FIXED = {"get": "key"}
 
     def __init__(self, name: str, worker: Any, config: dict[str, Any]) -> None:
         super().__init__(name, worker, config)
