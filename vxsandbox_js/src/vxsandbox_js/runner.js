@@ -655,7 +655,7 @@ Session.prototype.bridge = function (runner, op, a, b, c) {
             return '';
         }
         const id = runner.nextId();
-        setImmediate(answerFixed, runner, this, id, a, reply);
+        setImmediate(answer, runner, this, id, a, reply);
         return id;
     }
     if (op === 'remember' && typeof a === 'string' && typeof b === 'string' && typeof c === 'string') {
@@ -665,7 +665,7 @@ Session.prototype.bridge = function (runner, op, a, b, c) {
         return true;
     }
     if (op === 'ack' && typeof a === 'string' && typeof b === 'string') {
-        setImmediate(acknowledge, runner, this, a, b);
+        setImmediate(answer, runner, this, a, b, ',"success":true');
         return true;
     }
     if (op === 'timer' && typeof b === 'number' && typeof c === 'number') {
@@ -733,24 +733,14 @@ function runTag(session) {
     return session !== null && session.run !== null ? ',"run_id":' + session.run : '';
 }
 
-// The reply the worker would have sent to an acknowledged request, delivered as if it had.
-function acknowledge(runner, session, id, cmd) {
+// The reply the worker would have sent, delivered as if it had: to an acknowledged request
+// (`fields` is `,"success":true`) or to a `fixed` one (the kept reply's fields).
+function answer(runner, session, id, cmd, fields) {
     if (session.closed) {
         return;
     }
-    const problem = session.deliver(JSON.stringify({cmd: cmd, cmd_id: id, reply: true, success: true}));
-    if (typeof problem === 'string') {
-        runner.fail('app callback for ' + cmd + ' failed', problem, session);
-    }
-}
-
-// A `fixed` command's reply, from the runner's copy of the first one, as the worker would send it.
-function answerFixed(runner, session, id, cmd, fields) {
-    if (session.closed) {
-        return;
-    }
-    const problem = session.deliver('{"cmd":' + JSON.stringify(cmd) + ',"cmd_id":"' + id + '","reply":true' +
-                                    fields + '}');
+    const problem = session.deliver('{"cmd":' + JSON.stringify(cmd) + ',"cmd_id":' + JSON.stringify(id) +
+                                    ',"reply":true' + fields + '}');
     if (typeof problem === 'string') {
         runner.fail('app callback for ' + cmd + ' failed', problem, session);
     }
