@@ -16,6 +16,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vxsandbox_js.node import runner_path
 
@@ -377,4 +379,56 @@ def test_no_or_malformed_fixed_means_every_request_is_asked(runners: Any, fixed:
         assert asked["cmd"] == "config.get"
         runner.write(config_reply(asked["cmd_id"], success=True, value="v"))
         assert finish_run(runner)["got"]["value"] == "v"
+    assert runner.close() == 0
+
+
+#: Asks config.get for each key the message lists, one after the other, then replies with the values.
+KEYS_APP = """
+api.on_inbound_message = function (command) {
+    var self = this, keys = command.msg.keys, values = [];
+    function next() {
+        if (values.length === keys.length) {
+            self.request('outbound.reply_to', {values: values}, function () { self.done(); });
+            return;
+        }
+        self.request('config.get', {key: keys[values.length]}, function (r) {
+            values.push(r.success ? r.value : 'failed: ' + r.reason);
+            next();
+        });
+    }
+    next();
+};
+"""
+
+
+def config_value(key: str) -> str | None:
+    """What the test's worker answers for a key: null for some, as the config resource does for unknown keys."""
+    return None if len(key) % 3 == 0 else f"v:{key}"
+
+
+def test_kept_replies_always_match_what_the_worker_would_answer(runners: Any) -> None:
+    """Hypothesis: whatever keys runs ask for, in any order and repeated, every run gets what the worker would
+    answer, and the worker is asked for each key once in the child's life (one child serves every example)."""
+    runner = runners()
+    runner.write(line({"cmd": "initialize", "javascript": KEYS_APP, "app_context": None,
+                       "filename": "/tmp/app.js", "fixed": FIXED}))
+    asked: list[str] = []
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.text(max_size=12), max_size=6))
+    def run(keys: list[str]) -> None:
+        runner.write(message(keys=keys))
+        while True:
+            request = runner.read_line()
+            if request["cmd"] != "config.get":
+                break
+            asked.append(request["key"])
+            runner.write(config_reply(request["cmd_id"], success=True, value=config_value(request["key"])))
+        assert request["values"] == [config_value(key) for key in keys]
+        runner.write(reply(request["cmd_id"]))
+        assert runner.read_line()["msg"] == "Done."
+        assert runner.read_line()["cmd"] == "js.done"
+        assert len(asked) == len(set(asked)), asked
+
+    run()
     assert runner.close() == 0
