@@ -145,7 +145,8 @@ class ConcurrentRunTests(TestCase):
         self.assertIn("1 more lines of no run ignored in this run", logs)
 
     async def test_one_runs_timeout_ends_the_other_with_its_own_reason(self):
-        """The run that timed out is killed for its timeout; the run beside it for another run's timeout."""
+        """The run that timed out is killed for its timeout, an error; the run beside it for another run's timeout,
+        through no fault of its message: interrupted, so the service has the message delivered again."""
         from twisted.internet import reactor
         from twisted.internet.task import deferLater
 
@@ -156,15 +157,17 @@ class ConcurrentRunTests(TestCase):
         first = Deferred.fromCoroutine(w.process_message(make_user_message(content="first")))
         await deferLater(reactor, 0.2, lambda: None)
         second = Deferred.fromCoroutine(w.process_message(make_user_message(content="second")))
-        self.assertEqual(await gatherResults([first, second]), ["error", "error"])
+        self.assertEqual(await gatherResults([first, second]), ["error", "interrupted"])
         self.assertEqual(w.pool.spawned, 1)
         self.assertEqual([r.kill_reason for r in ends.results], ["timeout", "another run's timeout"])
+        self.assertEqual([r.bystander for r in ends.results], [False, True])
 
     async def test_a_full_child_leaves_the_next_message_to_another(self):
         """With runs_per_child 2 a third message at once is served by a second child."""
         w = await self.start(STUCK_CHILD, timeout=0.3)
         outcomes = await at_once(*(w.process_message(make_user_message()) for _ in range(3)))
-        self.assertEqual(outcomes, ["error"] * 3)
+        # Each child's first timeout ends the run beside it too: that one is interrupted, to be delivered again.
+        self.assertEqual(sorted(outcomes), ["error", "error", "interrupted"])
         self.assertEqual(w.pool.spawned, 2)
 
     def test_runs_per_child_must_be_positive(self):
@@ -340,5 +343,70 @@ class RecvLimitBesideRunsTests(TestCase):
         first = Deferred.fromCoroutine(w.process_message(make_user_message(content="first")))
         await deferLater(reactor, 0.3, lambda: None)
         second = Deferred.fromCoroutine(w.process_message(make_user_message(content="second")))
-        self.assertEqual(await gatherResults([first, second]), ["error", "error"])
+        self.assertEqual(await gatherResults([first, second]), ["error", "interrupted"])
         self.assertEqual(sorted(r.kill_reason for r in ends.results), ["another run's recv_limit", "recv_limit"])
+
+
+#: "stuck" never finishes; any other message is answered through outbound, then done, after 0.7 s.
+ANSWERING_CHILD = CHILD_LINES + r"""
+import select, time
+later = []
+while True:
+    now = time.time()
+    for item in [x for x in later if x[0] <= now]:
+        later.remove(item)
+        command = item[1]
+        msg = command["msg"]
+        send({"cmd": "outbound.reply_to", "run_id": command["run_id"], "in_reply_to": msg["message_id"],
+              "content": "echo " + msg["content"]})
+        send({"cmd": "run.done", "run_id": command["run_id"]})
+    wait = max(0.0, min(t for t, _ in later) - now) if later else None
+    if not select.select([0], [], [], wait)[0]:
+        continue
+    data = os.read(0, 65536)
+    if not data:
+        break
+    for command in inbound(data):
+        if command["msg"]["content"] != "stuck":
+            later.append((time.time() + 0.7, command))
+"""
+
+
+class BystanderTests(TestCase):
+    async def test_a_message_killed_for_another_runs_fault_is_delivered_again_and_answered(self):
+        """Through the service: a stuck message's timeout ends the run beside it in one child; the stuck one is
+        acked as an error, the other requeued, served again in a new child and answered once."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        from vxsandbox_core.brokers.memory import MemoryBroker
+        from vxsandbox_core.service import WorkerService
+
+        broker = MemoryBroker(prefetch_count=2)
+        config = python_worker_config(
+            ["-c", ANSWERING_CHILD], sandbox={"outbound": {"cls": "vxsandbox_core.testing:StubOutboundResource"},
+                                              "run": {"cls": "run"}},
+            logging_resource="record", transport_name="tr", messages_per_process=10, runs_per_child=2, timeout=1.0)
+        worker = Sandbox(config, broker=broker, hooks=hooks_with())
+        service = WorkerService(worker, broker)
+        await service.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(service.stop()))
+        stuck = make_user_message(transport_name="tr", content="stuck")
+        slow = make_user_message(transport_name="tr", content="slow")
+        # The stuck run's timeout (at 1 s) comes while the slow one, begun 0.5 s later, still runs (until 1.2 s);
+        # served again alone, the slow one ends within its timeout.
+        await broker.publish("tr.inbound", stuck.to_json().encode())
+        await deferLater(reactor, 0.5, lambda: None)
+        await broker.publish("tr.inbound", slow.to_json().encode())
+        got = Deferred.fromCoroutine(broker.get("tr.outbound"))
+        got.addTimeout(10, reactor)
+        reply = json.loads((await got).body)
+        self.assertEqual((reply["in_reply_to"], reply["content"]), (slow["message_id"], "echo slow"))
+        for _ in range(50):
+            if service.counts["ok"]:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual((service.counts["error"], service.counts["interrupted"], service.counts["ok"]), (1, 1, 1))
+        self.assertEqual(worker.pool.spawned, 2)
+        self.assertEqual(broker.drain("tr.outbound"), [])
+        self.assertEqual(broker.drain("tr.inbound.dead"), [])

@@ -19,7 +19,8 @@ requests; what the process does as a whole (its output, which counts against
 every run it is serving, its stderr, its end) touches all of them. A kill for
 one run's fault ends the others too, each with the reason
 ``another run's <reason>``: they share one process, as they share one tenant
-and one version of its code.
+and one version of its code. Such a run is a bystander (:attr:`SandboxResult.bystander`):
+its own message was never the problem, so the worker has it delivered again.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from .api import SandboxApi
 
 log = logging.getLogger(__name__)
+
+#: how the kill reason of a run ended for another run's fault begins (``another run's timeout``)
+ANOTHER_RUNS = "another run's "
 
 def find_executable(executable: str, key: str = "executable") -> str:
     """Resolve a program name on PATH (the child's empty environment has no PATH to search)."""
@@ -143,6 +147,11 @@ class SandboxResult:
     duration: float
     #: True when the child ended (or was told to end) with this run; False when it was kept warm
     retired: bool = True
+
+    @property
+    def bystander(self) -> bool:
+        """It was killed for another run's fault in the same child; its own message did nothing wrong."""
+        return self.kill_reason is not None and self.kill_reason.startswith(ANOTHER_RUNS)
 
     @property
     def ok(self) -> bool:
@@ -324,7 +333,7 @@ class SandboxChild(ProcessProtocol):
         """
         for each in self.runs.values():
             if each.kill_reason is None and not each.finished:
-                each.kill_reason = reason if run is None or each is run else f"another run's {reason}"
+                each.kill_reason = reason if run is None or each is run else f"{ANOTHER_RUNS}{reason}"
         self.retire()
 
     def retire(self) -> None:

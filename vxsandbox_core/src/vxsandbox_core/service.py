@@ -21,8 +21,9 @@ queue. What becomes of a delivery:
 - the worker itself failed (a bug): logged with the traceback and
   dead-lettered, so one poison message cannot loop forever;
 - it arrived while the service was stopping, or its run was still going
-  ``shutdown_timeout`` seconds after the stop began and was killed
-  (``interrupted``): requeued for another worker.
+  ``shutdown_timeout`` seconds after the stop began and was killed, or its
+  run was killed for another run's fault in the same child (``runs_per_child``
+  above 1; ``interrupted``): requeued, for another worker or another child.
 
 Starting also raises the worker's own soft ``RLIMIT_NOFILE`` to its hard
 limit: every child's pipes and every outbound connection cost descriptors,

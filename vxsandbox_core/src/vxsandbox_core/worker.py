@@ -200,8 +200,10 @@ class Sandbox:
 
         ``ok`` (the run ended normally), ``error`` (the app failed or was killed
         for misbehaving), ``refused`` (no sandbox could be picked for it) or
-        ``interrupted`` (the worker was stopping and killed the run: the
-        message was not handled and should be delivered again).
+        ``interrupted`` (the worker was stopping and killed the run, or the run
+        was killed for the fault of another run beside it in the same child: the
+        message was not handled, through no fault of its own, and should be
+        delivered again).
         """
         return await self._process(msg, lambda api: api.sandbox_inbound_message(msg))
 
@@ -230,7 +232,7 @@ class Sandbox:
                         self._order_locks.pop(sandbox_id, None)
             else:
                 result = await self.run_sandbox(api, deliver)
-            if result.kill_reason == STOPPING:
+            if result.kill_reason == STOPPING or result.bystander:
                 outcome = "interrupted"
             else:
                 outcome = "ok" if result.ok else "error"
