@@ -410,3 +410,35 @@ class BystanderTests(TestCase):
         self.assertEqual(worker.pool.spawned, 2)
         self.assertEqual(broker.drain("tr.outbound"), [])
         self.assertEqual(broker.drain("tr.inbound.dead"), [])
+
+
+#: At its second message, names the first run as the reason it ends (a line marked fatal), then exits 1.
+FATAL_CHILD = CHILD_LINES + r"""
+runs = []
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    for command in inbound(data):
+        runs.append(command["run_id"])
+        if len(runs) == 2:
+            send({"cmd": "record.fatal", "run_id": runs[0], "fatal": True})
+            os._exit(1)
+"""
+
+
+class FatalLineTests(TestCase):
+    async def test_the_run_a_child_ends_for_fails_and_the_one_beside_it_is_interrupted(self):
+        """A line of run 1 marked fatal, then the exit: run 1 fails (exited with 1), run 2 ends as another
+        run's fatal error, interrupted; the resource never sees the marker."""
+        ends = Ends()
+        w = worker(FATAL_CHILD, ends, timeout=5)
+        self.addCleanup(lambda: Deferred.fromCoroutine(w.teardown()))
+        await w.setup()
+        outcomes = await at_once(w.process_message(make_user_message(content="first")),
+                                 w.process_message(make_user_message(content="second")))
+        self.assertEqual(outcomes, ["error", "interrupted"])
+        self.assertEqual([(r.exit_code, r.kill_reason) for r in ends.results],
+                         [(1, None), (1, "another run's fatal error")])
+        record = w.resources.resources["record"]
+        self.assertEqual([(r["cmd"], "fatal" in r) for r in record.requests], [("fatal", False)])

@@ -35,14 +35,16 @@ api.on_inbound_message = function (command) {
 };
 """
 
-# Throws from a timer of the second message it is given: the process ends, and with it every run.
+# Throws from a timer of the message "crash" (the runner knows whose it was), or leaves a rejected
+# promise unhandled for "reject" (it does not): the process ends, and with it every run.
 CRASHING_APP = """
 api.on_inbound_message = function (command) {
     var content = command.msg.content;
     setTimeout(function () {
         if (content === 'crash') { throw new Error('boom'); }
+        if (content === 'reject') { Promise.reject(new Error('boom')); return; }
         api.done();
-    }, content === 'crash' ? 50 : 5000);
+    }, content === 'wait' ? 5000 : 50);
 };
 """
 
@@ -72,14 +74,23 @@ class ConcurrentJsRunTests(TestCase):
         self.assertEqual(len({v[2] for v in replies.values()}), 1, replies)
 
     async def test_a_crash_in_one_run_ends_the_runs_beside_it(self):
-        """An uncaught exception ends the process: the run that threw and the run beside it both fail,
-        and the next message gets a new child."""
+        """An uncaught exception in one run's timer ends the process: that run fails, and the run beside it, which
+        the runner's report shows did nothing wrong, is interrupted (its message is delivered again)."""
         worker = self.worker(CRASHING_APP, runs_per_child=2, timeout=3)
         await worker.setup()
         outcomes = await gatherResults([Deferred.fromCoroutine(worker.process_message(make_user_message(content=c)))
                                         for c in ("wait", "crash")])
-        self.assertEqual(outcomes, ["error", "error"])
+        self.assertEqual(outcomes, ["interrupted", "error"])
         logged = worker.resources.resources["log"].messages()
         self.assertTrue(any("uncaught exception in app" in m and "boom" in m for m in logged), logged)
         self.assertEqual(worker.pool.spawned, 1)
         self.assertEqual(worker.pool.live, 0)
+
+    async def test_a_crash_no_run_can_be_blamed_for_fails_every_run(self):
+        """An unhandled rejection belongs to no run the runner can name: every run of the child fails."""
+        worker = self.worker(CRASHING_APP, runs_per_child=2, timeout=3)
+        await worker.setup()
+        outcomes = await gatherResults([Deferred.fromCoroutine(worker.process_message(make_user_message(content=c)))
+                                        for c in ("wait", "reject")])
+        self.assertEqual(outcomes, ["error", "error"])
+        self.assertEqual(worker.pool.spawned, 1)

@@ -432,3 +432,33 @@ def test_kept_replies_always_match_what_the_worker_would_answer(runners: Any) ->
 
     run()
     assert runner.close() == 0
+
+
+#: Claims a fatal error of its own in a request; then throws from its handler.
+FATAL_CLAIM_APP = """
+api.on_inbound_message = function (command) {
+    var self = this;
+    if (command.msg.content === 'claim') {
+        self.request('log.error', {msg: 'not really', fatal: true}, function () { self.done(); });
+        return;
+    }
+    throw new Error('boom');
+};
+"""
+
+
+def test_only_the_runner_marks_a_line_fatal(runners: Any) -> None:
+    """An app's `fatal: true` is dropped from its request; the runner's own report of what the app threw carries it."""
+    runner = runners()
+    runner.write(initialize(FATAL_CLAIM_APP) + message(content="claim"))
+    claimed = runner.read_line()
+    assert (claimed["cmd"], claimed["msg"]) == ("log.error", "not really") and "fatal" not in claimed
+    runner.write(reply(claimed["cmd_id"]))
+    assert runner.read_line()["msg"] == "Done."
+    assert runner.read_line()["cmd"] == "js.done"
+    runner.write(message(content="throw"))
+    report = runner.read_line()
+    assert (report["cmd"], report["fatal"]) == ("log.error", True)
+    assert "app handler for inbound-message failed" in report["msg"] and "boom" in report["msg"]
+    runner.write(line({"cmd": "log.error", "cmd_id": report["cmd_id"], "reply": True, "success": True}))
+    assert runner.close() == 1

@@ -20,7 +20,11 @@ every run it is serving, its stderr, its end) touches all of them. A kill for
 one run's fault ends the others too, each with the reason
 ``another run's <reason>``: they share one process, as they share one tenant
 and one version of its code. Such a run is a bystander (:attr:`SandboxResult.bystander`):
-its own message was never the problem, so the worker has it delivered again.
+its own message was never the problem, so the worker has it delivered again. So
+are the runs beside one the child names as the reason it ends (a line of that run
+marked ``"fatal": true``, as the JavaScript runner marks its report of an uncaught
+exception): they end as ``another run's fatal error``. An unexplained crash ends
+them all as errors.
 """
 
 from __future__ import annotations
@@ -241,6 +245,8 @@ class SandboxChild(ProcessProtocol):
         self.runs_started = 0
         #: the runs being served, oldest first, by run_id
         self.runs: dict[int, SandboxRun] = {}
+        #: the run a line marked ``fatal`` named: the child said it is ending because of that run
+        self.culprit: SandboxRun | None = None
         #: the API of the run that started the child (resources initialised it for this tenant)
         self.first_api: SandboxApi | None = None
         self.retiring = False
@@ -511,6 +517,8 @@ class SandboxChild(ProcessProtocol):
             if named is None or not self._still_asking(named):
                 return
             run = named
+        if command.pop("fatal", None) is True and not run.finished:
+            self.culprit = run
         api = run.api
         if repaired:
             # JavaScript strings may hold half a character (a lone surrogate); UTF-8 cannot.
@@ -571,6 +579,11 @@ class SandboxChild(ProcessProtocol):
         value = reason.value
         self.exit_code = getattr(value, "exitCode", None)
         self.signal = getattr(value, "signal", None)
+        if self.culprit is not None and self.culprit.run_id in self.runs:
+            # The child named the run it ended for: the others did nothing wrong.
+            for run in self.runs.values():
+                if run is not self.culprit and run.kill_reason is None and not run.finished:
+                    run.kill_reason = f"{ANOTHER_RUNS}fatal error"
         for run in list(self.runs.values()):
             self._end_run(run)
         waiters, self._end_waiters = self._end_waiters, []

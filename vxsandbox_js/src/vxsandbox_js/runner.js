@@ -18,7 +18,9 @@
 //   A worker that has a child serve several runs at once (`runs_per_child`) adds `"run_id": n`
 //   to each inbound command and to every reply of that run; the runner then adds the same
 //   `run_id` to every line it writes for the run (requests, `js.done`), after the app's fields
-//   so the app cannot name another run.
+//   so the app cannot name another run. The runner's report of what one run's handler, callback
+//   or timer threw carries `"fatal": true` (an app's own requests never do): the worker then has
+//   the messages of the runs beside it delivered again.
 //
 // `initialize` compiles the app once. Every inbound command (one message or event: one run)
 // then gets a fresh vm context in which the app's code runs again, whose globals are a fresh
@@ -367,6 +369,7 @@ function bootstrap(host, runnerFile) {
         delete command.cmd_id;
         delete command.acknowledged;
         delete command.run_id;
+        delete command.fatal;
         // A command the worker listed as acknowledged (see the runner's initialize), carrying
         // the field that makes its reply `success: true`, is answered here instead of by a
         // round trip through the worker, which still handles it and sends no reply.
@@ -858,8 +861,12 @@ function Runner() {
         const timer = setTimeout(function () { process.exit(1); }, FATAL_LOG_WAIT_MS);
         timer.unref();
         self.fatalId = self.nextId();
-        self.write({cmd: 'log.error', cmd_id: self.fatalId, reply: false, msg: what + ': ' + detail},
-                   self.someSession(session));
+        const report = {cmd: 'log.error', cmd_id: self.fatalId, reply: false, msg: what + ': ' + detail};
+        if (session && !session.closed) {
+            // The run at fault is known: the worker delivers the messages of the runs beside it again.
+            report.fatal = true;
+        }
+        self.write(report, self.someSession(session));
     };
 
     // A value thrown at the process's error events: one of the runner's own errors, or the
