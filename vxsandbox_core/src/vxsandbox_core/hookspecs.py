@@ -62,7 +62,9 @@ def run_ended(api: SandboxApi, result: SandboxResult) -> None:
 def command_received(api: SandboxApi, command: Command) -> Any:
     """Inspect a request from the child before its resource sees it, and optionally answer it.
 
-    Stops at the first non-``None`` result.
+    Stops at the first non-``None`` result. A request a warm child answers itself from a
+    reply it kept (a resource's :attr:`~vxsandbox_core.resources.SandboxResource.FIXED`
+    command asked again) is never sent, so it never reaches this hook.
 
     :param api: the run's API.
     :param command: the decoded request (``cmd`` is the full ``resource.command``).
@@ -77,6 +79,9 @@ def command_received(api: SandboxApi, command: Command) -> Any:
 def reply_sent(api: SandboxApi, command: Command, reply: Command) -> None:
     """Observe a reply written to the child, or one the child gave itself (an ``acknowledged`` request).
 
+    Not called for a reply a child gives from one it kept (a ``FIXED`` command asked again): that
+    request is never sent.
+
     :param api: the run's API.
     :param command: the request being answered.
     :param reply: the reply as sent; ``reply["success"]`` tells the outcome.
@@ -90,8 +95,10 @@ def message_processed(sandbox_id: str | None, message: Any, outcome: str, durati
     :param sandbox_id: the tenant, or ``None`` when the message named none.
     :param message: the :class:`vxsandbox_core.message.Message` handled.
     :param outcome: ``"ok"`` (the run ended normally), ``"error"`` (the child
-        failed or was killed) or ``"refused"`` (no sandbox could be picked or
-        started for it).
+        failed or was killed), ``"refused"`` (no sandbox could be picked or
+        started for it) or ``"interrupted"`` (its run was killed while the worker
+        stopped, or for another run's fault beside it in one child: the message
+        is delivered again).
     :param duration: seconds from receipt to the end of the run.
     """
 
