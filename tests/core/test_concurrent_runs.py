@@ -227,27 +227,38 @@ def inbound(data):
     return [c for c in map(json.loads, lines) if c.get("cmd") == "inbound-message"]
 """
 
+#: CHILD_LINES plus serve(delay_for, finish): runs side by side, each finished (finish(command)) delay_for(command)
+#: seconds after its message arrives, or never when that is None.
+TIMED_LINES = CHILD_LINES + r"""
+import select, time
+def serve(delay_for, finish):
+    later = []
+    while True:
+        now = time.time()
+        for item in [x for x in later if x[0] <= now]:
+            later.remove(item)
+            finish(item[1])
+        wait = max(0.0, min(t for t, _ in later) - now) if later else None
+        if not select.select([0], [], [], wait)[0]:
+            continue
+        data = os.read(0, 65536)
+        if not data:
+            break
+        for command in inbound(data):
+            delay = delay_for(command)
+            if delay is not None:
+                later.append((time.time() + delay, command))
+"""
+
 #: Serves runs side by side: each is done at once, or after 0.6 s when its content is "slow"; each
 #: says which process served it.
-TIMED_CHILD = CHILD_LINES + r"""
-import select, time
+TIMED_CHILD = TIMED_LINES + r"""
 PROCESS = "%d-%s" % (os.getpid(), os.urandom(4).hex())
-later = []
-while True:
-    now = time.time()
-    for item in [x for x in later if x[0] <= now]:
-        later.remove(item)
-        send({"cmd": "run.done", "run_id": item[1]})
-    wait = max(0.0, min(t for t, _ in later) - now) if later else None
-    if not select.select([0], [], [], wait)[0]:
-        continue
-    data = os.read(0, 65536)
-    if not data:
-        break
-    for command in inbound(data):
-        content = command["msg"]["content"]
-        send({"cmd": "record.seen", "run_id": command["run_id"], "content": content, "process": PROCESS})
-        later.append((time.time() + (0.6 if content == "slow" else 0.0), command["run_id"]))
+def seen(command):
+    content = command["msg"]["content"]
+    send({"cmd": "record.seen", "run_id": command["run_id"], "content": content, "process": PROCESS})
+    return 0.6 if content == "slow" else 0.0
+serve(seen, lambda command: send({"cmd": "run.done", "run_id": command["run_id"]}))
 """
 
 
@@ -348,27 +359,13 @@ class RecvLimitBesideRunsTests(TestCase):
 
 
 #: "stuck" never finishes; any other message is answered through outbound, then done, after 0.7 s.
-ANSWERING_CHILD = CHILD_LINES + r"""
-import select, time
-later = []
-while True:
-    now = time.time()
-    for item in [x for x in later if x[0] <= now]:
-        later.remove(item)
-        command = item[1]
-        msg = command["msg"]
-        send({"cmd": "outbound.reply_to", "run_id": command["run_id"], "in_reply_to": msg["message_id"],
-              "content": "echo " + msg["content"]})
-        send({"cmd": "run.done", "run_id": command["run_id"]})
-    wait = max(0.0, min(t for t, _ in later) - now) if later else None
-    if not select.select([0], [], [], wait)[0]:
-        continue
-    data = os.read(0, 65536)
-    if not data:
-        break
-    for command in inbound(data):
-        if command["msg"]["content"] != "stuck":
-            later.append((time.time() + 0.7, command))
+ANSWERING_CHILD = TIMED_LINES + r"""
+def answer(command):
+    msg = command["msg"]
+    send({"cmd": "outbound.reply_to", "run_id": command["run_id"], "in_reply_to": msg["message_id"],
+          "content": "echo " + msg["content"]})
+    send({"cmd": "run.done", "run_id": command["run_id"]})
+serve(lambda command: None if command["msg"]["content"] == "stuck" else 0.7, answer)
 """
 
 
