@@ -13,7 +13,13 @@ and be prepared) while no message waits; ``first_ms``, the CPU of the first mess
 was started (and, as a prefork spare is, prepared) before it came; ``warm_ms``,
 the median CPU per message over ``--messages`` warm messages after a warm-up.
 
+With ``--curve`` it reports instead how a new child's CPU per message falls
+as it serves more messages (V8 compiles and optimises the code it runs
+often): the mean over each stretch of its life (messages 2-11, 12-31, ...),
+the cost every warm child pays before it reaches ``warm_ms``.
+
     python benchmarks/runner_cpu.py --repeat 5 --messages 2000
+    python benchmarks/runner_cpu.py --curve --repeat 3
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ api.on_inbound_message = function (command) {
 };
 """
 WARM_UP = 200
+#: where the stretches of a child's life measured by ``--curve`` end (messages after its first)
+CURVE = (10, 30, 100, 300, 1000, 2000)
 
 
 def cpu_ns(pid: int) -> int:
@@ -163,7 +171,52 @@ def measure(argv: list[str], init: dict[str, Any], messages: int, prepare: bool)
     return {"start_ms": start / 1e6, "first_ms": first / 1e6, "warm_ms": warm / 1e6}
 
 
+def curve(argv: list[str], init: dict[str, Any]) -> dict[str, float]:
+    """CPU ms per message of a prepared child over each stretch of its life, by the stretch's last message."""
+    child = Child(argv, ROOT)
+    out: dict[str, float] = {}
+    try:
+        child.send({**init, "cmd": "prepare"})
+        child.settle()
+        child.send(init)
+        child.message()
+        served = 0
+        for end in CURVE:
+            before = cpu_ns(child.popen.pid)
+            for _ in range(end - served):
+                child.message()
+            out[f"{served + 2}-{end + 1}"] = (cpu_ns(child.popen.pid) - before) / (end - served) / 1e6
+            served = end
+    finally:
+        child.close()
+    return out
+
+
+async def main_curve(args: argparse.Namespace) -> None:
+    results: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        children = {app: await child_argv(app, tmp, args.node_flag) for app in args.apps}
+        try:
+            for i in range(args.repeat):
+                for app in args.apps:
+                    argv, _worker, init = children[app]
+                    row = curve(argv, init)
+                    results.setdefault(app, []).append(row)
+                    print(f"run {i + 1} {app}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), file=sys.stderr)
+        finally:
+            for _argv, worker, _init in children.values():
+                await worker.teardown()
+    summary = {app: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+               for app, rows in results.items()}
+    print(json.dumps({"node": children[args.apps[0]][0][0], "curve_ms_per_message": summary, "runs": results},
+                     indent=2))
+
+
 async def main(reactor: Any, args: argparse.Namespace) -> None:
+    if args.curve:
+        await main_curve(args)
+        return
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)  # as an app's folder is: the worker checks its children could read it
@@ -194,6 +247,8 @@ def cli() -> None:
     parser.add_argument("--node-flag", action="append", default=[],
                         help="an extra node flag for the children (repeat for more), e.g. --node-flag=--trace-gc")
     parser.add_argument("--no-prepare", action="store_true", help="do not prepare the child before its first message")
+    parser.add_argument("--curve", action="store_true",
+                        help="CPU per message over stretches of a new child's life (its first 2,000 messages)")
     args = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))
 
