@@ -192,31 +192,7 @@ def curve(argv: list[str], init: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-async def main_curve(args: argparse.Namespace) -> None:
-    results: dict[str, list[dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chmod(tmp, 0o755)
-        children = {app: await child_argv(app, tmp, args.node_flag) for app in args.apps}
-        try:
-            for i in range(args.repeat):
-                for app in args.apps:
-                    argv, _worker, init = children[app]
-                    row = curve(argv, init)
-                    results.setdefault(app, []).append(row)
-                    print(f"run {i + 1} {app}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), file=sys.stderr)
-        finally:
-            for _argv, worker, _init in children.values():
-                await worker.teardown()
-    summary = {app: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
-               for app, rows in results.items()}
-    print(json.dumps({"node": children[args.apps[0]][0][0], "curve_ms_per_message": summary, "runs": results},
-                     indent=2))
-
-
 async def main(reactor: Any, args: argparse.Namespace) -> None:
-    if args.curve:
-        await main_curve(args)
-        return
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)  # as an app's folder is: the worker checks its children could read it
@@ -225,18 +201,26 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             for i in range(args.repeat):
                 for app in args.apps:
                     argv, _worker, init = children[app]
-                    row = measure(argv, init, args.messages, not args.no_prepare)
+                    if args.curve:
+                        row = curve(argv, init)
+                        shown = ", ".join(f"{k} {v:.2f}" for k, v in row.items())
+                    else:
+                        row = measure(argv, init, args.messages, not args.no_prepare)
+                        shown = (f"start {row['start_ms']:.1f} ms, first {row['first_ms']:.1f} ms, "
+                                 f"warm {row['warm_ms']:.3f} ms")
                     results.setdefault(app, []).append(row)
-                    print(f"run {i + 1} {app}: start {row['start_ms']:.1f} ms, first {row['first_ms']:.1f} ms, "
-                          f"warm {row['warm_ms']:.3f} ms",
-                          file=sys.stderr)
+                    print(f"run {i + 1} {app}: {shown}", file=sys.stderr)
         finally:
             for _argv, worker, _init in children.values():
                 await worker.teardown()
-    summary = {app: {key: statistics.median(r[key] for r in rows) for key in ("start_ms", "first_ms", "warm_ms")}
+    summary = {app: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
                for app, rows in results.items()}
-    print(json.dumps({"node": children[args.apps[0]][0][0], "prepared": not args.no_prepare,
-                      "median": summary, "runs": results}, indent=2))
+    head: dict[str, Any] = {"node": children[args.apps[0]][0][0]}
+    if args.curve:
+        head["curve_ms_per_message"] = summary
+    else:
+        head.update({"prepared": not args.no_prepare, "median": summary})
+    print(json.dumps({**head, "runs": results}, indent=2))
 
 
 def cli() -> None:
