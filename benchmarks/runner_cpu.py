@@ -149,26 +149,33 @@ async def child_argv(app: str, tmp: str, node_flags: list[str]) -> tuple[list[st
     return argv, worker, init
 
 
+def begin(child: Child, init: dict[str, Any], prepare: bool) -> tuple[float, float]:
+    """Start ``child`` (prepared first if ``prepare``) and run its first message: the CPU ms of each."""
+    if prepare:
+        child.send({**init, "cmd": "prepare"})
+    child.settle()
+    start = cpu_ns(child.popen.pid)
+    child.send(init)
+    child.message()
+    return start / 1e6, (cpu_ns(child.popen.pid) - start) / 1e6
+
+
+def per_message(child: Child, messages: int) -> float:
+    """CPU ms per message of ``child`` over its next ``messages`` messages."""
+    before = cpu_ns(child.popen.pid)
+    for _ in range(messages):
+        child.message()
+    return (cpu_ns(child.popen.pid) - before) / messages / 1e6
+
+
 def measure(argv: list[str], init: dict[str, Any], messages: int, prepare: bool) -> dict[str, float]:
     child = Child(argv, ROOT)
     try:
-        if prepare:
-            child.send({**init, "cmd": "prepare"})
-        child.settle()
-        start = cpu_ns(child.popen.pid)
-        before = start
-        child.send(init)
-        child.message()
-        first = cpu_ns(child.popen.pid) - before
-        for _ in range(WARM_UP):
-            child.message()
-        before = cpu_ns(child.popen.pid)
-        for _ in range(messages):
-            child.message()
-        warm = (cpu_ns(child.popen.pid) - before) / messages
+        start, first = begin(child, init, prepare)
+        per_message(child, WARM_UP)
+        return {"start_ms": start, "first_ms": first, "warm_ms": per_message(child, messages)}
     finally:
         child.close()
-    return {"start_ms": start / 1e6, "first_ms": first / 1e6, "warm_ms": warm / 1e6}
 
 
 def curve(argv: list[str], init: dict[str, Any]) -> dict[str, float]:
@@ -176,16 +183,10 @@ def curve(argv: list[str], init: dict[str, Any]) -> dict[str, float]:
     child = Child(argv, ROOT)
     out: dict[str, float] = {}
     try:
-        child.send({**init, "cmd": "prepare"})
-        child.settle()
-        child.send(init)
-        child.message()
+        begin(child, init, True)
         served = 0
         for end in CURVE:
-            before = cpu_ns(child.popen.pid)
-            for _ in range(end - served):
-                child.message()
-            out[f"{served + 2}-{end + 1}"] = (cpu_ns(child.popen.pid) - before) / (end - served) / 1e6
+            out[f"{served + 2}-{end + 1}"] = per_message(child, end - served)
             served = end
     finally:
         child.close()
