@@ -6,7 +6,7 @@ PATH, ``npm ci --prefix examples/vumigo_app`` for the vumigo_v02 app)::
     python benchmarks/roundtrip.py [--json] [--apps js,vumigo,python] [--modes cold,prefork,warm]
     python benchmarks/roundtrip.py --rss 100000      # worker RSS over a long warm run
     python benchmarks/roundtrip.py --rss 10000 --rss-app vumigo   # one warm toolkit child's RSS
-    python benchmarks/roundtrip.py --apps js,vumigo --snapshot   # the vumigo app from a startup snapshot
+    python benchmarks/roundtrip.py --apps js,vumigo --no-snapshot   # the vumigo app with snapshot: false
     python benchmarks/roundtrip.py --apps js,vumigo --modes warm --runs-per-child 10   # 10 messages at once per child
 
 This process plays the transport: it publishes raw Vumi JSON user messages to
@@ -440,10 +440,10 @@ def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
 
 # --- worker processes -------------------------------------------------------------------------------
 
-def worker_config(app: str, mode: str, transport: str, key_prefix: str, snapshot: bool = False,
+def worker_config(app: str, mode: str, transport: str, key_prefix: str, snapshot: bool = True,
                   runs_per_child: int = 1) -> dict[str, Any]:
-    """The ``vxsandbox run`` config for an app in a mode (the vumigo app from a startup snapshot if ``snapshot``;
-    warm children serving ``runs_per_child`` messages at once)."""
+    """The ``vxsandbox run`` config for an app in a mode (the vumigo app with the default ``snapshot``, or
+    ``snapshot: false`` unless ``snapshot``; warm children serving ``runs_per_child`` messages at once)."""
     per_process, prefork = MODES[mode]
     common = {"transport_name": transport, "sandbox_id": "bench", "amqp_prefetch_count": PREFETCH,
               "messages_per_process": per_process, "prefork": prefork, "timeout": 30,
@@ -456,7 +456,7 @@ def worker_config(app: str, mode: str, transport: str, key_prefix: str, snapshot
                 "sandbox": {"kv": {"cls": "kv", "redis_manager": {"url": REDIS_URL, "key_prefix": key_prefix}},
                             "outbound": {"cls": "outbound"},
                             "config": {"cls": "config", "values": {"config": {"name": "Tea Time"}}}},
-                "snapshot": snapshot}
+                **({} if snapshot else {"snapshot": False})}
     from vxsandbox_core.testing import PYTHON_RLIMITS, echo_child
     return {**common, "worker": "sandbox", "executable": sys.executable, "args": echo_child(),
             "rlimits": dict(PYTHON_RLIMITS), "sandbox": {"outbound": {"cls": "outbound"}, "run": {"cls": "run"}}}
@@ -748,13 +748,15 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         for mode in args.modes:
             tn = f"vxbench_{run_id}_{app}_{mode}"
             config_path = os.path.join(tmp, f"{tn}.json")  # JSON is YAML
-            snapshot = args.snapshot and app == "vumigo"
+            # The vumigo app is measured once the snapshot its worker makes by default is ready.
+            snapshot = not args.no_snapshot and app == "vumigo"
             with open(config_path, "w") as f:
                 json.dump(worker_config(app, mode, tn, key_prefix, snapshot, args.runs_per_child), f)
             n_one, n_sat = COUNTS[(app, mode)]
             warmup = 20 if mode == "warm" else 2
             argv = vxsandbox_argv(config_path, "info" if snapshot else "warning")
-            row = await measure(reactor, f"{app} {mode}" + (" (snapshot)" if snapshot else ""), argv, tn, app,
+            label = " (no snapshot)" if app == "vumigo" and args.no_snapshot else ""
+            row = await measure(reactor, f"{app} {mode}{label}", argv, tn, app,
                                 max(1, int(n_one * scale)), max(1, int(n_sat * scale)), warmup, tmp,
                                 args.repeat if mode == "warm" else 1, SNAPSHOT_READY if snapshot else None)
             progress(asdict(row))
@@ -919,8 +921,9 @@ def main() -> None:
                         help="the --rss run's app: js (reply-only, children retired every 1000 messages) or "
                              "vumigo (one warm child serves all N)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    parser.add_argument("--snapshot", action="store_true",
-                        help="run the vumigo app with snapshot: true (measured once its snapshot is made)")
+    parser.add_argument("--no-snapshot", action="store_true",
+                        help="run the vumigo app with snapshot: false (by default its worker makes a startup "
+                             "snapshot, and the app is measured once it is ready)")
     parser.add_argument("--runs-per-child", type=int, default=1, metavar="N",
                         help="warm children serve up to N messages at once (the config's runs_per_child)")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "TRANSPORT"), help=argparse.SUPPRESS)

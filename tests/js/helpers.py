@@ -68,3 +68,10 @@ def js_config(javascript: str | None = None, sandbox: dict[str, Any] | None = No
 def make_worker(cls: type, config: dict[str, Any], broker: Any = None) -> Any:
     """Build a worker with no installed plugins and a recording broker."""
     return cls(config, broker=broker if broker is not None else RecordingBroker(), hooks=hooks_with())
+
+
+async def started(case: Any, worker: Any) -> Any:
+    """Set ``worker`` up, to be torn down when the test ``case`` ends (with its children and snapshot builds)."""
+    case.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
+    await worker.setup()
+    return worker

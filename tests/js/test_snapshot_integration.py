@@ -1,4 +1,4 @@
-"""Startup snapshots (``snapshot: true``): children start with the app's modules loaded, and a snapshot that is
+"""Startup snapshots (on by default): children start with the app's modules loaded, and a snapshot that is
 not what was made (an edited module, a damaged blob) is never used."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class SnapshotTests(TestCase):
     async def worker(self, root: str, **extra):
         self.argv = Argv()
         config = js_config(worker="js-file", javascript_file=os.path.join(root, "app.js"),
-                           app_context="{require: require}", snapshot=True, **extra)
+                           **{"app_context": "{require: require}", "snapshot": True, **extra})
         worker = JsFileSandbox(config, broker=RecordingBroker(), hooks=hooks_with(self.argv))
         self.addCleanup(lambda: Deferred.fromCoroutine(worker.teardown()))
         await worker.setup()
@@ -177,6 +177,33 @@ class SnapshotTests(TestCase):
         self.assertTrue(reply["content"].startswith("Welcome to Snap Tea!"), reply)
         self.assertEqual(self.argv.from_snapshot(), [True])
 
+    async def test_a_child_from_the_snapshot_keeps_the_permission_model(self):
+        """Only the builder runs without Node's permission model: a child started from the blob reads, spawns and
+        writes nothing it was not allowed to, exactly as a child started from runner.js."""
+        root = self.make_app()
+        write(os.path.join(root, "app.js"), """
+var fs = require('fs');
+api.on_inbound_message = function (command) {
+    var self = this;
+    var attempts = {
+        'read-passwd': function () { fs.readFileSync('/etc/passwd'); },
+        'child-process': function () { require('child_process').execFileSync('/bin/true'); },
+        'write-file': function () { fs.writeFileSync('/tmp/vxsandbox-snapshot-write', 'x'); },
+    };
+    var results = Object.keys(attempts).map(function (name) {
+        try { attempts[name](); return name + ':allowed'; } catch (e) { return name + ':' + (e.code || e.name); }
+    });
+    self.log_info('#' + results.join(' ') + ' model:' + typeof process.permission, function () { self.done(); });
+};
+""")
+        worker = await self.worker(root, app_context="{require: require, process: process}")
+        self.assertIsNotNone(await worker.snapshot_ready())
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.argv.from_snapshot(), [True])
+        self.assertEqual(self.said(worker), ["#read-passwd:ERR_ACCESS_DENIED child-process:ERR_ACCESS_DENIED "
+                                             "write-file:ERR_ACCESS_DENIED model:object"])
+        self.assertFalse(os.path.exists("/tmp/vxsandbox-snapshot-write"))
+
     async def test_no_snapshot_outside_the_jail(self):
         """The builder runs without Node's permission model, so without bwrap none is made; the operator is told."""
         with self.assertLogs("vxsandbox.worker", "WARNING") as logs:
@@ -184,6 +211,40 @@ class SnapshotTests(TestCase):
         self.assertIn("only under isolation bwrap", logs.output[0])
         self.assertIsNone(await worker.snapshot_ready())
         self.assertNotIn("--snapshot-blob", worker.sandbox_args(worker._template_api()))
+
+    async def test_made_by_default_under_the_jail(self):
+        """With ``snapshot`` left out (null) a worker under bwrap makes one and its children start from it."""
+        worker = await self.worker(self.make_app(), snapshot=None)
+        self.assertIsNotNone(await worker.snapshot_ready())
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.argv.from_snapshot(), [True])
+
+    async def test_by_default_what_stops_one_is_only_a_note(self):
+        """Left to the default, no jail or a package the loader cannot follow is logged at info, not as a warning:
+        the operator asked for nothing that was refused."""
+        with self.assertLogs("vxsandbox.worker", "INFO") as logs:
+            worker = await self.worker(self.make_app(), snapshot=None, isolation="none")
+            self.assertIsNone(await worker.snapshot_ready())
+        levels = [line.split(":")[0] for line in logs.output if "startup snapshot" in line]
+        self.assertEqual(levels, ["INFO"], logs.output)
+        self.assertIn("only under isolation bwrap", logs.output[0])
+        root = self.make_app({"name": "greet", "main": "lib/main.js", "exports": {".": "./lib/main.js"}})
+        with self.assertLogs("vxsandbox.worker", "INFO") as logs:
+            worker = await self.worker(root, snapshot=None)
+            self.assertIsNone(await worker.snapshot_ready())
+        said = [line for line in logs.output if "cannot be made" in line]
+        self.assertEqual(len(said), 1, logs.output)
+        self.assertTrue(said[0].startswith("INFO:"), said)
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.argv.from_snapshot(), [False])
+
+    async def test_snapshot_false_makes_none(self):
+        """``snapshot: false`` turns them off: no folder, no build, children start from runner.js."""
+        worker = await self.worker(self.make_app(), snapshot=False)
+        self.assertIsNone(worker.snapshots)
+        self.assertIsNone(await worker.snapshot_ready())
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.argv.from_snapshot(), [False])
 
     async def test_no_folder_for_snapshots_leaves_children_without_one(self):
         """A temp folder that cannot be written does not stop the worker: it says so, and children start as before."""

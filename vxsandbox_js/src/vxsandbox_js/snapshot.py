@@ -1,4 +1,4 @@
-"""Startup snapshots: children that start with the app's preloaded modules already loaded (``snapshot: true``).
+"""Startup snapshots: children that start with the app's preloaded modules already loaded (``snapshot``, on by default).
 
 Requiring a toolkit such as vumigo_v02 means running the top-level code of
 some sixty modules, about 45 ms of CPU at every cold start; a code cache
@@ -274,8 +274,10 @@ class SnapshotStore:
                 problem = self._problem(checked, "starting a child from it")
             if problem is not None:
                 self.failed.add(key)
-                log.warning("startup snapshot for %s cannot be made, children start without it: %s",
-                            self.worker.app_filename(api), problem)
+                # What the operator asked for by name and cannot have is a warning; by default, a note.
+                log.log(logging.WARNING if self.worker.config.snapshot else logging.INFO,
+                        "startup snapshot for %s cannot be made, children start without it: %s",
+                        self.worker.app_filename(api), problem)
                 for leftover in (path, path + ".part"):
                     if os.path.exists(leftover):
                         os.unlink(leftover)

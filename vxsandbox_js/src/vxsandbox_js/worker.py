@@ -85,7 +85,7 @@ class JsSandboxConfig(SandboxConfig):
     node_permissions: bool
     allow_fs_read: list[str]
     preload: list[str] | None
-    snapshot: bool
+    snapshot: bool | None
 
     fields: ClassVar[tuple[Field, ...]] = (
         Field("javascript", (str,), "the app's JavaScript source"),
@@ -110,10 +110,12 @@ class JsSandboxConfig(SandboxConfig):
               "modules every child requires as the app would, before its first message (spares too); "
               "null: the app's literal require('...') calls, found without running it, when app_context "
               "mentions require; [] for none", None, _optional_string_list),
-        Field("snapshot", (bool,),
+        Field("snapshot", (bool, type(None)),
               "start children from a V8 startup snapshot holding the preload modules already loaded, which "
-              "the worker makes in the children's jail (Node 20's --build-snapshot, experimental); children "
-              "start plainly until it is ready, or when it cannot be made", False),
+              "the worker makes in the children's jail (Node 20's --build-snapshot); children start plainly "
+              "until it is ready, or when it cannot be made. null: wherever one can be made (Node 20 or "
+              "newer, isolation bwrap, modules to preload), saying why not at info level; true: the same, "
+              "saying why not as a warning; false: never", None),
     )
 
     def __init__(self, raw: dict[str, Any] | None = None, prefix: str = "") -> None:
@@ -174,21 +176,24 @@ class JsSandbox(Sandbox):
 
     config: JsSandboxConfig
 
-    #: the startup snapshots (``snapshot: true``), made from setup on
+    #: the startup snapshots (unless ``snapshot: false``), made from setup on
     snapshots: SnapshotStore | None = None
 
     async def setup(self) -> None:
-        """Set up as every worker does; with ``snapshot: true``, start making the startup snapshot."""
-        if self.config.snapshot and not self.config.args:
+        """Set up as every worker does, and start making the startup snapshot (unless ``snapshot: false``)."""
+        if self.config.snapshot is not False and not self.config.args:
+            # Asked for by name, what stops it is a warning; by default, a note.
+            level = logging.WARNING if self.config.snapshot else logging.INFO
             isolation = effective_isolation(self.config.isolation)
             if self.node_version.major < 20:
-                log.warning("snapshot: node %s cannot make startup snapshots of the runner (Node 20 or newer "
-                            "can); children start without one", self.node_version)
+                log.log(level, "snapshot: node %s cannot make startup snapshots of the runner (Node 20 or newer "
+                        "can); children start without one", self.node_version)
             elif isolation != "bwrap":
                 # The builder runs the modules' top-level code without Node's permission model (a
-                # snapshot made under it cannot start), so only the jail may hold it.
-                log.warning("snapshot: startup snapshots are made only under isolation bwrap (effective "
-                            "isolation here: %s); children start without one", isolation)
+                # snapshot made under it cannot start; children from it run under it), so only the
+                # jail may hold it.
+                log.log(level, "snapshot: startup snapshots are made only under isolation bwrap (effective "
+                        "isolation here: %s); children start without one", isolation)
             else:
                 try:
                     self.snapshots = SnapshotStore(self)
@@ -246,7 +251,7 @@ class JsSandbox(Sandbox):
         flags, preload = self._runner_options(api)
         if preload is None:
             return [*flags, runner_path()]
-        if config.snapshot and self.snapshots is not None:
+        if config.snapshot is not False and self.snapshots is not None:
             blob = self.snapshots.blob(api, flags, preload)
             if blob is not None:
                 return [*snapshot_flags(flags), "--snapshot-blob", blob]
@@ -267,7 +272,7 @@ class JsSandbox(Sandbox):
         cannot be (None); starts making it if needed."""
         api = api or self._template_api()
         config = js_config(api)
-        if self.snapshots is None or not config.snapshot or config.args:
+        if self.snapshots is None or config.snapshot is False or config.args:
             return succeed(None)
         flags, preload = self._runner_options(api)
         if preload is None:
