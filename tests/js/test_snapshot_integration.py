@@ -265,6 +265,30 @@ api.on_inbound_message = function (command) {
         self.assertEqual(os.listdir(worker.snapshots.directory), [])
         self.assertEqual(await self.send(worker, "a"), "ok")
 
+    async def test_at_most_max_kept_snapshots_are_kept(self):
+        """A worker keeps MAX_KEPT snapshots, one per shape; past that the one handed out longest ago is dropped
+        and its file deleted once the grace a starting child may need has passed."""
+        self.patch(snapshot_module, "MAX_KEPT", 1)
+        self.patch(snapshot_module, "DROPPED_GRACE", 0.2)
+        worker = await self.worker(self.make_app())
+        first = await worker.snapshot_ready()
+        api = worker._template_api()
+        flags, preload = worker._runner_options(api)
+        other = preload.replace('["greet"]', '["greet", "util"]')
+        self.assertNotEqual(other, preload)
+        second = await worker.snapshots.wait(api, flags, other)
+        self.assertIsNotNone(second)
+        self.assertEqual(list(worker.snapshots.ready.values()), [second])
+        self.assertTrue(os.path.exists(first.path))
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertFalse(os.path.exists(first.path))
+        self.assertTrue(os.path.exists(second.path))
+        # The worker's own shape is made again when it is next needed; meanwhile children start without it.
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1"])
+        self.assertEqual(self.argv.from_snapshot(), [False])
+        self.assertIsNotNone(await worker.snapshot_ready())
+
     async def test_prefork_spares_start_from_it_and_are_prepared(self):
         """Spares started once it is made come from it, take `prepare` while they wait, and serve their message."""
         worker = await self.worker(self.make_app(), prefork=1)

@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,11 @@ CHECK_INTERVAL = 1.0
 MAX_BLOB = 256 * 1024 * 1024
 #: what of a builder's stderr is kept for the report of a failure
 STDERR_KEPT = 16 * 1024
+#: the most snapshots a worker keeps, one per shape (a worker whose config varies per message could
+#: otherwise fill the disk with them); past it, the one handed out longest ago is dropped
+MAX_KEPT = 8
+#: how long a dropped snapshot's file stays (seconds): a child handed its path may not have opened it yet
+DROPPED_GRACE = BUILD_TIMEOUT
 
 @dataclass
 class Snapshot:
@@ -140,13 +146,16 @@ class SnapshotStore:
         self.directory = tempfile.mkdtemp(prefix="vxsandbox-snapshots-")
         # Children (other uids) read the blobs; only the worker writes here.
         os.chmod(self.directory, 0o755)
-        self.ready: dict[str, Snapshot] = {}
+        #: made and checked, the one handed out longest ago first
+        self.ready: OrderedDict[str, Snapshot] = OrderedDict()
         self.building: dict[str, Deferred[Snapshot | None]] = {}
         #: keys whose build failed: not tried again while the worker runs
         self.failed: set[str] = set()
         self._waiters: dict[str, list[Deferred[Snapshot | None]]] = {}
         #: builders and checks still running, killed when the worker stops
         self._running: set[Collector] = set()
+        #: deletions of dropped snapshots' files, waiting out DROPPED_GRACE
+        self._deletions: set[Any] = set()
         self.closed = False
         self._last_key: tuple[tuple[Any, ...], str] | None = None
 
@@ -166,6 +175,7 @@ class SnapshotStore:
         snapshot = self.ready.get(key)
         if snapshot is not None:
             if snapshot.still_good(time.monotonic()):
+                self.ready.move_to_end(key)
                 return snapshot.path
             log.warning("startup snapshot %s is stale (a module it loaded or its file changed): made again",
                         snapshot.path)
@@ -200,9 +210,27 @@ class SnapshotStore:
             except OSError:
                 pass
 
+    def _drop(self, key: str) -> None:
+        """Forget a snapshot that is not stale, and delete its file once no child can be about to open it."""
+        path = self.ready.pop(key).path
+        log.info("startup snapshot %s dropped: %d kept at most, this one used longest ago", path, MAX_KEPT)
+
+        def delete() -> None:
+            self._deletions.discard(deletion)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+        deletion = self.worker.reactor.callLater(DROPPED_GRACE, delete)
+        self._deletions.add(deletion)
+
     async def close(self) -> None:
         """Stop any build, wait for it to end, and delete every blob (the worker is stopping)."""
         self.closed = True
+        for deletion in self._deletions:
+            deletion.cancel()
+        self._deletions.clear()
         running = list(self._running)
         for collector in running:
             self._kill(collector)
@@ -284,6 +312,8 @@ class SnapshotStore:
                 return None
             made = Snapshot(path, file_state(path), states, time.monotonic())
             self.ready[key] = made
+            while len(self.ready) > MAX_KEPT:
+                self._drop(next(iter(self.ready)))
             log.info("startup snapshot ready: %d modules, %.1f MiB, made in %.1f s", len(states),
                      os.path.getsize(path) / (1 << 20), (time.time_ns() - started) / 1e9)
             return made
