@@ -204,6 +204,29 @@ api.on_inbound_message = function (command) {
                                              "write-file:ERR_ACCESS_DENIED model:object"])
         self.assertFalse(os.path.exists("/tmp/vxsandbox-snapshot-write"))
 
+    async def test_the_runner_is_the_main_module_as_without_a_snapshot(self):
+        """``require.main`` (which some packages read to find the program's folder) is the runner in a child from
+        the snapshot, as in one started from runner.js, and the module cache holds the runner too."""
+        root = self.make_app()
+        write(os.path.join(root, "app.js"), """
+var greet = require('greet');
+api.on_inbound_message = function (command) {
+    var self = this;
+    var main = require.main;
+    var said = [typeof main, main && main.id, main && main.filename.split('/').pop(), main && main.loaded,
+                Object.keys(require.cache).some(function (k) { return /runner[.]js$/.test(k); })];
+    self.log_info('#' + said.join(' '), function () { self.done(); });
+};
+""")
+        seen = []
+        for snapshot in (None, False):
+            worker = await self.worker(root, snapshot=snapshot)
+            await worker.snapshot_ready()
+            self.assertEqual(await self.send(worker, "a"), "ok")
+            seen.append((self.argv.from_snapshot(), self.said(worker)))
+        self.assertEqual(seen, [([True], ["#object . runner.js true true"]),
+                                ([False], ["#object . runner.js true true"])])
+
     async def test_no_snapshot_outside_the_jail(self):
         """The builder runs without Node's permission model, so without bwrap none is made; the operator is told."""
         with self.assertLogs("vxsandbox.worker", "WARNING") as logs:

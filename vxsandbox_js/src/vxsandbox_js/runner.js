@@ -1305,8 +1305,15 @@ function snapshotLoad(argv) {
 }
 
 // In a child started from the snapshot: Node's module cache takes the snapshot's modules, so the
-// app's own require (app_context's) finds them loaded, as the preload would have left them.
+// app's own require (app_context's) finds them loaded, as the preload would have left them; and
+// the runner is the main module (`require.main`), as it is when node starts from runner.js.
 function adoptSnapshotModules(modules) {
+    const main = new Module('.', null);
+    main.filename = __filename;
+    main.loaded = true;
+    main.paths = Module._nodeModulePaths(__dirname);
+    process.mainModule = main;
+    Module._cache[__filename] = main;
     modules.forEach(function (record, file) {
         const module = new Module(file, null);
         module.filename = file;
