@@ -844,7 +844,8 @@ async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     tn = f"vxbench_{run_id}_rss"
     app = args.rss_app
     total = args.rss
-    config = worker_config(app, "warm", tn, f"vxbench:{run_id}", runs_per_child=args.runs_per_child)
+    snapshot = app == "vumigo" and not args.no_snapshot
+    config = worker_config(app, "warm", tn, f"vxbench:{run_id}", snapshot, args.runs_per_child)
     window = 200
     if app == "vumigo":
         config.update(amqp_prefetch_count=args.runs_per_child, messages_per_process=total + 1)
@@ -854,7 +855,8 @@ async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         json.dump(config, f)
     transport = Transport(reactor, tn)
     await transport.start()
-    worker = WorkerProcess(vxsandbox_argv(config_path), os.path.join(tmp, "worker.log"))
+    worker = WorkerProcess(vxsandbox_argv(config_path, "info" if snapshot else "warning"),
+                           os.path.join(tmp, "worker.log"))
     samples: list[tuple[int, int, list[int]]] = []
     checkpoint = max(total // 10, 1)
 
@@ -865,6 +867,9 @@ async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         await wait_consumed(transport.amqp, f"{tn}.inbound", worker, reactor)
+        if snapshot:
+            # Otherwise the first child starts without it and serves every message.
+            await wait_logged(worker, SNAPSHOT_READY, reactor)
         transport.latencies = []
         start = time.perf_counter()
         sent = 0
