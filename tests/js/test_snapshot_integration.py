@@ -115,6 +115,19 @@ class SnapshotTests(TestCase):
         self.assertEqual(self.said(worker), ["Hello, a #1", "Hello, b #2", "Hello, c #1"])
         self.assertEqual(self.argv.from_snapshot(), [True, True])
 
+    async def test_a_warm_child_started_before_the_snapshot_goes_on_serving(self):
+        """A tenant's warm child started while the snapshot was being made is reused once it is ready: the two
+        ways to start a child make the same child, so no second one is started beside it."""
+        worker = await self.worker(self.make_app(), messages_per_process=10)
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertIsNotNone(await worker.snapshot_ready())
+        self.assertEqual(await self.send(worker, "b"), "ok")
+        self.assertEqual(self.said(worker), ["Hello, a #1", "Hello, b #2"])
+        self.assertEqual(self.argv.from_snapshot(), [False])
+        # A new tenant's child starts from it.
+        self.assertEqual(await self.send(worker, "c", "tenant-2"), "ok")
+        self.assertEqual(self.argv.from_snapshot(), [False, True])
+
     async def test_an_edited_module_makes_the_snapshot_stale(self):
         """A module changed after the snapshot was made: the old blob is deleted, never used; a new one is made."""
         root = self.make_app()

@@ -138,8 +138,17 @@ class Sandbox:
         runs in a child that loaded the old one.
         """
         config = api.config
-        shape = repr((self.sandbox_args(api), sorted(config.env.items()), config.path)).encode()
+        shape = repr((self.child_shape(api), sorted(config.env.items()), config.path)).encode()
         return (api.sandbox_id, hashlib.sha256(shape).hexdigest())
+
+    def child_shape(self, api: SandboxApi) -> list[str]:
+        """The arguments that tell one kind of child from another in :meth:`child_key` (``sandbox_args``).
+
+        A subclass whose ``sandbox_args`` can start the same program two ways
+        (the JavaScript workers: from ``runner.js`` or from a startup snapshot)
+        returns one of them, so a warm child started the other way is reused.
+        """
+        return self.sandbox_args(api)
 
     def child_for_message(self, msg: Message | None, api: SandboxApi) -> SandboxChild:
         """Build (not spawn) a child for ``api``'s config; ``msg`` is None for a pre-started spare."""

@@ -257,6 +257,16 @@ class JsSandbox(Sandbox):
                 return [*snapshot_flags(flags), "--snapshot-blob", blob]
         return [*flags, runner_path(), preload]
 
+    def child_shape(self, api: SandboxApi) -> list[str]:
+        """The arguments as if no snapshot existed: a child from the startup snapshot runs the same runner,
+        flags and modules as one from ``runner.js``, so a tenant's warm child started before the snapshot was
+        ready goes on serving it afterwards (rather than a second child being started beside it)."""
+        config = js_config(api)
+        if config.args:
+            return list(config.args)
+        flags, preload = self._runner_options(api)
+        return [*flags, runner_path()] + ([preload] if preload is not None else [])
+
     def _runner_options(self, api: SandboxApi) -> tuple[list[str], str | None]:
         """The node flags and the ``--preload=`` argument (None when nothing is preloaded)."""
         config = js_config(api)
