@@ -325,6 +325,23 @@ api.on_inbound_message = function (command) {
         self.assertEqual(self.argv.from_snapshot(), [False])
         self.assertIsNotNone(await worker.snapshot_ready())
 
+    async def test_a_snapshot_made_again_within_the_grace_is_not_deleted(self):
+        """A dropped shape that comes back before its file's deletion is due is made again at the same path;
+        the deletion then leaves the new file alone, and children start from it."""
+        self.patch(snapshot_module, "MAX_KEPT", 1)
+        self.patch(snapshot_module, "DROPPED_GRACE", 1.0)
+        worker = await self.worker(self.make_app())
+        first = await worker.snapshot_ready()
+        api = worker._template_api()
+        flags, preload = worker._runner_options(api)
+        await worker.snapshots.wait(api, flags, preload.replace('["greet"]', '["greet", "util"]'))
+        again = await worker.snapshot_ready()
+        self.assertEqual(again.path, first.path)
+        await deferLater(reactor, 1.2, lambda: None)
+        self.assertTrue(os.path.exists(again.path))
+        self.assertEqual(await self.send(worker, "a"), "ok")
+        self.assertEqual(self.argv.from_snapshot(), [True])
+
     async def test_prefork_spares_start_from_it_and_are_prepared(self):
         """Spares started once it is made come from it, take `prepare` while they wait, and serve their message."""
         worker = await self.worker(self.make_app(), prefork=1)

@@ -217,6 +217,8 @@ class SnapshotStore:
 
         def delete() -> None:
             self._deletions.discard(deletion)
+            if key in self.ready or key in self.building:
+                return  # made again meanwhile, at the same path: that file is the new one
             try:
                 os.unlink(path)
             except OSError:
