@@ -301,6 +301,14 @@ api.on_inbound_message = function (command) {
         self.assertEqual(os.listdir(worker.snapshots.directory), [])
         self.assertEqual(await self.send(worker, "a"), "ok")
 
+    async def make_another_shape(self, worker):
+        """Has ``worker``'s store make a snapshot of another shape (one more module preloaded) and returns it."""
+        api = worker._template_api()
+        flags, preload = worker._runner_options(api)
+        other = preload.replace('["greet"]', '["greet", "util"]')
+        self.assertNotEqual(other, preload)
+        return await worker.snapshots.wait(api, flags, other)
+
     async def test_at_most_max_kept_snapshots_are_kept(self):
         """A worker keeps MAX_KEPT snapshots, one per shape; past that the one handed out longest ago is dropped
         and its file deleted once the grace a starting child may need has passed."""
@@ -308,11 +316,7 @@ api.on_inbound_message = function (command) {
         self.patch(snapshot_module, "DROPPED_GRACE", 0.2)
         worker = await self.worker(self.make_app())
         first = await worker.snapshot_ready()
-        api = worker._template_api()
-        flags, preload = worker._runner_options(api)
-        other = preload.replace('["greet"]', '["greet", "util"]')
-        self.assertNotEqual(other, preload)
-        second = await worker.snapshots.wait(api, flags, other)
+        second = await self.make_another_shape(worker)
         self.assertIsNotNone(second)
         self.assertEqual(list(worker.snapshots.ready.values()), [second])
         self.assertTrue(os.path.exists(first.path))
@@ -332,9 +336,7 @@ api.on_inbound_message = function (command) {
         self.patch(snapshot_module, "DROPPED_GRACE", 1.0)
         worker = await self.worker(self.make_app())
         first = await worker.snapshot_ready()
-        api = worker._template_api()
-        flags, preload = worker._runner_options(api)
-        await worker.snapshots.wait(api, flags, preload.replace('["greet"]', '["greet", "util"]'))
+        await self.make_another_shape(worker)
         again = await worker.snapshot_ready()
         self.assertEqual(again.path, first.path)
         await deferLater(reactor, 1.2, lambda: None)
