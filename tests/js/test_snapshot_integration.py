@@ -240,6 +240,27 @@ api.on_inbound_message = function (command) {
         self.assertEqual(seen, [([True], ["#object . runner.js true true"]),
                                 ([False], ["#object . runner.js true true"])])
 
+    async def test_the_preloaded_names_are_resolved_as_without_a_snapshot(self):
+        """A child from the snapshot has the preloaded names in Node's resolution cache, as a child preloaded
+        from runner.js has, so the first message's require does not look the packages up again."""
+        root = self.make_app()
+        write(os.path.join(root, "app.js"), """
+api.on_inbound_message = function (command) {
+    var self = this;
+    var resolved = Object.keys(require('module')._pathCache).some(function (k) {
+        return k.split('\\u0000')[0] === 'greet';
+    });
+    self.log_info('#resolved:' + resolved, function () { self.done(); });
+};
+""")
+        seen = []
+        for snapshot in (None, False):
+            worker = await self.worker(root, snapshot=snapshot, preload=["greet"])
+            await worker.snapshot_ready()
+            self.assertEqual(await self.send(worker, "a"), "ok")
+            seen.append((self.argv.from_snapshot(), self.said(worker)))
+        self.assertEqual(seen, [([True], ["#resolved:true"]), ([False], ["#resolved:true"])])
+
     async def test_no_snapshot_outside_the_jail(self):
         """The builder runs without Node's permission model, so without bwrap none is made; the operator is told."""
         with self.assertLogs("vxsandbox.worker", "WARNING") as logs:

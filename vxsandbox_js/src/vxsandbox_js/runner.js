@@ -70,16 +70,16 @@ const util = require('util');
 // worker names them (--preload=JSON). (`v8` is required only then: under the heap flag, Node
 // compiles it from source, 6 ms of every child's start.)
 const BUILDING_SNAPSHOT = process.execArgv.includes('--build-snapshot');
-let SNAPSHOT_MODULES = null;
+let SNAPSHOT = null;
 if (BUILDING_SNAPSHOT) {
     try {
-        SNAPSHOT_MODULES = snapshotLoad(process.argv);
+        SNAPSHOT = snapshotLoad(process.argv);
     } catch (err) {
         fs.writeSync(2, 'vxsandbox-snapshot-error ' + String(err && err.message).split('\n')[0] + '\n');
         process.exit(1);
     }
     // The worker keeps these files' state: a change to any of them makes the snapshot stale.
-    fs.writeSync(2, 'vxsandbox-snapshot-files ' + JSON.stringify(Array.from(SNAPSHOT_MODULES.keys())) + '\n');
+    fs.writeSync(2, 'vxsandbox-snapshot-files ' + JSON.stringify(Array.from(SNAPSHOT.modules.keys())) + '\n');
 } else {
     require('./preload.js')(process.argv);
 }
@@ -1190,12 +1190,13 @@ function Runner() {
 // vumigo_v02 and its dependencies use: relative paths, node_modules folders up the tree, a
 // package's `main`, index.js, .json files and built-in modules. Anything else (an `exports` map,
 // ES modules, native addons) throws, and the snapshot is not made: children then start from
-// runner.js as usual. Returns the loaded modules by file name.
+// runner.js as usual. Returns the job's `from` and module `names`, and the loaded `modules` by
+// file name.
 function snapshotLoad(argv) {
     const arg = argv.find(function (a) { return a.startsWith('--preload='); });
     const modules = new Map();
     if (arg === undefined) {
-        return modules;
+        return {from: null, names: [], modules: modules};
     }
     const job = JSON.parse(arg.slice('--preload='.length));
     function isFile(file) {
@@ -1301,20 +1302,23 @@ function snapshotLoad(argv) {
     }
     const fromDir = path.dirname(path.resolve(job.from));
     job.modules.forEach(function (name) { requireFrom(fromDir, name); });
-    return modules;
+    return {from: job.from, names: job.modules, modules: modules};
 }
 
 // In a child started from the snapshot: Node's module cache takes the snapshot's modules, so the
 // app's own require (app_context's) finds them loaded, as the preload would have left them; and
 // the runner is the main module (`require.main`), as it is when node starts from runner.js.
-function adoptSnapshotModules(modules) {
+// Each preloaded name is then required as the preload does (Module.createRequire of the app's
+// file): it is found in the cache, and Node's resolution caches hold the name, as in a child
+// preloaded from runner.js, so a spare's first message does not look the packages up again.
+function adoptSnapshot(snapshot) {
     const main = new Module('.', null);
     main.filename = __filename;
     main.loaded = true;
     main.paths = Module._nodeModulePaths(__dirname);
     process.mainModule = main;
     Module._cache[__filename] = main;
-    modules.forEach(function (record, file) {
+    snapshot.modules.forEach(function (record, file) {
         const module = new Module(file, null);
         module.filename = file;
         module.exports = record.exports;
@@ -1322,11 +1326,21 @@ function adoptSnapshotModules(modules) {
         module.paths = Module._nodeModulePaths(path.dirname(file));
         Module._cache[file] = module;
     });
+    if (snapshot.from !== null) {
+        const appRequire = Module.createRequire(snapshot.from);
+        snapshot.names.forEach(function (name) {
+            try {
+                appRequire(name);
+            } catch (err) {
+                // As in preload.js: the app meets the error, reported as usual, when it requires it.
+            }
+        });
+    }
 }
 
 if (BUILDING_SNAPSHOT) {
     require('v8').startupSnapshot.setDeserializeMainFunction(function () {
-        adoptSnapshotModules(SNAPSHOT_MODULES);
+        adoptSnapshot(SNAPSHOT);
         new Runner().run();
     });
 } else {
