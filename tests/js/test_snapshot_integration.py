@@ -375,6 +375,20 @@ api.on_inbound_message = function (command) {
         # The first spare was started with the worker, before the snapshot was made; the later ones from it.
         self.assertEqual(self.argv.from_snapshot(), [False, True, True])
 
+    async def test_one_message_spares_start_from_an_eagerly_compiled_snapshot(self):
+        """Where every child is a spare serving one message, the snapshot and its children compile eagerly
+        (``--no-lazy``, so the spare compiles while it waits); warm children and cold ones do not."""
+        root = self.make_app()
+        seen = []
+        for extra in ({"prefork": 1}, {"prefork": 1, "messages_per_process": 10}, {}):
+            worker = await self.worker(root, **extra)
+            await worker.snapshot_ready()
+            for content in ("a", "b"):
+                self.assertEqual(await self.send(worker, content), "ok")
+            seen.append([("--snapshot-blob" in argv, "--no-lazy" in argv) for argv in self.argv.argvs])
+            self.assertEqual(len(self.said(worker)), 2)
+        self.assertEqual(seen, [[(False, False), (True, True)], [(False, False)], [(True, False), (True, False)]])
+
     async def test_require_resolve_of_a_missing_module_fails_as_in_node(self):
         """A package probing for an optional module with require.resolve gets Node's MODULE_NOT_FOUND error."""
         root = self.make_app()

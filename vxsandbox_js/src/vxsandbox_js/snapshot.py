@@ -347,6 +347,11 @@ def _loaded_files(stderr: bytes) -> list[str] | None:
     return None
 
 
+#: V8 compiles every function when its enclosing code is compiled, not when first called: given to the
+#: builder and the children of a snapshot whose children are one-message spares (see the JS worker)
+EAGER_COMPILE = "--no-lazy"
+
+
 def snapshot_flags(flags: list[str]) -> list[str]:
     """A child's flags when it starts from a snapshot: ``--disable-warning`` is not applied there, so
     ``--no-warnings`` keeps node's warnings (the permission model's "experimental") out of the app's log."""

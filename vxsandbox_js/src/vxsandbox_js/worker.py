@@ -31,7 +31,7 @@ from .node import GC_FLAGS, NodeVersion, find_node, hardening_flags, node_versio
 from .preload import find_requires
 from .reads import app_reads, app_source
 from .resource import JsSandboxResource
-from .snapshot import Snapshot, SnapshotStore, snapshot_flags
+from .snapshot import EAGER_COMPILE, Snapshot, SnapshotStore, snapshot_flags
 
 log = logging.getLogger("vxsandbox.worker")
 
@@ -252,9 +252,10 @@ class JsSandbox(Sandbox):
         if preload is None:
             return [*flags, runner_path()]
         if config.snapshot is not False and self.snapshots is not None:
-            blob = self.snapshots.blob(api, flags, preload)
+            v8_flags = self._snapshot_v8_flags(api, flags)
+            blob = self.snapshots.blob(api, v8_flags, preload)
             if blob is not None:
-                return [*snapshot_flags(flags), "--snapshot-blob", blob]
+                return [*snapshot_flags(v8_flags), "--snapshot-blob", blob]
         return [*flags, runner_path(), preload]
 
     def child_shape(self, api: SandboxApi) -> list[str]:
@@ -277,6 +278,25 @@ class JsSandbox(Sandbox):
             return flags, None
         return flags, "--preload=" + json.dumps({"from": self.app_filename(api), "modules": modules})
 
+    @staticmethod
+    def _snapshot_v8_flags(api: SandboxApi, flags: list[str]) -> list[str]:
+        """The flags of the snapshot's builder and of the children started from it.
+
+        Where every child is a spare that serves one message (``prefork`` above 0,
+        ``messages_per_process`` 1), ``--no-lazy`` too: a child from a snapshot compiles
+        each function of its modules again when first called (Node makes the snapshot
+        without their compiled code), and a one-message child never gets past that.
+        With it V8 compiles them while the spare waits: the first message of a
+        prepared vumigo spare costs 7.6-8.1 ms of CPU instead of 12.1-14.5, its start
+        10-20 ms more and its RSS 4 MiB more. Not for cold children (no spare: the
+        start is on the message's path, 8-11 ms later at low load) nor for warm ones
+        (5-7 % more CPU per message in a long-lived child).
+        """
+        config = api.config
+        if config.prefork > 0 and config.messages_per_process == 1:
+            return [*flags, EAGER_COMPILE]
+        return flags
+
     def snapshot_ready(self, api: SandboxApi | None = None) -> Deferred[Snapshot | None]:
         """Fires once the startup snapshot for ``api``'s config (the worker's own by default) is made, or
         cannot be (None); starts making it if needed."""
@@ -287,7 +307,7 @@ class JsSandbox(Sandbox):
         flags, preload = self._runner_options(api)
         if preload is None:
             return succeed(None)
-        return self.snapshots.wait(api, flags, preload)
+        return self.snapshots.wait(api, self._snapshot_v8_flags(api, flags), preload)
 
     def preload_modules(self, api: SandboxApi) -> list[str]:
         """The modules a child requires before its first message (``preload``, else found in the app)."""
