@@ -38,6 +38,7 @@ the end; all traffic stays on the loopback interface.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -86,7 +87,7 @@ COUNTS = {
 }
 MODES = {"cold": (1, 0), "prefork": (1, 2), "warm": (1000, 0)}
 #: the low-load measurement: PACED messages, one every PACE seconds (time enough to start a spare)
-PACED, PACE = 15, 0.25
+PACED, PACE = 41, 0.25
 #: the toolkit floor's row: the vumigo app in one warm node, its resources answered in that process
 VUMIGO_FLOOR = "floor: echo + warm node, vumigo app"
 
@@ -465,11 +466,17 @@ def worker_config(app: str, mode: str, transport: str, key_prefix: str, snapshot
 class WorkerProcess:
     """A worker in its own process: ``vxsandbox run`` or a floor worker."""
 
-    def __init__(self, argv: list[str], log_path: str) -> None:
+    def __init__(self, argv: list[str], log_path: str, tmpdir: str | None = None) -> None:
         self.log_path = log_path
         self.log = open(log_path, "wb")
+        #: the worker's TMPDIR (where it makes its startup snapshots), when given one of its own
+        self.tmpdir = tmpdir
+        env = None
+        if tmpdir is not None:
+            os.makedirs(tmpdir, exist_ok=True)
+            env = {**os.environ, "TMPDIR": tmpdir}
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                      cwd=ROOT)
+                                      cwd=ROOT, env=env)
 
     def cpu_seconds(self) -> float:
         from vxsandbox_core.pool import cpu_seconds
@@ -569,19 +576,27 @@ def vxsandbox_argv(config_path: str, log_level: str = "warning") -> list[str]:
     return [*head, "run", "-c", config_path, "--log-level", log_level]
 
 
-#: what the worker logs (at info) once its startup snapshot is made
-SNAPSHOT_READY = b"startup snapshot ready"
+#: how long after its blob is in place a startup snapshot is taken as ready: the worker starts one
+#: child from it as a check (well under a second) before handing it out
+SNAPSHOT_CHECK = 1.0
 
 
-async def wait_logged(worker: WorkerProcess, text: bytes, reactor: Any, timeout: float = 60) -> None:
+async def wait_snapshot(worker: WorkerProcess, reactor: Any, timeout: float = 60) -> None:
+    """Wait until the worker has made its startup snapshot: its blob is in the worker's own TMPDIR.
+
+    Seen in the file system rather than in the worker's log, so every row runs at the same log
+    level (warning): at info the worker would also write the app's four log lines per message.
+    """
+    assert worker.tmpdir is not None
+    pattern = os.path.join(worker.tmpdir, "vxsandbox-snapshots-*", "*.blob")
     deadline = time.monotonic() + timeout
-    while True:
-        with open(worker.log_path, "rb") as f:
-            if text in f.read():
-                return
+    while not glob.glob(pattern):
+        if worker.popen.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.popen.returncode}:\n{worker.tail()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the worker did not log {text!r} within {timeout}s:\n{worker.tail()}")
+            raise RuntimeError(f"the worker made no startup snapshot within {timeout}s:\n{worker.tail()}")
         await task.deferLater(reactor, 0.1, lambda: None)
+    await task.deferLater(reactor, SNAPSHOT_CHECK, lambda: None)
 
 
 async def wait_consumed(amqp: Amqp, queue: str, worker: WorkerProcess, reactor: Any, timeout: float = 60) -> None:
@@ -613,16 +628,17 @@ class Row:
 
 async def measure(reactor: Any, name: str, argv: list[str], transport_name: str, app: str,
                   n_one: int, n_sat: int, warmup: int, tmp: str, repeat: int = 1,
-                  ready: bytes | None = None) -> Row:
-    """Start a worker (and wait until it logs ``ready``, if given), warm it up, time low load, one in
+                  snapshot: bool = False) -> Row:
+    """Start a worker (and wait for its startup snapshot, if ``snapshot``), warm it up, time low load, one in
     flight, then saturation (best of ``repeat``)."""
     transport = Transport(reactor, transport_name)
     await transport.start()
-    worker = WorkerProcess(argv, os.path.join(tmp, f"{transport_name}.log"))
+    worker = WorkerProcess(argv, os.path.join(tmp, f"{transport_name}.log"),
+                           os.path.join(tmp, f"{transport_name}.tmp") if snapshot else None)
     try:
         await wait_consumed(transport.amqp, f"{transport_name}.inbound", worker, reactor)
-        if ready is not None:
-            await wait_logged(worker, ready, reactor)
+        if snapshot:
+            await wait_snapshot(worker, reactor)
         timeout = max(60.0, n_sat / 10)
         for _ in range(warmup):
             transport.send(app)
@@ -754,11 +770,11 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
                 json.dump(worker_config(app, mode, tn, key_prefix, snapshot, args.runs_per_child), f)
             n_one, n_sat = COUNTS[(app, mode)]
             warmup = 20 if mode == "warm" else 2
-            argv = vxsandbox_argv(config_path, "info" if snapshot else "warning")
+            argv = vxsandbox_argv(config_path)
             label = " (no snapshot)" if app == "vumigo" and args.no_snapshot else ""
             row = await measure(reactor, f"{app} {mode}{label}", argv, tn, app,
                                 max(1, int(n_one * scale)), max(1, int(n_sat * scale)), warmup, tmp,
-                                args.repeat if mode == "warm" else 1, SNAPSHOT_READY if snapshot else None)
+                                args.repeat if mode == "warm" else 1, snapshot)
             progress(asdict(row))
             results["rows"].append(asdict(row))
     if "vumigo" in args.apps:
@@ -855,8 +871,8 @@ async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         json.dump(config, f)
     transport = Transport(reactor, tn)
     await transport.start()
-    worker = WorkerProcess(vxsandbox_argv(config_path, "info" if snapshot else "warning"),
-                           os.path.join(tmp, "worker.log"))
+    worker = WorkerProcess(vxsandbox_argv(config_path), os.path.join(tmp, "worker.log"),
+                           os.path.join(tmp, "worker.tmp") if snapshot else None)
     samples: list[tuple[int, int, list[int]]] = []
     checkpoint = max(total // 10, 1)
 
@@ -869,7 +885,7 @@ async def rss_run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         await wait_consumed(transport.amqp, f"{tn}.inbound", worker, reactor)
         if snapshot:
             # Otherwise the first child starts without it and serves every message.
-            await wait_logged(worker, SNAPSHOT_READY, reactor)
+            await wait_snapshot(worker, reactor)
         transport.latencies = []
         start = time.perf_counter()
         sent = 0
