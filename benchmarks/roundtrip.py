@@ -88,6 +88,8 @@ COUNTS = {
 MODES = {"cold": (1, 0), "prefork": (1, 2), "warm": (1000, 0)}
 #: the low-load measurement: PACED messages, one every PACE seconds (time enough to start a spare)
 PACED, PACE = 41, 0.25
+#: the bare app's floor row: the app in one warm node, a fresh vm context per message
+NODE_FLOOR = "floor: echo + warm node, fresh vm"
 #: the toolkit floor's row: the vumigo app in one warm node, its resources answered in that process
 VUMIGO_FLOOR = "floor: echo + warm node, vumigo app"
 
@@ -751,7 +753,7 @@ async def benchmark(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     progress(f"JS child spawn: {results['runner_spawn']}")
     me = os.path.abspath(__file__)
     floors = [("floor: RabbitMQ echo", "echo", "js", 300, 4000),
-              ("floor: echo + warm node, fresh vm", "node-echo", "js", 300, 2000)]
+              (NODE_FLOOR, "node-echo", "js", 300, 2000)]
     if "vumigo" in args.apps:
         floors.append((VUMIGO_FLOOR, "node-vumigo", "vumigo", 200, 1000))
     for name, kind, floor_app, n_one, n_sat in floors:
@@ -803,10 +805,8 @@ def targets(rows: dict[str, Any]) -> dict[str, float]:
             ("target: vumigo prefork / vumigo warm low-load p50 (<= 2)", "vumigo prefork", "vumigo warm", p50),
             ("target: vumigo cold / js cold low-load p50 (<= 1.5)", "vumigo cold", "js cold", p50),
             ("target: vumigo warm / js warm saturated (>= 0.5)", "vumigo warm", "js warm", sat),
-            ("target: js warm / fresh-vm floor saturated (>= 0.75)", "js warm", "floor: echo + warm node, fresh vm",
-             sat),
-            ("floors: toolkit floor / fresh-vm floor saturated", VUMIGO_FLOOR, "floor: echo + warm node, fresh vm",
-             sat)):
+            ("target: js warm / fresh-vm floor saturated (>= 0.75)", "js warm", NODE_FLOOR, sat),
+            ("floors: toolkit floor / fresh-vm floor saturated", VUMIGO_FLOOR, NODE_FLOOR, sat)):
         if a in rows and b in rows:
             out[key] = value(a) / value(b)
     floors = out.get("floors: toolkit floor / fresh-vm floor saturated")
@@ -819,7 +819,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     """The issue's targets, and every row as ratios to the floors measured in the same run."""
     rows = {r["name"]: r for r in results["rows"]}
     out: dict[str, float] = targets(rows)
-    node_floor = rows.get("floor: echo + warm node, fresh vm")
+    node_floor = rows.get(NODE_FLOOR)
     echo_floor = rows.get("floor: RabbitMQ echo")
     vumigo_floor = rows.get(VUMIGO_FLOOR)
     for name, row in rows.items():
