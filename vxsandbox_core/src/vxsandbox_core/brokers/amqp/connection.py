@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -36,6 +36,8 @@ EXCHANGE = "vumi"
 #: where rejected deliveries go, routed by their original routing key
 DEAD_LETTER_EXCHANGE = "vumi.dead"
 _PRECONDITION_FAILED = 406
+#: the properties of every message published
+PUBLISH_PROPERTIES = {"delivery-mode": 2, "content-type": "application/json", "content-encoding": "utf-8"}
 
 
 class ConnectionLostError(BrokerError):
@@ -212,9 +214,19 @@ class Connection:
         seq = self._publish_seq
         confirm: Deferred[None] = Deferred()
         self._confirms[seq] = confirm
-        content = Content(body, properties={"delivery-mode": 2, "content-type": "application/json",
-                                            "content-encoding": "utf-8"})
-        sent = self.publish_channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key, content=content)
+        channel = self.publish_channel
+        client = self.client
+        sent: Deferred[None] | None = None
+        if isinstance(client, Client) and not channel.closed:
+            # Written at once, the frames encoded without txamqp's codec (see .frames), unless txamqp
+            # cannot be overtaken or the frames need its encoder.
+            data = client.message_frames.publish(channel.id, EXCHANGE, routing_key, body, PUBLISH_PROPERTIES,
+                                                 client.MAX_LENGTH)
+            if data is not None and client.send_now(data):
+                sent = succeed(None)
+        if sent is None:
+            sent = channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key,
+                                         content=Content(body, properties=dict(PUBLISH_PROPERTIES)))
         # The broker may have closed the connection before the socket says so: the write then
         # fails at once, and the publish is retried on the next connection like an unconfirmed one.
         sent.addErrback(self._publish_failed, seq)
@@ -274,7 +286,13 @@ class Connection:
     def settle(self, method: str, **args: Any) -> bool:
         if not self.open or self.broker.connection is not self:
             return False
-        d = getattr(self.consume_channel, method)(**args)
+        channel = self.consume_channel
+        client = self.client
+        if method == "basic_ack" and isinstance(client, Client) and not channel.closed:
+            data = client.message_frames.settle(channel.id, args["delivery_tag"], args["multiple"])
+            if client.send_now(data):
+                return True
+        d = getattr(channel, method)(**args)
         d.addErrback(lambda f: log.warning("%s failed: %s", method, f.getErrorMessage()))
         return True
 
