@@ -80,8 +80,12 @@ class DispatchTests(TestCase):
         self.assertEqual(outcome, "error")
 
     async def test_failing_handler_gives_error_reply_and_report(self):
-        """A handler that raises answers success false with the reason, and the owner is told."""
-        worker, outcome, record = await self.run_requests([{"cmd": "slow.fail"}, {"cmd": "slow.ping"}])
+        """A handler that raises answers success false with the reason, the owner is told and the operator's
+        log has the traceback."""
+        with self.assertLogs("vxsandbox.sandbox", logging.ERROR) as logs:
+            worker, outcome, record = await self.run_requests([{"cmd": "slow.fail"}, {"cmd": "slow.ping"}])
+        self.assertIn("resource 'slow' failed on 'slow.fail'", logs.output[0])
+        self.assertIn('raise ValueError("broken handler")', logs.output[0])
         fail, ping = record.replies()
         self.assertFalse(fail["success"])
         self.assertIn("broken handler", fail["reason"])

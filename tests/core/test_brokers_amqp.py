@@ -59,6 +59,10 @@ class PublishFailureTests(TestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
+#: the worker's publish properties (persistent JSON in UTF-8) as a content header carries them
+PROPERTIES = frames().properties(PUBLISH_PROPERTIES) or b""
+
+
 class FastPathTests(TestCase):
     """Publishing and settling write their frames at once through the client, or take txamqp's way."""
 
@@ -82,7 +86,7 @@ class FastPathTests(TestCase):
     def test_publish_writes_its_frames_at_once_and_waits_for_the_confirm(self) -> None:
         connection, transport = self.connection()
         d = ensureDeferred(connection.publish("t.outbound", b'{"a": 1}'))
-        expected = frames().publish(1, "vumi", "t.outbound", b'{"a": 1}', PUBLISH_PROPERTIES, 4096)
+        expected = frames().publish(1, "vumi", "t.outbound", b'{"a": 1}', PROPERTIES, 4096)
         self.assertEqual(transport.value(), expected)
         self.assertNoResult(d)
         connection.confirmed(1, False, True)
@@ -99,7 +103,7 @@ class FastPathTests(TestCase):
         ensureDeferred(connection.publish("t.outbound", b"{}"))
         self.assertEqual(transport.value(), b"")
         client.outgoing.get().addCallback(client.writer)
-        expected = frames().publish(1, "vumi", "t.outbound", b"{}", PUBLISH_PROPERTIES, 4096)
+        expected = frames().publish(1, "vumi", "t.outbound", b"{}", PROPERTIES, 4096)
         self.assertEqual(transport.value(), client._pack_frame(qos) + expected)
 
     async def test_publish_on_a_closed_channel_fails(self) -> None:

@@ -43,7 +43,7 @@ def test_no_copy_of_a_core_helper(path: Path):
                 f"imports the global reactor at line {node.lineno}; use vxsandbox_core.aio.default_reactor"
         if isinstance(node, ast.ExceptHandler) and isinstance(node.type, ast.Name) and node.type.id == "CommandError":
             assert in_core and path.name == "api.py", \
-                f"catches CommandError at line {node.lineno}; only SandboxApi.call_resource turns it into a reply"
+                f"catches CommandError at line {node.lineno}; only SandboxApi (api.py) turns it into a reply"
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "options"
                                                  for t in node.targets):
             value = node.value

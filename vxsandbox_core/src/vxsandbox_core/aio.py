@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 
 def call_deferred(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
     """Call ``f`` and return a Deferred of its result.
 
     A plain value, a Deferred or a coroutine (from ``async def``) all become a
-    Deferred; an exception raised by ``f`` becomes a failed Deferred.
+    Deferred; an exception raised by ``f`` becomes a failed Deferred. (Twisted's
+    ``maybeDeferred`` does all of it since 23.8, the oldest release this needs.)
     """
-
-    def call() -> Any:
-        result = f(*args, **kwargs)
-        return ensureDeferred(result) if inspect.iscoroutine(result) else result
-
-    return maybeDeferred(call)
+    return maybeDeferred(f, *args, **kwargs)
 
 
 def default_reactor(reactor: Any = None) -> Any:

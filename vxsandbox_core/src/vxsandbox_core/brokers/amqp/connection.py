@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -23,7 +24,7 @@ from txamqp.protocol import AMQClient
 
 from ...aio import call_deferred
 from .. import BrokerError, dead_letter_queue
-from .spec import Client, load_spec
+from .spec import Client, frames, load_spec
 from .url import AmqpUrl
 
 if TYPE_CHECKING:
@@ -220,7 +221,7 @@ class Connection:
         if isinstance(client, Client) and not channel.closed:
             # Written at once, the frames encoded without txamqp's codec (see .frames), unless txamqp
             # cannot be overtaken or the frames need its encoder.
-            data = client.message_frames.publish(channel.id, EXCHANGE, routing_key, body, PUBLISH_PROPERTIES,
+            data = client.message_frames.publish(channel.id, EXCHANGE, routing_key, body, _publish_properties(),
                                                  client.MAX_LENGTH)
             if data is not None and client.send_now(data):
                 sent = succeed(None)
@@ -298,6 +299,14 @@ class Connection:
 
 
 _consumer_numbers = itertools.count(1)
+
+
+@lru_cache(maxsize=1)
+def _publish_properties() -> bytes:
+    """:data:`PUBLISH_PROPERTIES` as a content header carries them."""
+    properties = frames().properties(PUBLISH_PROPERTIES)
+    assert properties is not None
+    return properties
 
 
 def _reply_code(error: ChannelClosed) -> int | None:

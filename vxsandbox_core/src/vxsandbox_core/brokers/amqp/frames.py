@@ -36,6 +36,7 @@ _FRAME_HEAD = struct.Struct("!BHI")
 _CLASS_METHOD = struct.Struct("!HH")
 _LONGLONG = struct.Struct("!Q")
 _CONTENT_HEAD = struct.Struct("!HHQH")
+_CONTENT_SIZE = struct.Struct("!HHQ")
 #: the property flag of the basic class's ``headers`` table (left to txamqp), the unused bit and the
 #: continuation bit (more flags follow: not in 0-9-1's basic class)
 _HEADERS_FLAG = 1 << 13
@@ -62,33 +63,35 @@ class Frames:
         self.ack = basic.methods.byname["ack"]
         self.nack = basic.methods.byname["nack"]
         #: the basic class's properties in flag order: (flag bit, name, type)
-        self.properties = [(1 << (15 - i), f.name, f.type) for i, f in enumerate(basic.fields)]
-        self.simple = {name for _, name, kind in self.properties if kind in ("shortstr", "octet", "timestamp")}
+        self.property_fields = [(1 << (15 - i), f.name, f.type) for i, f in enumerate(basic.fields)]
+        self.simple = {name for _, name, kind in self.property_fields if kind in ("shortstr", "octet", "timestamp")}
 
     # --- encoding -------------------------------------------------------------------
 
-    def publish(self, channel: int, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any],
+    def publish(self, channel: int, exchange: str, routing_key: str, body: bytes, properties: bytes,
                 frame_max: int) -> bytes | None:
-        """``basic.publish`` (not mandatory, not immediate) with its header and body frames, as txamqp writes it."""
+        """``basic.publish`` (not mandatory, not immediate) with its header and body frames, as txamqp writes it;
+        ``properties`` is what :meth:`properties` made of the message's properties."""
         exchange_field = _shortstr(exchange)
         key_field = _shortstr(routing_key)
-        header = self._content_header(len(body), properties)
-        if exchange_field is None or key_field is None or header is None:
+        if exchange_field is None or key_field is None:
             return None
         method = _CLASS_METHOD.pack(BASIC, PUBLISH) + b"\x00\x00" + exchange_field + key_field + b"\x00"
+        header = _CONTENT_SIZE.pack(BASIC, 0, len(body)) + properties
         parts = [_frame(METHOD, channel, method), _frame(HEADER, channel, header)]
         chunk = frame_max - 8
         for start in range(0, len(body), chunk):
             parts.append(_frame(BODY, channel, body[start:start + chunk]))
         return b"".join(parts)
 
-    def _content_header(self, size: int, properties: dict[str, Any]) -> bytes | None:
+    def properties(self, properties: dict[str, Any]) -> bytes | None:
+        """A content header's property flags and properties (the same for every message that has them)."""
         flags = 0
         fields = []
         given = {name: value for name, value in properties.items() if value is not None}
         if not given.keys() <= self.simple:
             return None
-        for flag, name, kind in self.properties:
+        for flag, name, kind in self.property_fields:
             value = given.get(name)
             if value is None:
                 continue
@@ -106,7 +109,7 @@ class Frames:
                 fields.append(_LONGLONG.pack(value))
             else:
                 return None
-        return _CONTENT_HEAD.pack(BASIC, 0, size, flags) + b"".join(fields)
+        return struct.pack("!H", flags) + b"".join(fields)
 
     @staticmethod
     def settle(channel: int, delivery_tag: int, multiple: bool) -> bytes:
@@ -167,7 +170,7 @@ class Frames:
             return None
         properties: dict[str, Any] = {}
         pos = _CONTENT_HEAD.size
-        for flag, name, kind in self.properties:
+        for flag, name, kind in self.property_fields:
             if not flags & flag:
                 continue
             if kind == "shortstr":
