@@ -39,13 +39,14 @@ def content_frames(channel: int, body: bytes, properties: dict[str, Any], frame_
     return data
 
 
-ascii_short = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
-short_strings = st.one_of(ascii_short, st.binary(max_size=40))
+#: any text (no lone surrogates, which have no UTF-8 form) that fits a short string: 40 characters, 160 bytes at most
+short_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+short_strings = st.one_of(short_text, st.binary(max_size=40))
 simple_properties = st.fixed_dictionaries({}, optional={
-    "content-type": ascii_short, "content-encoding": ascii_short, "delivery-mode": st.integers(0, 255),
-    "priority": st.integers(0, 255), "correlation-id": ascii_short, "reply-to": ascii_short,
-    "expiration": ascii_short, "message-id": ascii_short, "timestamp": st.integers(0, 2 ** 64 - 1),
-    "type": ascii_short, "user-id": ascii_short, "app-id": ascii_short, "reserved": ascii_short})
+    "content-type": short_text, "content-encoding": short_text, "delivery-mode": st.integers(0, 255),
+    "priority": st.integers(0, 255), "correlation-id": short_text, "reply-to": short_text,
+    "expiration": short_text, "message-id": short_text, "timestamp": st.integers(0, 2 ** 64 - 1),
+    "type": short_text, "user-id": short_text, "app-id": short_text, "reserved": short_text})
 
 
 def split_frames(data: bytes) -> list[bytes]:
@@ -75,7 +76,7 @@ def same_frame(ours: Frame, theirs: Frame) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(channel=st.integers(1, 65535), exchange=ascii_short, routing_key=ascii_short,
+@given(channel=st.integers(1, 65535), exchange=short_text, routing_key=short_text,
        body=st.binary(max_size=600), properties=simple_properties, frame_max=st.sampled_from([16, 100, 4096]))
 def test_publish_is_txamqps_bytes(channel: int, exchange: str, routing_key: str, body: bytes,
                                   properties: dict[str, Any], frame_max: int) -> None:
@@ -109,7 +110,7 @@ def test_publish_leaves_what_it_cannot_write_to_txamqp() -> None:
 
 
 def test_non_ascii_routing_key_is_counted_in_bytes() -> None:
-    """A short string's length is its UTF-8 length (txamqp counts characters and corrupts the frame)."""
+    """A short string's length is its UTF-8 length (unpatched txamqp counted characters and corrupted the frame)."""
     data = frames().publish(1, "vumi", "sms.ñandú.outbound", b"{}", b"\x00\x00", FRAME_MAX)
     assert data is not None
     method = reference()._unpack_frame(split_frames(data)[0])

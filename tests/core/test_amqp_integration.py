@@ -328,6 +328,21 @@ class AmqpIntegrationTests(TestCase):
         self.assertEqual({r["in_reply_to"] for r in self.replies.bodies}, {m["message_id"] for m in messages})
         self.assertEqual(await queue_length(self.transport, f"{self.tn}.inbound"), 0)
 
+    async def test_non_ascii_routing_key_is_published_and_consumed(self) -> None:
+        """A transport named in non-ASCII text gets its messages both ways (txamqp wrote such a routing key's
+        length in characters, and the broker dropped the connection on the corrupt frame)."""
+        self.tn = f"vxtest_ñandú_{uuid.uuid4().hex[:12]}"
+        self.transport = AmqpBroker(connection_name=f"vxsandbox-test transport {self.tn}")
+        await self.transport.connect()
+        self.addCleanup(self.cleanup_transport)
+        self.replies = Collector()
+        await self.listen()
+        await self.transport.publish(f"{self.tn}.outbound", json.dumps({"to": "ñandú"}).encode())
+        await self.replies.wait_for(1)
+        self.assertEqual(self.replies.bodies, [{"to": "ñandú"}])
+        assert self.transport.connection is not None
+        self.assertEqual(self.transport.connections_made, 1)
+
     async def test_publish_waits_for_connection(self) -> None:
         """A publish made while disconnected waits for the reconnection instead of being lost."""
         await self.setup_transport()

@@ -10,9 +10,8 @@ objects, byte for byte and value for value as txamqp would (tests compare
 both). Anything else, or anything they are not sure of (a ``headers`` table, a
 malformed or truncated frame, a string longer than a short string holds), is
 ``None``: the caller then goes through txamqp as before, which keeps its
-behaviour on every input these do not handle. (One difference, a fix: a short
-string's length is its UTF-8 length, where txamqp writes its length in
-characters and so corrupts the frame of a non-ASCII routing key.)
+behaviour on every input these do not handle. (A string's length is its
+UTF-8 length, as in txamqp once :mod:`.spec` has fixed it.)
 """
 
 from __future__ import annotations

@@ -90,6 +90,17 @@ def _decode_table(c: Any) -> dict[str, Any]:
 _txamqp_codec.Codec.decode_table = _decode_table
 
 
+def _encode_string(c: Any, fmt: str, text: str | bytes) -> None:
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    c.pack(fmt, len(data))
+    c.write(data)
+
+
+# txamqp 0.8 writes a string's length in characters before its UTF-8 bytes: a non-ASCII queue name or
+# routing key made a corrupt frame, and the broker dropped the connection.
+_txamqp_codec.Codec.enc_str = _encode_string
+
+
 def _decode_body(spec: Any, dec: Any) -> Body:
     return Body(dec.decode_longbytes())
 
