@@ -18,7 +18,7 @@ from .process import SandboxChild, SandboxResult
 from .resources import SandboxResource, SandboxResources, describe_field, describe_type
 from .worker import Sandbox
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 
 __all__ = [
     "BrokerError",

@@ -16,7 +16,7 @@ from .worker import (
     StandaloneJsFileSandbox,
 )
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 
 __all__ = [
     "JsFileSandbox",

@@ -8,7 +8,7 @@ from .redis_store import RedisStore
 from .resources import ContactsResource, GroupsResource, OptoutResource
 from .store import ContactsStore
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 
 __all__ = [
     "ContactsConfig",

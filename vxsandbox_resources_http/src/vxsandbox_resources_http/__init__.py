@@ -5,7 +5,7 @@ from .errors import DataLimitError, DestinationRefusedError, HeaderLimitError, H
 from .guard import DestinationGuard, HostRules
 from .resource import HttpClientResource
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 
 __all__ = [
     "DataLimitError",

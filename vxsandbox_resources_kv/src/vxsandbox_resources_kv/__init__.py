@@ -14,7 +14,7 @@ from .memory import MemoryBackend
 from .redis_backend import RedisBackend
 from .resource import KVResource, RedisResource
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 
 __all__ = [
     "BackendUnavailableError",

@@ -2,6 +2,6 @@
 
 from .resource import LoggingConfig, LoggingResource, stringify, truncate
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 
 __all__ = ["LoggingConfig", "LoggingResource", "__version__", "stringify", "truncate"]

@@ -2,6 +2,6 @@
 
 from .resource import OutboundConfig, OutboundResource
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 
 __all__ = ["OutboundConfig", "OutboundResource", "__version__"]
