@@ -257,6 +257,17 @@ def test_client_drops_a_connection_that_interleaves_a_delivery() -> None:
     assert delegate.seen == []
 
 
+def test_client_closes_the_connection_when_its_delegate_raises() -> None:
+    """As txamqp's dispatch does: a delegate that raises on a delivery handed over the fast way ends the connection."""
+    client, delegate, transport = connected(Client)
+
+    def broken(ch: Any, msg: Any) -> None:
+        raise RuntimeError("delegate bug")
+    delegate.basic_ack = broken
+    client.dataReceived(confirm(1))
+    assert transport.disconnecting
+
+
 def test_client_writes_frames_at_once_unless_txamqps_wait() -> None:
     """send_now writes at once when nothing of txamqp's is queued, and refuses (writes nothing) when it is."""
     client, _, transport = connected(Client)

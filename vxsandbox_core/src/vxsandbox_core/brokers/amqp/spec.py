@@ -1,8 +1,9 @@
 """The AMQP 0-9-1 spec txamqp needs, and the fixes txamqp 0.8 needs to talk to RabbitMQ.
 
 Importing this module patches txamqp (once, for the process): header tables
-understand every 0-9-1 field type, and body frames stay bytes. :class:`Client`
-is txamqp's client without three per-frame costs.
+understand every 0-9-1 field type, body frames stay bytes, and a string's
+length is written in bytes. :class:`Client` is txamqp's client without its
+per-frame costs, reading and writing the message's frames with :mod:`.frames`.
 """
 
 from __future__ import annotations
